@@ -1,0 +1,1 @@
+"""Power-state classifiers for LLM inference power traces."""

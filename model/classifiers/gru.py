@@ -1,0 +1,58 @@
+"""The bidirectional GRU power-state classifier (SPEC section 5).
+
+Its recurrent weights live in an ordinary nn.GRU under `gru.`, so a checkpoint's
+`gru.*` entries load into a plain nn.GRU whichever kernel (`torch` or `fused`) trained it.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from model import config
+from model.classifiers.fused_gru import FusedGRUUnavailable, fused_gru_forward, load_extension
+from model.errors import InputError
+
+GRU_IMPLS = ("auto", "fused", "torch")
+
+
+class PowerStateGRU(nn.Module):
+    def __init__(self, num_states: int, hidden_size: int = config.HIDDEN_SIZE,
+                 num_layers: int = config.NUM_LAYERS, dropout: float = config.DROPOUT,
+                 gru_impl: str = "torch"):
+        super().__init__()
+        self.gru = nn.GRU(config.NUM_FEATURES, hidden_size, num_layers=num_layers,
+                          bidirectional=True, batch_first=True, dropout=dropout)
+        self.head = nn.Linear(2 * hidden_size, num_states)
+        self.gru_impl = gru_impl
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, 6) normalised features -> (B, T, K) state logits."""
+        if self.gru_impl == "fused":
+            hidden = fused_gru_forward(self.gru, features)
+        else:
+            hidden, _ = self.gru(features)
+        return self.head(hidden)
+
+
+def resolve_gru_impl(requested: str, device: torch.device) -> str:
+    """`auto` is the fused kernel on CPU and cuDNN's nn.GRU on CUDA.
+
+    When the kernel cannot be built, `auto` falls back to `torch` with a one-line notice and
+    `fused` is bad usage (InputError, exit 2) naming the reason.
+    """
+    if requested not in GRU_IMPLS:
+        raise InputError(f"--gru_impl {requested!r}: choose from {', '.join(GRU_IMPLS)}")
+    if requested == "torch" or (requested == "auto" and device.type != "cpu"):
+        return "torch"
+    if device.type != "cpu":
+        raise InputError(f"--gru_impl fused runs on the CPU only, not on {device}")
+    try:
+        load_extension()
+    except FusedGRUUnavailable as err:
+        if requested == "fused":
+            raise InputError(f"--gru_impl fused: {err}") from None
+        print(f"notice: {err}; using torch's nn.GRU instead (slower)", file=sys.stderr)
+        return "torch"
+    return "fused"

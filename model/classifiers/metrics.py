@@ -1,0 +1,91 @@
+"""Validation metrics (SPEC section 7) as small pure functions on numpy arrays.
+
+Per-trace inputs are lists with one array per validation trace; per-bin inputs are the
+concatenation of those traces. scikit-learn and statsmodels do what they already do.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from statsmodels.tsa.stattools import acf
+
+from model import config
+
+
+def classification_scores(labels: np.ndarray, predictions: np.ndarray, num_states: int) -> dict[str, float]:
+    """Weighted F1, precision and recall over the K states, and accuracy, over all bins."""
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=list(range(num_states)), average="weighted", zero_division=0)
+    return {"val_f1": float(f1), "val_precision": float(precision), "val_recall": float(recall),
+            "val_accuracy": float(accuracy_score(labels, predictions))}
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
+                               n_bins: int = config.ECE_BINS) -> float:
+    """Top-label ECE: equal-width confidence bins on [0, 1] (the last one closed);
+    sum over bins of (share of bins) x |accuracy - mean confidence|."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.searchsorted(edges[1:-1], confidence, side="right")   # 1.0 lands in the last bin
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def mean_trace_cross_entropy(log_probabilities: list[np.ndarray], labels: list[np.ndarray]) -> float:
+    """Cross-entropy averaged over each trace's bins, then over traces."""
+    return float(np.mean([-lp[np.arange(len(y)), y].mean() for lp, y in zip(log_probabilities, labels)]))
+
+
+def _acf(x: np.ndarray, nlags: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a constant series has no ACF
+        return acf(x, nlags=nlags, fft=True)[1:]
+
+
+def autocorr_r2(real: list[np.ndarray], synthetic: list[np.ndarray], nlags: int = config.ACF_NLAGS) -> float:
+    """How well the synthetic trace reproduces the real trace's autocorrelation.
+
+    Per trace: squared Pearson r between the ACFs (lags 1..nlags) of real and synthetic watts,
+    0 when either ACF is undefined; length-weighted mean over traces with >= 2*nlags+1 bins.
+    NaN when no trace is that long.
+    """
+    scores, weights = [], []
+    for r, s in zip(real, synthetic):
+        if len(r) < 2 * nlags + 1:
+            continue
+        acf_real, acf_syn = _acf(r, nlags), _acf(s, nlags)
+        if (not np.all(np.isfinite(acf_real)) or not np.all(np.isfinite(acf_syn))
+                or np.std(acf_real) == 0 or np.std(acf_syn) == 0):
+            score = 0.0
+        else:
+            score = float(np.corrcoef(acf_real, acf_syn)[0, 1] ** 2)
+        scores.append(score)
+        weights.append(len(r))
+    return float(np.average(scores, weights=weights)) if scores else float("nan")
+
+
+def transition_mae(real: list[np.ndarray], synthetic: list[np.ndarray], labels: list[np.ndarray]) -> float:
+    """Mean |real step - synthetic step| in watts over the bins where the true state changes.
+
+    NaN when no validation trace has a state change.
+    """
+    errors = []
+    for r, s, y in zip(real, synthetic, labels):
+        changes = np.flatnonzero(np.diff(y) != 0) + 1
+        errors.append(np.abs((r[changes] - r[changes - 1]) - (s[changes] - s[changes - 1])))
+    errors = np.concatenate(errors) if errors else np.array([])
+    return float(errors.mean()) if len(errors) else float("nan")
+
+
+def energy_error_pct(real: list[np.ndarray], synthetic: list[np.ndarray]) -> float:
+    """100 x |total synthetic energy - total real energy| / total real energy."""
+    total_real = float(sum(r.sum() for r in real))
+    total_syn = float(sum(s.sum() for s in synthetic))
+    return 100.0 * abs(total_syn - total_real) / total_real

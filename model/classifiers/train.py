@@ -1,0 +1,127 @@
+"""The training loop (SPEC section 5): Adam, cross-entropy, one trace per optimizer step.
+
+    result = fit(model, train_x, train_y, val_x, val_y, lr=1e-4, num_epochs=500, seed=0)
+
+Traces are reshuffled every epoch with the seed; gradients are clipped to norm 1.0.
+Validation loss is computed every `val_every` epochs and after the last. With `state_file`,
+the full training state is saved atomically every `checkpoint_every` epochs, and `resume`
+continues from it to the same result an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model import config
+from model.outputs import atomic_path
+from model.tracking import Tracker
+
+
+@dataclass
+class FitResult:
+    train_losses: list[float]
+    val_losses: dict[int, float] = field(default_factory=dict)   # epoch (1-based) -> loss
+    train_seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+    """Mean over traces of each trace's mean cross-entropy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    losses = [F.cross_entropy(model(x)[0], y).item() for x, y in zip(xs, ys)]
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def _save_state(path: Path, model, optimizer, shuffle_rng, epoch: int, result: FitResult,
+                fingerprint: dict) -> None:
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.bit_generator.state,
+             "train_losses": result.train_losses, "val_losses": result.val_losses,
+             "train_seconds": result.train_seconds, "fingerprint": fingerprint}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, model, optimizer, shuffle_rng, fingerprint: dict) -> tuple[int, FitResult] | None:
+    """Restore a saved training state; None if there is none or it was made with other settings."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:   # a damaged state file is not worth keeping: start over
+        return None
+    if state.get("fingerprint") != fingerprint:
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    shuffle_rng.bit_generator.state = state["shuffle_rng"]
+    result = FitResult(list(state["train_losses"]), dict(state["val_losses"]),
+                       float(state["train_seconds"]), resumed_from_epoch=int(state["epoch"]))
+    return int(state["epoch"]), result
+
+
+def fit(model: torch.nn.Module, train_x: list[torch.Tensor], train_y: list[torch.Tensor],
+        val_x: list[torch.Tensor], val_y: list[torch.Tensor], *, lr: float = config.LR,
+        num_epochs: int = config.NUM_EPOCHS, seed: int = config.SEED,
+        val_every: int = config.VAL_EVERY, use_wandb: bool = True, tracker: Tracker | None = None,
+        run_name: str = "powertrace-train", state_file: Path | None = None,
+        checkpoint_every: int = config.CHECKPOINT_EVERY, resume: bool = False,
+        fingerprint: dict | None = None, progress: bool = True) -> FitResult:
+    """Train `model` in place. Inputs are (1, T, 6) feature tensors and (T,) label tensors.
+
+    Logs per-epoch `train_loss` (and `val_loss`) to W&B: to `tracker` when given, else to a run
+    this function starts itself when `use_wandb` is true.
+    """
+    own_tracker = tracker is None
+    if own_tracker:
+        tracker = Tracker(run_name, {"lr": lr, "num_epochs": num_epochs, "seed": seed}, enabled=use_wandb)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    shuffle_rng = np.random.default_rng(seed)
+    fingerprint = fingerprint or {}
+    start_epoch, result = 0, FitResult([])
+    if resume and state_file is not None:
+        restored = _load_state(Path(state_file), model, optimizer, shuffle_rng, fingerprint)
+        if restored is not None:
+            start_epoch, result = restored
+            print(f"resumed from epoch {start_epoch} of {num_epochs} ({state_file})", flush=True)
+
+    model.train()
+    bar = tqdm(range(start_epoch, num_epochs), initial=start_epoch, total=num_epochs, desc="epochs",
+               unit="epoch", disable=not progress, mininterval=1.0, dynamic_ncols=True)
+    for epoch in bar:
+        started = time.perf_counter()
+        losses = []
+        for i in shuffle_rng.permutation(len(train_x)):
+            logits = model(train_x[i])[0]
+            loss = F.cross_entropy(logits, train_y[i])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.GRAD_CLIP)
+            optimizer.step()
+            losses.append(loss.item())
+        result.train_seconds += time.perf_counter() - started
+        result.train_losses.append(float(np.mean(losses)))
+        logged = {"epoch": epoch + 1, "train_loss": result.train_losses[-1]}
+        if (epoch + 1) % val_every == 0 or epoch + 1 == num_epochs:
+            result.val_losses[epoch + 1] = validation_loss(model, val_x, val_y)
+            logged["val_loss"] = result.val_losses[epoch + 1]
+        tracker.log(logged, step=epoch + 1)
+        bar.set_postfix(loss=f"{result.train_losses[-1]:.4f}",
+                        val=f"{result.val_losses[max(result.val_losses)]:.4f}" if result.val_losses else "-",
+                        refresh=False)
+        if state_file is not None and ((epoch + 1) % checkpoint_every == 0) and epoch + 1 < num_epochs:
+            _save_state(Path(state_file), model, optimizer, shuffle_rng, epoch + 1, result, fingerprint)
+    bar.close()
+    if own_tracker:
+        tracker.finish()
+    return result

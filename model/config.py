@@ -1,0 +1,73 @@
+"""Defaults and paths: the one visible place for every default the pipeline uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "model" / "training_data"
+RESULTS_DIR = Path("training_results")   # relative to where the user runs the command
+DEMO_DIR = Path("demo")
+DEMO_DATA_DIR = DEMO_DIR / "training_data"
+DEMO_RESULTS_DIR = DEMO_DIR / "training_results"
+
+# Data (SPEC section 2)
+SAMPLE_PERIOD_S = 0.25
+NUM_FEATURES = 6
+FEATURE_NAMES = ("arrivals", "arrival_input_tokens", "arrival_output_tokens",
+                 "active_requests", "prefill_tokens", "decode_tokens")
+
+# States and training (SPEC sections 3 and 5)
+NUM_STATES = 6
+KMEANS_N_INIT = 10
+KMEANS_RANDOM_STATE = 0
+HIDDEN_SIZE = 64
+NUM_LAYERS = 2
+DROPOUT = 0.2
+LR = 1e-4
+NUM_EPOCHS = 500
+VAL_SPLIT = 0.2
+SEED = 0
+GRAD_CLIP = 1.0
+VAL_EVERY = 10
+CHECKPOINT_EVERY = 25
+DEMO_NUM_EPOCHS = 15
+
+# Metrics (SPEC section 7)
+ACF_NLAGS = 50
+MIN_ACF_BINS = 2 * ACF_NLAGS + 1
+ECE_BINS = 10
+METRIC_ORDER = ("val_f1", "val_precision", "val_recall", "ece", "autocorr_r2",
+                "transition_mae", "final_train_loss", "final_val_loss", "val_accuracy")
+TABLE_METRICS = ("val_f1", "autocorr_r2", "transition_mae", "ece")
+
+# Weights & Biases (SPEC section 10)
+WANDB_PROJECT = "powertrace-classifier-training"
+
+# Output tree (SPEC section 8)
+METRICS_SUBDIR = "metrics"
+CHECKPOINTS_SUBDIR = "checkpoints"
+LOGS_SUBDIR = "logs"
+SUMMARY_FILE = "jobs_summary.json"
+STATISTICS_FILE = "model_statistics.csv"
+TABLE_FILE = "table_summary.tex"
+
+
+def metrics_path(output_dir: Path | str, job: str) -> Path:
+    return Path(output_dir) / METRICS_SUBDIR / f"{job}_metrics.csv"
+
+
+def losses_path(output_dir: Path | str, job: str) -> Path:
+    return Path(output_dir) / METRICS_SUBDIR / f"{job}_losses.csv"
+
+
+def checkpoint_path(output_dir: Path | str, job: str) -> Path:
+    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.pt"
+
+
+def state_path(output_dir: Path | str, job: str) -> Path:
+    """Training state for --resume (model, optimizer, RNG, epoch, losses so far)."""
+    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.state.pt"
+
+
+def log_path(output_dir: Path | str, job: str) -> Path:
+    return Path(output_dir) / LOGS_SUBDIR / f"{job}.log"

@@ -1,0 +1,198 @@
+"""Loading and validating a measured (or demo) `.npz` power-trace file (SPEC section 2).
+
+    from model.data import load_power_file
+    data = load_power_file("model/training_data/vllm-benchmark_llama-3-8b_a100.npz")
+    traces = data.traces_for_tp(2)
+
+Every defect raises DataError naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import InputError
+
+BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
+REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
+REQUIRED_KEYS = BIN_KEYS + REQUEST_KEYS + ("tensor_parallelism",)
+
+
+class DataError(InputError):
+    """A data file is missing, unreadable or inconsistent."""
+
+    def __init__(self, path: Path | str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass
+class Trace:
+    """One measured run, cut to its true length L (R requests)."""
+    index: int                   # row in the file
+    tp: int
+    timestamps: np.ndarray       # (L,) seconds
+    power: np.ndarray            # (L,) watts summed over the TP GPUs
+    prefill_tokens: np.ndarray   # (L,)
+    decode_tokens: np.ndarray    # (L,)
+    active_requests: np.ndarray  # (L,)
+    request_times: np.ndarray    # (R,) arrival times, same clock as timestamps
+    input_tokens: np.ndarray     # (R,)
+    output_tokens: np.ndarray    # (R,)
+
+    def __len__(self) -> int:
+        return len(self.power)
+
+
+@dataclass
+class PowerData:
+    path: Path
+    traces: list[Trace]
+
+    @property
+    def tp_values(self) -> list[int]:
+        return sorted({t.tp for t in self.traces})
+
+    def traces_for_tp(self, tp: int, min_traces: int = 2) -> list[Trace]:
+        selected = [t for t in self.traces if t.tp == tp]
+        if not selected:
+            raise DataError(self.path, f"no traces with TP {tp}; the file holds TP "
+                                       f"{', '.join(map(str, self.tp_values))}")
+        if len(selected) < min_traces:
+            raise DataError(self.path, f"TP {tp} has {len(selected)} trace; at least "
+                                       f"{min_traces} are needed to train and validate")
+        return selected
+
+
+def true_length(timestamps: np.ndarray) -> int:
+    """Longest prefix that is positive and strictly increasing.
+
+    Handles both padding conventions of real files: a ramp falling to 0, and zeros.
+    A first timestamp of exactly 0 (relative clock) is accepted.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if len(ts) == 0 or not np.isfinite(ts[0]) or ts[0] < 0:
+        return 0
+    steps_ok = np.isfinite(ts[1:]) & (np.diff(ts) > 0)
+    bad = np.flatnonzero(~steps_ok)
+    return int(bad[0] + 1) if len(bad) else len(ts)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, not an .npz file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise DataError(path, "is a single .npy array, not an .npz archive")
+            keys = list(npz.files)
+            missing = [k for k in REQUIRED_KEYS if k not in keys]
+            if missing:
+                raise DataError(path, f"missing key {missing[0]!r}; keys found: {', '.join(keys) or 'none'}")
+            wanted = REQUIRED_KEYS + (("trace_lengths",) if "trace_lengths" in keys else ())
+            arrays = {}
+            for key in wanted:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as err:
+                    if "pickle" in str(err).lower():
+                        raise DataError(path, f"key {key!r} holds pickled Python objects, which are "
+                                              "never loaded (allow_pickle=False)") from None
+                    raise DataError(path, f"key {key!r} cannot be read: {err}") from None
+                except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+                    raise DataError(path, f"key {key!r} is damaged (truncated file?): {err}") from None
+            return arrays
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise DataError(path, f"not a readable .npz file (truncated or damaged?): {err}") from None
+    except (ValueError, OSError) as err:
+        if "pickle" in str(err).lower():
+            raise DataError(path, "holds pickled Python objects, which are never loaded "
+                                  "(allow_pickle=False)") from None
+        raise DataError(path, f"not a readable .npz file: {err}") from None
+
+
+def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
+    if array.dtype.kind not in "biuf":
+        raise DataError(path, f"key {key!r} has dtype {array.dtype}, expected numbers")
+
+
+def load_power_file(path: Path | str) -> PowerData:
+    """Load and validate one data file; raise DataError on any defect."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    for key, array in arrays.items():
+        _check_numeric(path, key, array)
+
+    tp = arrays["tensor_parallelism"]
+    if tp.ndim != 1:
+        raise DataError(path, f"'tensor_parallelism' has shape {tp.shape}, expected (N,)")
+    n = len(tp)
+    if n == 0:
+        raise DataError(path, "holds no traces (tensor_parallelism is empty)")
+    bin_shape = arrays["timestamps"].shape
+    if len(bin_shape) != 2 or bin_shape[0] != n:
+        raise DataError(path, f"'timestamps' has shape {bin_shape}, expected (N={n}, T)")
+    for key in BIN_KEYS:
+        if arrays[key].shape != bin_shape:
+            raise DataError(path, f"{key!r} has shape {arrays[key].shape}, but 'timestamps' "
+                                  f"has {bin_shape}")
+    request_shape = arrays["request_timestamps"].shape
+    if len(request_shape) != 2 or request_shape[0] != n:
+        raise DataError(path, f"'request_timestamps' has shape {request_shape}, expected (N={n}, R)")
+    for key in REQUEST_KEYS:
+        if arrays[key].shape != request_shape:
+            raise DataError(path, f"{key!r} has shape {arrays[key].shape}, but "
+                                  f"'request_timestamps' has {request_shape}")
+    if not np.all(np.isfinite(tp)) or np.any(tp < 1) or np.any(tp != np.round(tp)):
+        raise DataError(path, "'tensor_parallelism' holds a value that is not a positive integer")
+
+    lengths = arrays.get("trace_lengths")
+    if lengths is not None:
+        if lengths.shape != (n,):
+            raise DataError(path, f"'trace_lengths' has shape {lengths.shape}, expected ({n},)")
+        if np.any(lengths < 1) or np.any(lengths > bin_shape[1]) or np.any(lengths != np.round(lengths)):
+            raise DataError(path, f"'trace_lengths' must be integers in 1..{bin_shape[1]}")
+
+    traces = []
+    for i in range(n):
+        length = int(lengths[i]) if lengths is not None else true_length(arrays["timestamps"][i])
+        if length < 2:
+            raise DataError(path, f"trace {i} has {length} valid bins (timestamps must be "
+                                  "positive and increasing)")
+        ts = arrays["timestamps"][i, :length].astype(np.float64)
+        if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
+            raise DataError(path, f"trace {i}: timestamps are not finite and strictly increasing "
+                                  f"within its {length} bins")
+        for key in BIN_KEYS[1:]:
+            values = arrays[key][i, :length]
+            what = "watts" if key == "power_traces" else "values"
+            bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+            if len(bad):
+                raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
+                                      f"{bad[0]} ({values[bad[0]]!r})")
+        request_mask = arrays["request_timestamps"][i] > 0
+        for key in REQUEST_KEYS:
+            values = arrays[key][i][request_mask]
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise DataError(path, f"trace {i}: {key!r} has non-finite or negative values")
+        traces.append(Trace(
+            index=i, tp=int(tp[i]), timestamps=ts,
+            power=arrays["power_traces"][i, :length].astype(np.float64),
+            prefill_tokens=arrays["prefill_tokens"][i, :length].astype(np.float64),
+            decode_tokens=arrays["decode_tokens"][i, :length].astype(np.float64),
+            active_requests=arrays["active_requests"][i, :length].astype(np.float64),
+            request_times=arrays["request_timestamps"][i][request_mask].astype(np.float64),
+            input_tokens=arrays["input_tokens"][i][request_mask].astype(np.float64),
+            output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64),
+        ))
+    return PowerData(path=path, traces=traces)

@@ -1,0 +1,234 @@
+"""Demo data: a small simulation of a vLLM server, written in the measured files' format.
+
+    python -m model.demo_data --out demo/training_data [--seed 0] [--scale demo|paper]
+
+Writes the 8 files of the grid (4 LLMs x 2 GPU types), each holding the TP values the grid
+uses for that LLM, with `trace_lengths`. The same seed gives identical files.
+
+Assumptions of the simulation (one 0.25 s bin at a time):
+- Requests arrive as a Poisson process at the measurement campaign's rates (0.125 to 4 req/s).
+  Prompt and completion lengths are log-normal with long tails, like ShareGPT; the reasoning
+  (DeepSeek-R1-Distill) models write completions about three times as long.
+- Continuous batching: arrived requests queue for prefill, which processes prompt tokens at a
+  throughput that grows with GPU speed and TP and shrinks with model size. A prefilled request
+  then decodes one token per engine step; a step takes longer for bigger models and batches.
+  Time spent on prefill in a bin is not available for decoding.
+- Per-GPU watts = idle + (peak - idle) x load. Load is the prefill share of the bin (compute
+  bound, near peak) plus the decode share times a plateau that grows with batch size and
+  saturates; 70B models reach a higher plateau than 8B. Idle is 60-80 W per A100 and
+  100-140 W per H100 (drawn per run); the peak stays below 400 W (A100) and 700 W (H100).
+- The power sensor lags (first-order response, about half a bin) and is noisy (about 1.5 %
+  plus 2 W per GPU), so states are learnable from the workload but never perfectly.
+- Watts are summed over the run's TP GPUs. Timestamps are an epoch clock; traces are padded
+  to a common length with timestamps ramping down to 0 and the last watt value repeated.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model import config
+from model.errors import InputError, run_cli
+from model.grid import HARDWARE, MODELS, data_file_name
+from model.outputs import atomic_path
+
+POISSON_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+SCALES = {
+    # traces per TP, (min, max) bins per trace
+    "demo": (8, (240, 320)),
+    "paper": (30, (2400, 2500)),
+}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    idle_w: tuple[float, float]   # per-GPU idle range
+    peak_w: float                 # per-GPU ceiling at full load
+    speed: float                  # relative compute speed
+
+
+HARDWARE_PARAMS = {
+    "a100": Hardware(idle_w=(60.0, 80.0), peak_w=385.0, speed=1.0),
+    "h100": Hardware(idle_w=(100.0, 140.0), peak_w=680.0, speed=1.9),
+}
+
+
+@dataclass(frozen=True)
+class LLM:
+    step_s: float             # decode step at batch 1 on one A100
+    prefill_tok_s: float      # prompt tokens per second on one A100
+    decode_plateau: float     # fraction of (peak - idle) a saturated decode batch draws
+    output_median: float      # median completion length, tokens
+
+
+def llm_params(file_stem: str) -> LLM:
+    big = "70b" in file_stem
+    reasoning = "deepseek" in file_stem
+    return LLM(step_s=0.16 if big else 0.024,
+               prefill_tok_s=1500.0 if big else 12000.0,
+               decode_plateau=0.72 if big else 0.55,
+               output_median=(600.0 if reasoning else 200.0))
+
+
+def per_gpu_watts(hw: Hardware, llm: LLM, idle_w: float, prefill_share: np.ndarray,
+                  decode_share: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Noise-free per-GPU power for each bin, before the sensor lag."""
+    decode_load = llm.decode_plateau * (1.0 - np.exp(-np.asarray(batch) / 24.0))
+    load = np.clip(0.95 * prefill_share + decode_share * decode_load, 0.0, 1.0)
+    return idle_w + (hw.peak_w - idle_w) * load
+
+
+def simulate_run(rng: np.random.Generator, llm: LLM, hw: Hardware, tp: int, rate: float,
+                 n_bins: int) -> dict[str, np.ndarray]:
+    """One measured run: per-bin workload and watts, per-request arrivals and lengths."""
+    dt = config.SAMPLE_PERIOD_S
+    duration = n_bins * dt
+    n_requests = rng.poisson(rate * duration)
+    arrivals = np.sort(rng.uniform(0.0, duration, n_requests))
+    input_tokens = np.clip(rng.lognormal(np.log(220.0), 0.9, n_requests), 4, 4096).astype(np.int64)
+    output_tokens = np.clip(rng.lognormal(np.log(llm.output_median), 0.8, n_requests), 1, 4096).astype(np.int64)
+
+    step_s = llm.step_s / (hw.speed * tp ** 0.7)
+    prefill_budget = llm.prefill_tok_s * hw.speed * tp ** 0.8 * dt
+
+    prefill = np.zeros(n_bins)
+    decode = np.zeros(n_bins)
+    active = np.zeros(n_bins)
+    prefill_share = np.zeros(n_bins)
+    decode_share = np.zeros(n_bins)
+    batch_size = np.zeros(n_bins)
+
+    waiting: list[list] = []       # [request, prompt tokens left]
+    decoding: list[list] = []      # [request, completion tokens left]
+    next_request = 0
+    for b in range(n_bins):
+        bin_end = (b + 1) * dt
+        while next_request < n_requests and arrivals[next_request] < bin_end:
+            waiting.append([next_request, float(input_tokens[next_request])])
+            next_request += 1
+        active[b] = len(waiting) + len(decoding)
+        budget = prefill_budget
+        while waiting and budget > 0:
+            item = waiting[0]
+            done = min(item[1], budget)
+            item[1] -= done
+            budget -= done
+            prefill[b] += done
+            if item[1] <= 0:
+                waiting.pop(0)
+                decoding.append([item[0], float(output_tokens[item[0]])])
+        prefill_share[b] = 1.0 - budget / prefill_budget
+        if decoding:
+            decode[b] = sum(output_tokens[r] for r, _ in decoding)
+            batch_size[b] = len(decoding)
+            decode_share[b] = 1.0 - prefill_share[b]
+            tokens_each = decode_share[b] * dt / (step_s * (1.0 + len(decoding) / 64.0))
+            for item in decoding:
+                item[1] -= tokens_each
+            decoding = [item for item in decoding if item[1] > 0]
+
+    idle_w = rng.uniform(*hw.idle_w)
+    target = per_gpu_watts(hw, llm, idle_w, prefill_share, decode_share, batch_size)
+    lagged = np.empty(n_bins)
+    level = target[0]
+    for b in range(n_bins):
+        level = 0.55 * target[b] + 0.45 * level
+        lagged[b] = level
+    gpus = lagged[None, :] + rng.normal(0.0, 1.0, (tp, n_bins)) * (0.015 * lagged + 2.0)
+    power = np.clip(gpus, 0.9 * hw.idle_w[0], hw.peak_w).sum(axis=0)
+    return {"power": power, "prefill_tokens": prefill, "decode_tokens": decode,
+            "active_requests": active, "arrivals": arrivals,
+            "input_tokens": input_tokens, "output_tokens": output_tokens}
+
+
+def simulate_file(seed: int, model_index: int, hardware: str, scale: str) -> dict[str, np.ndarray]:
+    """All runs of one (LLM, GPU type) file, padded into the SPEC section 2 arrays."""
+    spec = MODELS[model_index]
+    rng = np.random.default_rng([seed, model_index, HARDWARE.index(hardware)])
+    llm, hw = llm_params(spec.file_stem), HARDWARE_PARAMS[hardware]
+    traces_per_tp, (min_bins, max_bins) = SCALES[scale]
+    runs, tps, rates = [], [], []
+    for tp in spec.tp_values:
+        for i in range(traces_per_tp):
+            rate = POISSON_RATES[i % len(POISSON_RATES)]
+            n_bins = int(rng.integers(min_bins, max_bins + 1))
+            runs.append(simulate_run(rng, llm, hw, tp, rate, n_bins))
+            tps.append(tp)
+            rates.append(rate)
+    n, t_max = len(runs), max(len(r["power"]) for r in runs)
+    r_max = max(1, max(len(r["arrivals"]) for r in runs))
+    out = {key: np.zeros((n, t_max)) for key in ("timestamps", "power_traces")}
+    out.update({key: np.zeros((n, t_max), dtype=np.int64)
+                for key in ("prefill_tokens", "decode_tokens", "active_requests")})
+    out["request_timestamps"] = np.zeros((n, r_max))
+    out["input_tokens"] = np.zeros((n, r_max), dtype=np.int64)
+    out["output_tokens"] = np.zeros((n, r_max), dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    for i, run in enumerate(runs):
+        length = len(run["power"])
+        lengths[i] = length
+        start = 1.76e9 + 3600.0 * i + rng.uniform(0, 60)
+        ts = start + config.SAMPLE_PERIOD_S * np.arange(length)
+        out["timestamps"][i, :length] = ts
+        out["timestamps"][i, length:] = np.linspace(ts[-1] / 2, 0.0, t_max - length)
+        out["power_traces"][i, :length] = run["power"]
+        out["power_traces"][i, length:] = run["power"][-1]
+        for key in ("prefill_tokens", "decode_tokens", "active_requests"):
+            out[key][i, :length] = np.round(run[key])
+        k = len(run["arrivals"])
+        out["request_timestamps"][i, :k] = start + run["arrivals"]
+        out["input_tokens"][i, :k] = run["input_tokens"]
+        out["output_tokens"][i, :k] = run["output_tokens"]
+    out["tensor_parallelism"] = np.asarray(tps, dtype=np.int64)
+    out["trace_lengths"] = lengths
+    out["poisson_rate"] = np.asarray(rates)
+    return out
+
+
+def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
+                     models: list[str] | None = None, hardware: list[str] | None = None) -> list[Path]:
+    """Write the grid's data files (or those of the given models/hardware) into out_dir."""
+    if scale not in SCALES:
+        raise InputError(f"unknown --scale {scale!r}; choose from {', '.join(SCALES)}")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out_dir}: cannot create the output folder: {err.strerror}") from None
+    written = []
+    for model_index, spec in enumerate(MODELS):
+        if models and spec.key not in models:
+            continue
+        for hw in HARDWARE:
+            if hardware and hw not in hardware:
+                continue
+            path = out_dir / data_file_name(spec.key, hw)
+            arrays = simulate_file(seed, model_index, hw, scale)
+            try:
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez_compressed(f, **arrays)
+            except OSError as err:
+                raise InputError(f"{path}: cannot write: {err.strerror}") from None
+            written.append(path)
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
+                        help="demo: 8 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
+    args = parser.parse_args()
+    for path in write_demo_files(args.out, args.seed, args.scale):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "demo_data")

@@ -1,0 +1,73 @@
+"""The six per-bin features (SPEC section 4) and the seeded train/validation split (section 5).
+
+    train, val = split_traces(traces, val_split=0.2, seed=0)
+    norm = FeatureNorm.fit([raw_features(t) for t in train])
+    x = norm.apply(raw_features(trace))              # (L, 6) float32
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model import config
+from model.data import Trace
+from model.errors import InputError
+
+STD_FLOOR = 1e-6
+
+
+def bin_edges(timestamps: np.ndarray) -> np.ndarray:
+    """Bin i covers [t_i, t_{i+1}); the last bin is one median step wide."""
+    step = np.median(np.diff(timestamps))
+    return np.append(timestamps, timestamps[-1] + step)
+
+
+def raw_features(trace: Trace) -> np.ndarray:
+    """(L, 6) counts before log1p: arrivals, their input and output tokens, active requests,
+    prefill tokens, decode tokens."""
+    edges = bin_edges(trace.timestamps)
+    n_bins = len(trace)
+    which_bin = np.searchsorted(edges, trace.request_times, side="right") - 1
+    inside = (which_bin >= 0) & (which_bin < n_bins)
+    which_bin = which_bin[inside]
+    arrivals = np.bincount(which_bin, minlength=n_bins)
+    arrival_in = np.bincount(which_bin, weights=trace.input_tokens[inside], minlength=n_bins)
+    arrival_out = np.bincount(which_bin, weights=trace.output_tokens[inside], minlength=n_bins)
+    return np.stack([arrivals, arrival_in, arrival_out, trace.active_requests,
+                     trace.prefill_tokens, trace.decode_tokens], axis=1).astype(np.float64)
+
+
+@dataclass
+class FeatureNorm:
+    """log1p, then z-score with statistics of the training bins (saved with the checkpoint)."""
+    mean: np.ndarray  # (6,)
+    std: np.ndarray   # (6,)
+
+    @classmethod
+    def fit(cls, train_features: list[np.ndarray]) -> "FeatureNorm":
+        logged = np.log1p(np.concatenate(train_features))
+        return cls(logged.mean(axis=0), np.maximum(logged.std(axis=0), STD_FLOOR))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return ((np.log1p(features) - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                "names": list(config.FEATURE_NAMES)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureNorm":
+        return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+def split_traces(traces: list, val_split: float, seed: int) -> tuple[list, list]:
+    """Permute with default_rng(seed); the first max(1, round(val_split*n)) are validation."""
+    n = len(traces)
+    if n < 2:
+        raise InputError(f"{n} trace(s): at least 2 are needed to train and validate")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(val_split * n))
+    if n_val >= n:
+        raise InputError(f"--val_split {val_split} leaves no training trace out of {n}")
+    return [traces[i] for i in order[n_val:]], [traces[i] for i in order[:n_val]]

@@ -1,0 +1,80 @@
+"""The 16-configuration grid (SPEC section 1): the one place it is defined.
+
+Every script imports the grid from here: model keys, data file names, TP values,
+hardware, table labels and job names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str            # value of --model
+    file_stem: str      # the LLM part of the data file name
+    tp_values: tuple[int, ...]
+    table_label: str    # LaTeX label in the paper's table
+
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("llama-3-8b", "llama-3-8b", (1, 2), r"\texttt{Llama-3.1 (8B)}"),
+    ModelSpec("llama-3-70b", "llama-3-70b", (4, 8), r"\texttt{Llama-3.1 (70B)}"),
+    ModelSpec("deepseek-r1-distill-8b", "deepseek-r1-8b", (1, 2), r"\texttt{DeepSeek-Distill (8B)}"),
+    ModelSpec("deepseek-r1-distill-70b", "deepseek-r1-70b", (4, 8), r"\texttt{DeepSeek-Distill (70B)}"),
+)
+HARDWARE: tuple[str, ...] = ("a100", "h100")
+
+MODEL_KEYS: tuple[str, ...] = tuple(m.key for m in MODELS)
+MODELS_BY_KEY: dict[str, ModelSpec] = {m.key: m for m in MODELS}
+
+
+def data_file_name(model: str, hardware: str) -> str:
+    """Name of the data file holding every TP of one LLM on one GPU type."""
+    return f"vllm-benchmark_{MODELS_BY_KEY[model].file_stem}_{hardware}.npz"
+
+
+def job_name(model: str, hardware: str, tp: int) -> str:
+    return f"{model}_{hardware}_tp{tp}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One cell of the grid: one training job."""
+    model: str
+    hardware: str
+    tp: int
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.model, self.hardware, self.tp)
+
+    @property
+    def data_file_name(self) -> str:
+        return data_file_name(self.model, self.hardware)
+
+    def data_file(self, data_dir: Path | str) -> Path:
+        return Path(data_dir) / self.data_file_name
+
+
+def grid(models: list[str] | None = None, hardware: list[str] | None = None) -> list[Config]:
+    """The grid in its canonical order (model, hardware, TP), optionally filtered.
+
+    Raises ValueError naming the unknown entry when a filter holds a typo.
+    """
+    unknown = [m for m in models or [] if m not in MODELS_BY_KEY]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODEL_KEYS)}")
+    unknown = [h for h in hardware or [] if h not in HARDWARE]
+    if unknown:
+        raise ValueError(f"unknown hardware {unknown[0]!r}; known hardware: {', '.join(HARDWARE)}")
+    return [
+        Config(m.key, hw, tp)
+        for m in MODELS if not models or m.key in models
+        for hw in HARDWARE if not hardware or hw in hardware
+        for tp in m.tp_values
+    ]
+
+
+def configs_by_job_name() -> dict[str, Config]:
+    return {c.job_name: c for c in grid()}

@@ -1,0 +1,66 @@
+"""Power states (SPEC section 3): k-means on watts, numbered by ascending power.
+
+    labeller = fit_power_states(traces, num_states=6)
+    labels = labeller.label(trace.power)            # 0 = lowest-power state
+    means, stds = state_watts(train_traces, labels_of_train, labeller)
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+
+from model import config
+from model.data import Trace
+from model.errors import InputError
+
+
+@dataclass
+class PowerStates:
+    centroids: np.ndarray   # (K,) watts, ascending
+
+    @property
+    def num_states(self) -> int:
+        return len(self.centroids)
+
+    def label(self, power: np.ndarray) -> np.ndarray:
+        """State of each bin: the nearest centroid (centroids are sorted, so 0 is the lowest)."""
+        distances = np.abs(np.asarray(power, dtype=np.float64)[:, None] - self.centroids[None, :])
+        return distances.argmin(axis=1)
+
+
+def fit_power_states(traces: list[Trace], num_states: int = config.NUM_STATES) -> PowerStates:
+    """k-means over the valid bins of all the given traces (all traces of one TP)."""
+    watts = np.concatenate([t.power for t in traces])
+    distinct = len(np.unique(watts))
+    if distinct < num_states:
+        raise InputError(f"only {distinct} distinct power values for {num_states} states; "
+                         "lower --num_states")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kmeans = KMeans(n_clusters=num_states, n_init=config.KMEANS_N_INIT,
+                        random_state=config.KMEANS_RANDOM_STATE).fit(watts.reshape(-1, 1))
+    return PowerStates(np.sort(kmeans.cluster_centers_.ravel()))
+
+
+def state_watts(power: list[np.ndarray], labels: list[np.ndarray],
+                states: PowerStates) -> tuple[np.ndarray, np.ndarray]:
+    """Per-state mean and standard deviation of the watts of the given (training) bins.
+
+    A state with no bins gets its centroid and the pooled within-state std.
+    """
+    watts = np.concatenate(power)
+    state = np.concatenate(labels)
+    k = states.num_states
+    counts = np.bincount(state, minlength=k)
+    means = states.centroids.astype(np.float64).copy()
+    stds = np.zeros(k)
+    for s in np.flatnonzero(counts):
+        means[s] = watts[state == s].mean()
+        stds[s] = watts[state == s].std()
+    pooled = np.sqrt(np.sum(counts * stds**2) / counts.sum())
+    stds[counts == 0] = pooled
+    return means, stds
