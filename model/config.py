@@ -30,7 +30,8 @@ SEED = 0
 GRAD_CLIP = 1.0
 VAL_EVERY = 10
 CHECKPOINT_EVERY = 25
-DEMO_NUM_EPOCHS = 15
+DEMO_NUM_EPOCHS = 30
+DEMO_LR = 3e-3              # a short demo run needs a larger step than the paper's 500 epochs at 1e-4
 
 # Metrics (SPEC section 7)
 ACF_NLAGS = 50

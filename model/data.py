@@ -89,6 +89,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(path, "is a directory, not an .npz file")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
+    if not zipfile.is_zipfile(path):
+        raise DataError(path, "not a readable .npz file (not a zip archive: truncated, or another format)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):

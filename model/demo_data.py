@@ -14,9 +14,11 @@ Assumptions of the simulation (one 0.25 s bin at a time):
   then decodes one token per engine step; a step takes longer for bigger models and batches.
   Time spent on prefill in a bin is not available for decoding.
 - Per-GPU watts = idle + (peak - idle) x load. Load is the prefill share of the bin (compute
-  bound, near peak) plus the decode share times a plateau that grows with batch size and
-  saturates; 70B models reach a higher plateau than 8B. Idle is 60-80 W per A100 and
-  100-140 W per H100 (drawn per run); the peak stays below 400 W (A100) and 700 W (H100).
+  bound, near peak) plus the decode share times a decode level: a step up as soon as anything
+  decodes, then a plateau that grows with batch size and saturates; 70B models reach a higher
+  plateau than 8B. Idle is 60-80 W per A100 and 100-140 W per H100, drawn once per file (the
+  same GPUs serve every run) with about 1 W between runs; the peak stays below 400 W (A100)
+  and 700 W (H100).
 - The power sensor lags (first-order response, about half a bin) and is noisy (about 1.5 %
   plus 2 W per GPU), so states are learnable from the workload but never perfectly.
 - Watts are summed over the run's TP GPUs. Timestamps are an epoch clock; traces are padded
@@ -38,7 +40,7 @@ from model.outputs import atomic_path
 POISSON_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCALES = {
     # traces per TP, (min, max) bins per trace
-    "demo": (8, (240, 320)),
+    "demo": (10, (240, 320)),
     "paper": (30, (2400, 2500)),
 }
 
@@ -76,13 +78,14 @@ def llm_params(file_stem: str) -> LLM:
 def per_gpu_watts(hw: Hardware, llm: LLM, idle_w: float, prefill_share: np.ndarray,
                   decode_share: np.ndarray, batch: np.ndarray) -> np.ndarray:
     """Noise-free per-GPU power for each bin, before the sensor lag."""
-    decode_load = llm.decode_plateau * (1.0 - np.exp(-np.asarray(batch) / 24.0))
+    saturation = 1.0 - np.exp(-np.asarray(batch) / 24.0)
+    decode_load = np.where(np.asarray(batch) > 0, 0.25 + (llm.decode_plateau - 0.25) * saturation, 0.0)
     load = np.clip(0.95 * prefill_share + decode_share * decode_load, 0.0, 1.0)
     return idle_w + (hw.peak_w - idle_w) * load
 
 
 def simulate_run(rng: np.random.Generator, llm: LLM, hw: Hardware, tp: int, rate: float,
-                 n_bins: int) -> dict[str, np.ndarray]:
+                 n_bins: int, idle_w: float) -> dict[str, np.ndarray]:
     """One measured run: per-bin workload and watts, per-request arrivals and lengths."""
     dt = config.SAMPLE_PERIOD_S
     duration = n_bins * dt
@@ -130,7 +133,7 @@ def simulate_run(rng: np.random.Generator, llm: LLM, hw: Hardware, tp: int, rate
                 item[1] -= tokens_each
             decoding = [item for item in decoding if item[1] > 0]
 
-    idle_w = rng.uniform(*hw.idle_w)
+    idle_w = idle_w + rng.normal(0.0, 1.0)
     target = per_gpu_watts(hw, llm, idle_w, prefill_share, decode_share, batch_size)
     lagged = np.empty(n_bins)
     level = target[0]
@@ -150,12 +153,13 @@ def simulate_file(seed: int, model_index: int, hardware: str, scale: str) -> dic
     rng = np.random.default_rng([seed, model_index, HARDWARE.index(hardware)])
     llm, hw = llm_params(spec.file_stem), HARDWARE_PARAMS[hardware]
     traces_per_tp, (min_bins, max_bins) = SCALES[scale]
+    idle_w = rng.uniform(*hw.idle_w)   # the same GPUs serve every run of a file
     runs, tps, rates = [], [], []
     for tp in spec.tp_values:
         for i in range(traces_per_tp):
             rate = POISSON_RATES[i % len(POISSON_RATES)]
             n_bins = int(rng.integers(min_bins, max_bins + 1))
-            runs.append(simulate_run(rng, llm, hw, tp, rate, n_bins))
+            runs.append(simulate_run(rng, llm, hw, tp, rate, n_bins, idle_w))
             tps.append(tp)
             rates.append(rate)
     n, t_max = len(runs), max(len(r["power"]) for r in runs)
@@ -223,7 +227,7 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
-                        help="demo: 8 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
+                        help="demo: 10 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
     args = parser.parse_args()
     for path in write_demo_files(args.out, args.seed, args.scale):
         print(f"wrote {path}")

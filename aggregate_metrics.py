@@ -1,0 +1,32 @@
+"""Reduce the jobs' metrics files to per-model statistics and the paper's LaTeX table.
+
+    python3 aggregate_metrics.py
+    python3 aggregate_metrics.py --metrics_dir demo/training_results/metrics \\
+        --output demo/training_results/table_summary.tex --csv_output demo/training_results/model_statistics.csv
+
+Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+
+from model import config
+from model.aggregate import aggregate
+from model.errors import EXIT_OK, run_cli
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR))
+    parser.add_argument("--output", default=str(config.RESULTS_DIR / config.TABLE_FILE),
+                        help="LaTeX table to write")
+    parser.add_argument("--csv_output", default=str(config.RESULTS_DIR / config.STATISTICS_FILE),
+                        help="per-model statistics CSV to write")
+    args = parser.parse_args()
+    aggregate(args.metrics_dir, args.output, args.csv_output, print_table=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    run_cli(main, "aggregate_metrics.py")

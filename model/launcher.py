@@ -1,0 +1,220 @@
+"""Running the grid: one `python -m model.train_entry` subprocess per configuration.
+
+Used by run_all_training.py. Jobs run N at a time (`--jobs`), each with max(1, cores // N)
+torch threads and its own log; jobs_summary.json is rewritten atomically after every change,
+so a killed launcher leaves an honest record of what finished.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from model import config
+from model.aggregate import read_metrics_file
+from model.grid import Config
+from model.job import FINGERPRINT_KEYS, JobSettings, file_sha256, fingerprint
+from model.outputs import write_json
+
+STATUSES = ("succeeded", "failed", "missing_data", "skipped_existing", "interrupted")
+
+
+@dataclass
+class LaunchSettings:
+    data_dir: Path
+    output_dir: Path
+    lr: float = config.LR
+    num_epochs: int = config.NUM_EPOCHS
+    seed: int = config.SEED
+    device: str | None = None
+    gru_impl: str = "auto"
+    use_wandb: bool = True
+    jobs: int = 1
+    skip_existing: bool = False
+
+
+@dataclass
+class JobRecord:
+    model: str
+    hardware: str
+    tp: int
+    job_name: str
+    data_file: str
+    command: str
+    status: str = "pending"
+    returncode: int | None = None
+    seconds: float = 0.0
+    log: str = ""
+    metrics: str = ""
+    checkpoint: str = ""
+    note: str = ""
+
+
+def job_settings(cfg: Config, launch: LaunchSettings) -> JobSettings:
+    return JobSettings(data_file=str(cfg.data_file(launch.data_dir)), model=cfg.model,
+                       hardware=cfg.hardware, tp=cfg.tp, lr=launch.lr, num_epochs=launch.num_epochs,
+                       seed=launch.seed, device=launch.device or "auto", gru_impl=launch.gru_impl,
+                       output_dir=str(launch.output_dir), use_wandb=launch.use_wandb)
+
+
+def train_command(cfg: Config, launch: LaunchSettings, resume: bool = False) -> list[str]:
+    """The train_entry command line of one job, run by the launcher's own interpreter."""
+    cmd = [sys.executable, "-m", "model.train_entry",
+           "--data_file", str(cfg.data_file(launch.data_dir)), "--model", cfg.model,
+           "--tp", str(cfg.tp), "--hardware_accelerator", cfg.hardware,
+           "--lr", repr(launch.lr), "--num_epochs", str(launch.num_epochs),
+           "--seed", str(launch.seed), "--output_dir", str(launch.output_dir),
+           "--gru_impl", launch.gru_impl, "--no_progress"]
+    if launch.device:
+        cmd += ["--device", launch.device]
+    if not launch.use_wandb:
+        cmd.append("--no_wandb")
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def _expected_impl(launch: LaunchSettings) -> str:
+    if launch.gru_impl != "auto":
+        return launch.gru_impl
+    device = launch.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return "fused" if device.startswith("cpu") else "torch"
+
+
+def reuse_decision(cfg: Config, launch: LaunchSettings) -> tuple[str, str]:
+    """For --skip_existing: ('skip', why), ('resume', why) or ('run', why)."""
+    settings = job_settings(cfg, launch)
+    metrics_file = config.metrics_path(launch.output_dir, cfg.job_name)
+    checkpoint = config.checkpoint_path(launch.output_dir, cfg.job_name)
+    expected = fingerprint(settings, file_sha256(settings.data_file), _expected_impl(launch))
+    if metrics_file.exists():
+        try:
+            read_metrics_file(metrics_file)
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["fingerprint"]
+        except Exception as err:
+            return "run", f"existing results are incomplete ({err}); rerunning"
+        changed = [k for k in (*FINGERPRINT_KEYS, "data_sha256") if saved.get(k) != expected.get(k)]
+        if not changed:
+            return "skip", "finished earlier with the same settings"
+        what = ", ".join(f"{k} {saved.get(k)!r} -> {expected.get(k)!r}" for k in changed)
+        return "run", f"settings changed ({what}); rerunning"
+    if config.state_path(launch.output_dir, cfg.job_name).exists():
+        return "resume", "resuming a partial run from its saved training state"
+    return "run", ""
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the launcher dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
+    """Run the configurations; return their records and the signal that stopped the grid, if any."""
+    out = launch.output_dir
+    summary_path = out / config.SUMMARY_FILE
+    threads = max(1, (os.cpu_count() or 1) // launch.jobs)
+    records: list[JobRecord] = []
+    queue: list[tuple[int, Config, list[str]]] = []
+    for cfg in configs:
+        data_file = cfg.data_file(launch.data_dir)
+        record = JobRecord(cfg.model, cfg.hardware, cfg.tp, cfg.job_name, str(data_file), "",
+                           log=str(config.log_path(out, cfg.job_name)),
+                           metrics=str(config.metrics_path(out, cfg.job_name)),
+                           checkpoint=str(config.checkpoint_path(out, cfg.job_name)))
+        records.append(record)
+        if not data_file.exists():
+            echo(f"WARNING: Data file not found: {data_file}")
+            record.status, record.note = "missing_data", "data file not found"
+            continue
+        decision, why = reuse_decision(cfg, launch) if launch.skip_existing else ("run", "")
+        cmd = train_command(cfg, launch, resume=decision == "resume")
+        record.command, record.note = shlex.join(cmd), why
+        if decision == "skip":
+            record.status = "skipped_existing"
+        else:
+            queue.append((len(records) - 1, cfg, cmd))
+
+    def save_summary():
+        write_json(summary_path, [asdict(r) for r in records])
+
+    config.log_path(out, "x").parent.mkdir(parents=True, exist_ok=True)
+    save_summary()
+    n = len(records)
+    for i, r in enumerate(records):
+        if r.status == "skipped_existing":
+            echo(f"[{i + 1}/{n}] {r.job_name}: skipped_existing ({r.note})")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    running: dict[int, tuple[subprocess.Popen, float, object]] = {}
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped_by = None
+    try:
+        while queue or running:
+            while queue and len(running) < launch.jobs:
+                index, cfg, cmd = queue.pop(0)
+                record = records[index]
+                log = open(record.log, "w")
+                log.write(f"$ {record.command}\n")
+                log.flush()
+                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
+                                           env=env | {"WANDB_NAME": cfg.job_name},
+                                           preexec_fn=_die_with_parent)
+                running[index] = (process, time.perf_counter(), log)
+                record.status = "running"
+                save_summary()
+                extra = f" ({record.note})" if record.note else ""
+                echo(f"[{index + 1}/{n}] {record.job_name}: started{extra}")
+            time.sleep(0.1)
+            for index, (process, started, log) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[index]
+                record = records[index]
+                record.returncode = process.returncode
+                record.seconds = round(time.perf_counter() - started, 2)
+                record.status = "succeeded" if process.returncode == 0 else "failed"
+                save_summary()
+                echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
+                     f"(log: {record.log})")
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stopped_by = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        for process, _, _ in running.values():
+            if process.poll() is None:
+                process.terminate()
+        for index, (process, started, log) in running.items():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+            records[index].status, records[index].returncode = "interrupted", process.returncode
+            records[index].seconds = round(time.perf_counter() - started, 2)
+        for index, _, _ in queue:
+            records[index].status, records[index].note = "interrupted", "not started"
+        save_summary()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return records, stopped_by

@@ -1,0 +1,124 @@
+"""Train the whole grid: one `python -m model.train_entry` job per configuration.
+
+    python3 run_all_training.py --demo                 # whole pipeline on built-in demo data
+    python3 run_all_training.py --dry_run              # show the 16 commands, run nothing
+    python3 run_all_training.py --data_dir model/training_data --jobs 2
+    python3 run_all_training.py --models llama-3-8b --hardware h100 --num_epochs 50
+
+Writes training_results/ (or --output_dir): jobs_summary.json, metrics/, checkpoints/, logs/.
+Exit status: 0 every job succeeded or was reused, 1 a job failed or had no data,
+2 bad usage, 130/143 interrupted by SIGINT/SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from model import config
+from model.aggregate import aggregate
+from model.classifiers.gru import GRU_IMPLS
+from model.demo_data import write_demo_files
+from model.errors import EXIT_FAILED, EXIT_OK, InputError, run_cli
+from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
+from model.job import JobSettings
+from model.launcher import LaunchSettings, run_grid, train_command
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=None, help=f"folder of the .npz files (default {config.DATA_DIR.relative_to(config.PROJECT_ROOT)})")
+    parser.add_argument("--output_dir", default=None, help=f"results folder (default {config.RESULTS_DIR})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate (default {config.LR}; {config.DEMO_LR} with --demo)")
+    parser.add_argument("--num_epochs", type=int, default=None,
+                        help=f"epochs per job (default {config.NUM_EPOCHS}; {config.DEMO_NUM_EPOCHS} with --demo)")
+    parser.add_argument("--models", nargs="+", default=None, help=f"subset of: {' '.join(MODEL_KEYS)}")
+    parser.add_argument("--hardware", nargs="+", default=None, help=f"subset of: {' '.join(HARDWARE)}")
+    parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--device", default=None, help="passed to every job (default: cuda if available, else cpu)")
+    parser.add_argument("--gru_impl", choices=GRU_IMPLS, default="auto")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="jobs run at once (default 1; all cores with --demo)")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="reuse finished jobs with the same settings; resume partial ones")
+    parser.add_argument("--no_wandb", action="store_true", help="no Weights & Biases logging")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands and write nothing")
+    parser.add_argument("--demo", action="store_true",
+                        help="generate demo data, train the grid briefly, print the table")
+    args = parser.parse_args()
+    args.models = [m for item in args.models or [] for m in item.split(",") if m] or None
+    args.hardware = [h for item in args.hardware or [] for h in item.split(",") if h] or None
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        configs = grid(args.models, args.hardware)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    data_dir = Path(args.data_dir or (config.DEMO_DATA_DIR if args.demo else config.DATA_DIR))
+    output_dir = Path(args.output_dir or (config.DEMO_RESULTS_DIR if args.demo else config.RESULTS_DIR)).absolute()
+    num_epochs = args.num_epochs or (config.DEMO_NUM_EPOCHS if args.demo else config.NUM_EPOCHS)
+    if args.num_epochs is not None and args.num_epochs < 1:
+        raise InputError(f"--num_epochs must be at least 1, got {args.num_epochs}")
+    lr = args.lr if args.lr is not None else (config.DEMO_LR if args.demo else config.LR)
+    jobs = args.jobs or ((os.cpu_count() or 1) if args.demo else 1)
+    JobSettings("", MODEL_KEYS[0], HARDWARE[0], 1, lr=lr, num_epochs=num_epochs).validate()
+    launch = LaunchSettings(data_dir=data_dir.absolute(), output_dir=output_dir, lr=lr,
+                            num_epochs=num_epochs, seed=args.seed, device=args.device,
+                            gru_impl=args.gru_impl, use_wandb=not args.no_wandb, jobs=jobs,
+                            skip_existing=args.skip_existing)
+
+    if args.dry_run:
+        for cfg in configs:
+            if not cfg.data_file(launch.data_dir).exists():
+                print(f"WARNING: Data file not found: {cfg.data_file(launch.data_dir)}", file=sys.stderr)
+            print(shlex.join(train_command(cfg, launch)))
+        return EXIT_OK
+
+    started = time.perf_counter()
+    if args.demo:
+        missing = [c for c in configs if not c.data_file(data_dir).exists()]
+        if missing:
+            print(f"writing demo data to {data_dir}/ ...", flush=True)
+            write_demo_files(data_dir, seed=0, scale="demo", models=args.models, hardware=args.hardware)
+        print(f"training {len(configs)} jobs, {num_epochs} epochs each at lr {lr}, {jobs} at a time, into {output_dir}/",
+              flush=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{output_dir}: cannot create the output folder: {err.strerror}") from None
+    if not os.access(output_dir, os.W_OK):
+        raise InputError(f"{output_dir}: the output folder is not writable")
+
+    records, stopped_by = run_grid(configs, launch)
+    counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
+    print(f"\n{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f" ({time.perf_counter() - started:.0f} s)")
+    print(f"summary: {output_dir / config.SUMMARY_FILE}")
+    if stopped_by is not None:
+        print(f"interrupted; rerun with --skip_existing to continue where it stopped", file=sys.stderr)
+        return 128 + stopped_by
+    if counts.get("missing_data") == len(records):
+        print(f"\nNo data file was found in {data_dir} (expected names like "
+              f"{data_file_name(configs[0].model, configs[0].hardware)}).\n"
+              f"To try the pipeline on generated demo data: python3 run_all_training.py --demo")
+    failed = counts.get("failed", 0) + counts.get("missing_data", 0)
+    if args.demo and counts.get("succeeded", 0) + counts.get("skipped_existing", 0) > 0:
+        print()
+        aggregate(output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,
+                  output_dir / config.STATISTICS_FILE, print_table=True)
+        print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    run_cli(main, "run_all_training.py")

@@ -1,0 +1,47 @@
+"""Shared fixtures: demo data made once per session, helpers to write .npz files and run commands."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.demo_data import write_demo_files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo_data")
+    write_demo_files(out, seed=0, scale="demo")
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_file(demo_dir) -> Path:
+    return demo_dir / "vllm-benchmark_llama-3-8b_a100.npz"
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def save_arrays(path: Path, arrays: dict) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """Run `python <args>` from the repository root (or cwd) and capture its output."""
+    full_env = dict(os.environ, WANDB_MODE="disabled", **(env or {}))
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def files_under(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()

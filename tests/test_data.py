@@ -1,0 +1,209 @@
+"""Loading and validating data files, and the demo generator (issue 2)."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import load_arrays, save_arrays
+from model.data import DataError, load_power_file, true_length
+from model.demo_data import HARDWARE_PARAMS, llm_params, per_gpu_watts, write_demo_files
+from model.grid import MODELS, data_file_name, grid
+
+
+def small_arrays(n=4, t=150, r=20, tps=(1, 1, 2, 2)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ts = 1000.0 + 0.25 * np.arange(t)
+    return {
+        "timestamps": np.tile(ts, (n, 1)),
+        "power_traces": rng.uniform(80, 300, (n, t)),
+        "prefill_tokens": rng.integers(0, 100, (n, t)),
+        "decode_tokens": rng.integers(0, 100, (n, t)),
+        "active_requests": rng.integers(0, 5, (n, t)),
+        "request_timestamps": np.tile(np.sort(rng.uniform(1000, 1000 + 0.25 * t, r)), (n, 1)),
+        "input_tokens": rng.integers(1, 500, (n, r)),
+        "output_tokens": rng.integers(1, 500, (n, r)),
+        "tensor_parallelism": np.asarray(tps),
+    }
+
+
+def expect_error(path, *fragments):
+    with pytest.raises(DataError) as err:
+        load_power_file(path)
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_loads_valid_file(tmp_path):
+    data = load_power_file(save_arrays(tmp_path / "ok.npz", small_arrays()))
+    assert data.tp_values == [1, 2]
+    assert [len(t) for t in data.traces] == [150] * 4
+    assert len(data.traces[0].request_times) == 20
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.npz", "not found")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    expect_error(tmp_path / "empty.npz", "empty")
+
+
+def test_text_file_named_npz(tmp_path):
+    (tmp_path / "text.npz").write_text("timestamps,power\n1,2\n")
+    expect_error(tmp_path / "text.npz", "not a readable")
+
+
+def test_truncated_file(tmp_path):
+    good = save_arrays(tmp_path / "good.npz", small_arrays())
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    expect_error(tmp_path / "cut.npz")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    arrays = small_arrays()
+    arrays["tensor_parallelism"] = np.array([1, 1, 2, {"evil": True}], dtype=object)
+    expect_error(save_arrays(tmp_path / "pickle.npz", arrays), "pickle")
+
+
+def test_missing_key_lists_keys_found(tmp_path):
+    arrays = small_arrays()
+    del arrays["decode_tokens"]
+    message = expect_error(save_arrays(tmp_path / "m.npz", arrays), "'decode_tokens'")
+    assert "power_traces" in message and "keys found" in message
+
+
+def test_shapes_disagree(tmp_path):
+    arrays = small_arrays()
+    arrays["active_requests"] = arrays["active_requests"][:, :100]
+    expect_error(save_arrays(tmp_path / "s.npz", arrays), "'active_requests'", "shape")
+
+
+def test_request_shapes_disagree(tmp_path):
+    arrays = small_arrays()
+    arrays["output_tokens"] = arrays["output_tokens"][:, :5]
+    expect_error(save_arrays(tmp_path / "s.npz", arrays), "'output_tokens'")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -5.0])
+def test_bad_watts_inside_a_trace(tmp_path, bad):
+    arrays = small_arrays()
+    arrays["power_traces"][2, 40] = bad
+    expect_error(save_arrays(tmp_path / "w.npz", arrays), "trace 2", "watts", "bin 40")
+
+
+def test_bad_watts_in_padding_are_ignored(tmp_path):
+    arrays = small_arrays()
+    arrays["trace_lengths"] = np.array([150, 150, 100, 150])
+    arrays["power_traces"][2, 120] = np.nan
+    assert len(load_power_file(save_arrays(tmp_path / "p.npz", arrays)).traces[2]) == 100
+
+
+def test_tp_not_in_file_lists_the_tps(tmp_path):
+    data = load_power_file(save_arrays(tmp_path / "t.npz", small_arrays()))
+    with pytest.raises(DataError, match=r"no traces with TP 4; the file holds TP 1, 2"):
+        data.traces_for_tp(4)
+
+
+def test_tp_with_one_trace(tmp_path):
+    data = load_power_file(save_arrays(tmp_path / "t.npz", small_arrays(tps=(1, 1, 1, 2))))
+    with pytest.raises(DataError, match="TP 2 has 1 trace"):
+        data.traces_for_tp(2)
+
+
+def test_padding_ramp_to_zero_with_repeated_power(tmp_path):
+    arrays = small_arrays()
+    ts = arrays["timestamps"][1]
+    ts[100:] = np.linspace(ts[99] / 2, 0, 50)          # first real tool: ramp falling to 0
+    arrays["power_traces"][1, 100:] = arrays["power_traces"][1, 99]
+    data = load_power_file(save_arrays(tmp_path / "ramp.npz", arrays))
+    assert len(data.traces[1]) == 100 and len(data.traces[0]) == 150
+
+
+def test_padding_zeros(tmp_path):
+    arrays = small_arrays()
+    arrays["timestamps"][3, 120:] = 0.0
+    arrays["power_traces"][3, 120:] = 0.0
+    assert len(load_power_file(save_arrays(tmp_path / "zeros.npz", arrays)).traces[3]) == 120
+
+
+def test_trace_lengths_are_authoritative(tmp_path):
+    arrays = small_arrays()
+    arrays["trace_lengths"] = np.array([150, 90, 150, 110])
+    data = load_power_file(save_arrays(tmp_path / "l.npz", arrays))
+    assert [len(t) for t in data.traces] == [150, 90, 150, 110]
+
+
+def test_true_length_rule():
+    assert true_length(np.array([5.0, 6.0, 7.0, 3.0, 1.0, 0.0])) == 3
+    assert true_length(np.array([5.0, 6.0, 0.0, 0.0])) == 2
+    assert true_length(np.array([0.0, 0.25, 0.5, 0.0])) == 3      # relative clock starting at 0
+    assert true_length(np.array([1.0, 2.0, 3.0])) == 3
+
+
+def test_requests_with_zero_timestamp_are_padding(tmp_path):
+    arrays = small_arrays()
+    arrays["request_timestamps"][0, 15:] = 0.0
+    assert len(load_power_file(save_arrays(tmp_path / "r.npz", arrays)).traces[0].request_times) == 15
+
+
+# --- demo generator -------------------------------------------------------------------------
+
+def test_demo_writes_the_grid_files_loadable_both_ways(demo_dir):
+    names = sorted(p.name for p in demo_dir.glob("*.npz"))
+    assert names == sorted({c.data_file_name for c in grid()})
+    for m in MODELS:
+        for hw in ("a100", "h100"):
+            path = demo_dir / data_file_name(m.key, hw)
+            data = load_power_file(path)
+            assert data.tp_values == list(m.tp_values)
+            raw = load_arrays(path)
+            assert "trace_lengths" in raw
+            assert min(len(t) for t in data.traces) >= 200
+
+
+def test_demo_same_seed_identical_other_seed_different(tmp_path):
+    a = write_demo_files(tmp_path / "a", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
+    b = write_demo_files(tmp_path / "b", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
+    c = write_demo_files(tmp_path / "c", seed=4, models=["llama-3-8b"], hardware=["a100"])[0]
+    arrays_a, arrays_b, arrays_c = load_arrays(a), load_arrays(b), load_arrays(c)
+    assert arrays_a.keys() == arrays_b.keys()
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key])
+    assert not np.array_equal(arrays_a["power_traces"], arrays_c["power_traces"])
+
+
+def test_demo_per_gpu_watts_in_hardware_ranges(demo_dir):
+    for m in MODELS:
+        for hw, (idle_lo, idle_hi, ceiling) in {"a100": (55, 85, 400), "h100": (95, 145, 700)}.items():
+            data = load_power_file(demo_dir / data_file_name(m.key, hw))
+            per_gpu = [trace.power / trace.tp for trace in data.traces]
+            assert max(p.max() for p in per_gpu) < ceiling
+            idle = min(np.percentile(p, 5) for p in per_gpu)   # the quietest runs sit at idle
+            assert idle_lo <= idle <= idle_hi, (m.key, hw, idle)
+
+
+def test_demo_watts_rise_with_load(demo_dir):
+    data = load_power_file(demo_dir / "vllm-benchmark_llama-3-70b_h100.npz")
+    for trace in data.traces:
+        if trace.active_requests.std() > 0:
+            assert np.corrcoef(trace.active_requests, trace.power)[0, 1] > 0.3
+    busy = np.mean([t.power.mean() for t in data.traces if len(t.request_times) > 150])
+    quiet = np.mean([t.power.mean() for t in data.traces if len(t.request_times) < 20])
+    assert busy > quiet * 1.3
+
+
+def test_power_model_h100_above_a100_and_70b_above_8b():
+    prefill, decode, batch = np.array([0.0, 0.3, 0.0]), np.array([0.0, 0.7, 1.0]), np.array([0, 8, 40])
+    small, big = llm_params("llama-3-8b"), llm_params("llama-3-70b")
+    a100, h100 = HARDWARE_PARAMS["a100"], HARDWARE_PARAMS["h100"]
+    assert np.all(per_gpu_watts(h100, small, 120, prefill, decode, batch)
+                  > per_gpu_watts(a100, small, 70, prefill, decode, batch))
+    busy = slice(1, 3)
+    assert np.all(per_gpu_watts(a100, big, 70, prefill, decode, batch)[busy]
+                  > per_gpu_watts(a100, small, 70, prefill, decode, batch)[busy])

@@ -1,0 +1,83 @@
+"""Power states, features, normalisation and the split (issue 2)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.data import Trace
+from model.errors import InputError
+from model.features import FeatureNorm, raw_features, split_traces
+from model.states import PowerStates, fit_power_states, state_watts
+
+
+def make_trace(index, power, active=None, request_times=(), tp=1):
+    n = len(power)
+    ts = 100.0 + 0.25 * np.arange(n)
+    active = np.zeros(n) if active is None else np.asarray(active, float)
+    k = len(request_times)
+    return Trace(index, tp, ts, np.asarray(power, float), np.zeros(n), np.zeros(n), active,
+                 np.asarray(request_times, float), np.full(k, 10.0), np.full(k, 20.0))
+
+
+def test_states_numbered_by_ascending_watts():
+    rng = np.random.default_rng(0)
+    levels = np.array([500.0, 100.0, 300.0])      # deliberately not sorted
+    traces = [make_trace(i, rng.choice(levels, 300) + rng.normal(0, 2, 300)) for i in range(3)]
+    states = fit_power_states(traces, 3)
+    assert np.all(np.diff(states.centroids) > 0)
+    np.testing.assert_allclose(states.centroids, [100, 300, 500], atol=2)
+    np.testing.assert_array_equal(states.label(np.array([99.0, 510.0, 301.0])), [0, 2, 1])
+
+
+def test_state_watts_from_given_bins_and_empty_state_falls_back():
+    states = PowerStates(np.array([100.0, 200.0, 300.0]))
+    power = [np.array([98.0, 102.0, 195.0, 205.0])]
+    labels = [states.label(power[0])]
+    means, stds = state_watts(power, labels, states)
+    np.testing.assert_allclose(means, [100.0, 200.0, 300.0])
+    np.testing.assert_allclose(stds[:2], [2.0, 5.0])
+    np.testing.assert_allclose(stds[2], np.sqrt((2 * 4 + 2 * 25) / 4))   # pooled std
+
+
+def test_too_few_distinct_watts_is_input_error():
+    with pytest.raises(InputError, match="distinct power values"):
+        fit_power_states([make_trace(0, np.full(200, 100.0)), make_trace(1, np.full(200, 150.0))], 6)
+
+
+def test_arrivals_counted_in_their_bins_last_bin_one_step_wide():
+    trace = make_trace(0, np.ones(4), request_times=[100.0, 100.1, 100.6, 100.99, 101.3])
+    features = raw_features(trace)
+    # bins start at 100.0, 100.25, 100.5, 100.75; the last ends at 101.0; 101.3 is outside
+    np.testing.assert_array_equal(features[:, 0], [2, 0, 1, 1])
+    np.testing.assert_array_equal(features[:, 1], [20, 0, 10, 10])
+    np.testing.assert_array_equal(features[:, 2], [40, 0, 20, 20])
+
+
+def test_normalisation_uses_training_traces_only():
+    train = [np.full((10, 6), 3.0), np.full((10, 6), 7.0)]
+    norm = FeatureNorm.fit(train)
+    np.testing.assert_allclose(norm.mean, np.log1p([3.0, 7.0]).mean())
+    outlier_val = np.full((5, 6), 1000.0)
+    np.testing.assert_allclose(FeatureNorm.fit(train).mean, norm.mean)   # val never enters fit
+    assert norm.apply(outlier_val).mean() > 5
+    constant = FeatureNorm.fit([np.zeros((4, 6))])
+    assert np.all(constant.std == 1e-6)
+    again = FeatureNorm.from_dict(norm.to_dict())
+    np.testing.assert_array_equal(again.apply(train[0]), norm.apply(train[0]))
+
+
+def test_split_is_seeded_and_deterministic():
+    items = list(range(10))
+    train_a, val_a = split_traces(items, 0.2, seed=1)
+    train_b, val_b = split_traces(items, 0.2, seed=1)
+    assert (train_a, val_a) == (train_b, val_b)
+    assert len(val_a) == 2 and sorted(train_a + val_a) == items
+    expected_val = [items[i] for i in np.random.default_rng(1).permutation(10)[:2]]
+    assert val_a == expected_val
+    assert split_traces(items, 0.2, seed=2) != (train_a, val_a)
+    assert len(split_traces([0, 1], 0.01, seed=0)[1]) == 1      # at least one validation trace
+
+
+def test_split_needs_two_traces():
+    with pytest.raises(InputError):
+        split_traces([0], 0.2, seed=0)
