@@ -1,0 +1,108 @@
+"""The aggregator against hand-written metrics files, and the table through real pdflatex (issue 4)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from model import config
+
+
+def write_metrics(folder, job, f1, r2, mae, ece):
+    folder.mkdir(parents=True, exist_ok=True)
+    values = dict(zip(config.METRIC_ORDER, [f1, 0.5, 0.5, ece, r2, mae, 0.1, 0.2, 0.6]))
+    rows = "".join(f"{k},{v}\n" for k, v in values.items())
+    (folder / f"{job}_metrics.csv").write_text("metric,value\n" + rows + "energy_error_pct,1.0\n")
+
+
+EXPECTED_TABLE = r"""\begin{table*}[t]
+\centering
+\caption{Power-state classifier evaluation per model: mean~$\pm$~population standard deviation over hardware and tensor-parallel configurations.}
+\label{tab:train_eval_model}
+\begin{tabular}{lcccc}
+\toprule
+Model & Validation F1 $\uparrow$ & Autocorr $R^2$ $\uparrow$ & Transition MAE (W) $\downarrow$ & Expected Calibration Error $\downarrow$ \\
+\midrule
+\texttt{Llama-3.1 (8B)} & 0.50~$\pm$~0.10 & 0.70~$\pm$~0.10 & 15.0~$\pm$~5.0 & 0.0200~$\pm$~0.0100 \\
+\texttt{DeepSeek-Distill (70B)} & 0.90~$\pm$~0.00 & 0.80~$\pm$~0.00 & 100.0~$\pm$~0.0 & 0.0500~$\pm$~0.0000 \\
+\bottomrule
+\end{tabular}
+\end{table*}
+"""
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    folder = tmp_path / "metrics"
+    write_metrics(folder, "llama-3-8b_a100_tp1", 0.4, 0.6, 10.0, 0.01)
+    write_metrics(folder, "llama-3-8b_h100_tp2", 0.6, 0.8, 20.0, 0.03)
+    write_metrics(folder, "deepseek-r1-distill-70b_h100_tp8", 0.9, 0.8, 100.0, 0.05)
+    (folder / "llama-3-8b_a100_tp1_losses.csv").write_text("epoch,train_loss\n1,0.5\n")
+    return folder
+
+
+def aggregate_cli(metrics_dir, out):
+    return run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir),
+                   "--output", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
+
+
+def test_exact_table_statistics_and_notes(metrics_dir, tmp_path):
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "table.tex").read_text() == EXPECTED_TABLE
+    stats = pd.read_csv(tmp_path / "stats.csv")
+    assert list(stats.columns) == ["model", "val_f1_mean", "val_f1_std", "autocorr_r2_mean", "autocorr_r2_std",
+                                   "transition_mae_mean", "transition_mae_std", "ece_mean", "ece_std",
+                                   "n_configs"]
+    llama = stats.set_index("model").loc["llama-3-8b"]
+    assert llama["val_f1_mean"] == pytest.approx(0.5) and llama["val_f1_std"] == pytest.approx(0.1)  # ddof=0
+    assert llama["n_configs"] == 2
+    assert "llama-3-8b: 2 of 4 configurations" in proc.stdout
+    assert "deepseek-r1-distill-70b: 1 of 4 configurations" in proc.stdout
+
+
+def test_nan_kept_out_of_means_with_a_note(metrics_dir, tmp_path):
+    write_metrics(metrics_dir, "llama-3-8b_a100_tp2", 0.5, 0.7, float("nan"), 0.02)
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    llama = pd.read_csv(tmp_path / "stats.csv").set_index("model").loc["llama-3-8b"]
+    assert llama["transition_mae_mean"] == pytest.approx(15.0) and llama["n_configs"] == 3
+    assert "transition_mae is NaN in 1 of 3" in proc.stdout
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("", "empty"),
+    ("metric,value\nval_f1,0.5\n", "missing"),
+    ("metric,value\n" + "".join(f"{m},abc\n" for m in config.METRIC_ORDER), "not a number"),
+])
+def test_damaged_metrics_file_exit_2_naming_it(metrics_dir, tmp_path, content, problem):
+    bad = metrics_dir / "llama-3-70b_a100_tp4_metrics.csv"
+    bad.write_text(content)
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and problem in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "table.tex").exists() and not (tmp_path / "stats.csv").exists()
+
+
+def test_no_metrics_file_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "absent"):
+        proc = aggregate_cli(folder, tmp_path)
+        assert proc.returncode == 2 and str(folder) in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None and not os.environ.get("CI"),
+                    reason="pdflatex not installed (.ci/run installs it)")
+def test_table_compiles_with_pdflatex(metrics_dir, tmp_path):
+    assert aggregate_cli(metrics_dir, tmp_path).returncode == 0
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                                        "\\begin{document}\n\\input{table.tex}\n\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000

@@ -1,0 +1,69 @@
+"""The fused CPU GRU kernel against nn.GRU (issue 5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model.classifiers.fused_gru import GRURecurrence, fused_gru_forward, load_extension
+from model.classifiers.gru import PowerStateGRU
+from model.classifiers.train import fit
+
+try:
+    load_extension()
+except Exception as err:   # a machine without a compiler: the fallback is tested elsewhere
+    pytest.skip(f"fused kernel unavailable: {err}", allow_module_level=True)
+
+
+def _grads(out, gru, x, grad_out):
+    return torch.autograd.grad(out, [x, *gru.parameters()], grad_out)
+
+
+@pytest.mark.parametrize("batch,length", [(1, 37), (3, 20)])
+def test_float64_outputs_and_every_gradient_match_nn_gru(batch, length):
+    torch.manual_seed(0)
+    gru = nn.GRU(6, 16, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0).double()
+    x = torch.randn(batch, length, 6, dtype=torch.float64, requires_grad=True)
+    expected, _ = gru(x)
+    got = fused_gru_forward(gru, x)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    grad_out = torch.randn_like(expected)
+    names = ["input"] + [n for n, _ in gru.named_parameters()]
+    for name, g, e in zip(names, _grads(got, gru, x, grad_out), _grads(expected, gru, x, grad_out)):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=f"gradient of {name}")
+
+
+def test_gradcheck_recurrence():
+    torch.manual_seed(1)
+    hidden = 4
+    gi = torch.randn(2, 6, 3 * hidden, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(3 * hidden, hidden, dtype=torch.float64, requires_grad=True)
+    b_hh = torch.randn(3 * hidden, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GRURecurrence.apply, (gi, w_hh, b_hh))
+
+
+def test_float32_error_within_stock_float32_error():
+    torch.manual_seed(2)
+    gru64 = nn.GRU(6, 64, num_layers=2, bidirectional=True, batch_first=True).double()
+    gru32 = nn.GRU(6, 64, num_layers=2, bidirectional=True, batch_first=True)
+    gru32.load_state_dict({k: v.float() for k, v in gru64.state_dict().items()})
+    x64 = torch.randn(1, 500, 6, dtype=torch.float64)
+    reference = gru64(x64)[0]
+    stock_error = (gru32(x64.float())[0].double() - reference).abs().max().item()
+    fused_error = (fused_gru_forward(gru32, x64.float()).double() - reference).abs().max().item()
+    assert fused_error <= 4 * stock_error + 1e-7
+
+
+def test_short_training_same_losses_either_implementation():
+    rng = np.random.default_rng(0)
+    xs = [torch.from_numpy(rng.normal(size=(1, 120, 6)).astype(np.float32)) for _ in range(4)]
+    ys = [torch.from_numpy((x[0, :, 0].numpy() > 0).astype(np.int64)) for x in xs]
+    losses = {}
+    for impl in ("torch", "fused"):
+        torch.manual_seed(0)
+        model = PowerStateGRU(2, hidden_size=16, gru_impl=impl)   # dropout on: masks must agree
+        result = fit(model, xs[:3], ys[:3], xs[3:], ys[3:], lr=3e-3, num_epochs=4, seed=0,
+                     use_wandb=False, progress=False)
+        losses[impl] = result.train_losses + list(result.val_losses.values())
+    np.testing.assert_allclose(losses["fused"], losses["torch"], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,144 @@
+"""One training job end to end (issue 3)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import load_arrays, run_cli, save_arrays
+from model import config
+from model.job import JobSettings, run_job
+
+
+def settings(data_file, out, **overrides) -> JobSettings:
+    base = dict(data_file=str(data_file), model="llama-3-70b", hardware="h100", tp=8,
+                lr=3e-3, num_epochs=30, output_dir=str(out), use_wandb=False, progress=False)
+    return JobSettings(**(base | overrides))
+
+
+def decoupled(path, out_path):
+    """The same file with each trace's watts taken from a trace of another arrival rate,
+    so the watts no longer follow the workload."""
+    arrays = load_arrays(path)
+    tp, lengths, rate = arrays["tensor_parallelism"], arrays["trace_lengths"].copy(), arrays["poisson_rate"]
+    power = arrays["power_traces"].copy()
+    for value in np.unique(tp):
+        rows = np.flatnonzero(tp == value)
+        order = rows[np.argsort(rate[rows], kind="stable")]
+        donors = np.roll(order, len(order) // 2)           # quiet runs get busy runs' watts
+        for row, donor in zip(order, donors):
+            n = min(lengths[row], lengths[donor])
+            power[row, :n] = arrays["power_traces"][donor, :n]
+            lengths[row] = n
+    arrays["power_traces"], arrays["trace_lengths"] = power, lengths
+    return save_arrays(out_path, arrays)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    data_file = demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"
+    result = run_job(settings(data_file, out))
+    return data_file, out, result
+
+
+def test_learns_states_when_watts_follow_the_workload(trained):
+    _, out, result = trained
+    assert result.metrics["val_f1"] >= 0.8
+    assert result.metrics["autocorr_r2"] > 0.5
+    assert result.metrics["final_train_loss"] < 1.0
+
+
+def test_no_skill_when_watts_ignore_the_workload(trained, tmp_path):
+    data_file, _, result = trained
+    noise_file = decoupled(data_file, tmp_path / "decoupled.npz")
+    blind = run_job(settings(noise_file, tmp_path / "out")).metrics
+    assert blind["val_f1"] < 0.6 and blind["val_f1"] < result.metrics["val_f1"] - 0.3
+    assert blind["transition_mae"] > 1.3 * result.metrics["transition_mae"]
+
+
+def test_output_files(trained):
+    _, out, result = trained
+    job = "llama-3-70b_h100_tp8"
+    metrics = pd.read_csv(config.metrics_path(out, job))
+    assert list(metrics.columns) == ["metric", "value"]
+    assert tuple(metrics["metric"][:9]) == config.METRIC_ORDER
+    assert list(metrics["metric"][9:]) == ["energy_error_pct", "train_seconds", "num_epochs",
+                                            "n_train_traces", "n_val_traces"]
+    losses = pd.read_csv(config.losses_path(out, job))
+    assert list(losses.columns) == ["epoch", "train_loss"]
+    assert list(losses["epoch"]) == list(range(1, 31))
+    assert losses["train_loss"].iloc[-1] == pytest.approx(result.metrics["final_train_loss"])
+    assert losses["train_loss"].iloc[-1] < losses["train_loss"].iloc[0]
+    assert not config.state_path(out, job).exists()
+    assert not [p for p in out.rglob(".*tmp-*")]
+
+
+def test_checkpoint_loads_into_plain_nn_gru(trained):
+    data_file, out, _ = trained
+    checkpoint = torch.load(config.checkpoint_path(out, "llama-3-70b_h100_tp8"), weights_only=False)
+    gru = nn.GRU(6, 64, num_layers=2, bidirectional=True, batch_first=True, dropout=0.2)
+    gru.load_state_dict({k[len("gru."):]: v for k, v in checkpoint["model_state"].items()
+                         if k.startswith("gru.")})
+    gru.load_state_dict(checkpoint["gru_state"])
+    head = nn.Linear(128, 6)
+    head.load_state_dict({k[len("head."):]: v for k, v in checkpoint["model_state"].items()
+                          if k.startswith("head.")})
+    assert len(checkpoint["state_means"]) == 6 and len(checkpoint["feature_norm"]["mean"]) == 6
+    assert checkpoint["settings"]["lr"] == 3e-3 and checkpoint["fingerprint"]["data_sha256"]
+
+
+def test_same_seed_same_metrics_and_losses(demo_dir, tmp_path):
+    data_file = demo_dir / "vllm-benchmark_llama-3-8b_a100.npz"
+    runs = []
+    for name in ("a", "b"):
+        result = run_job(settings(data_file, tmp_path / name, model="llama-3-8b", hardware="a100", tp=1,
+                                  num_epochs=3))
+        losses = (tmp_path / name / "metrics" / "llama-3-8b_a100_tp1_losses.csv").read_text()
+        runs.append(({k: v for k, v in result.metrics.items() if k != "train_seconds"}, losses))
+    assert runs[0] == runs[1]
+    other = run_job(settings(data_file, tmp_path / "c", model="llama-3-8b", hardware="a100", tp=1,
+                             num_epochs=3, seed=1))
+    assert other.metrics["final_train_loss"] != runs[0][0]["final_train_loss"]
+
+
+def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env |= {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wb"), "NETRC": str(tmp_path / "none")}
+    proc = subprocess.run([sys.executable, "-m", "model.train_entry", "--data_file", str(demo_file),
+                           "--model", "llama-3-8b", "--tp", "1", "--hardware_accelerator", "a100",
+                           "--num_epochs", "5", "--output_dir", str(tmp_path / "out")],
+                          cwd=config.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "logging offline" in proc.stderr and "wandb sync" in proc.stderr
+    for kind in ("metrics", "losses", "checkpoint"):
+        assert kind in proc.stdout
+    assert (tmp_path / "out" / "metrics" / "llama-3-8b_a100_tp1_metrics.csv").exists()
+    runs = list((tmp_path / "wb").rglob("run-*.wandb"))
+    assert len(runs) == 1
+    blob = runs[0].read_bytes()
+    assert b"final_metrics/val_f1" in blob and b"train_loss" in blob and b"llama-3-8b_a100_tp1" in blob
+
+
+def test_wandb_disabled_writes_no_run(demo_file, tmp_path):
+    proc = run_cli("-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
+                   "--tp", "1", "--hardware_accelerator", "a100", "--num_epochs", "1", "--no_wandb",
+                   "--output_dir", str(tmp_path / "out"), env={"WANDB_DIR": str(tmp_path / "wb")})
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "wb").exists() and not (tmp_path / "out" / "wandb").exists()
+
+
+def test_tp_minus_one_trains_every_tp(demo_file, tmp_path):
+    proc = run_cli("-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
+                   "--tp", "-1", "--hardware_accelerator", "a100", "--num_epochs", "1",
+                   "--output_dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "metrics").glob("*_metrics.csv")) == [
+        "llama-3-8b_a100_tp1_metrics.csv", "llama-3-8b_a100_tp2_metrics.csv"]

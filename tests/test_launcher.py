@@ -1,0 +1,89 @@
+"""The grid launcher (issue 4)."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+
+import pytest
+
+from conftest import files_under, run_cli
+from model import config
+from model.grid import grid
+
+
+def test_dry_run_lists_16_commands_and_writes_nothing(tmp_path):
+    proc = run_cli("run_all_training.py", "--dry_run", "--data_dir", str(tmp_path / "data"),
+                   "--output_dir", str(tmp_path / "out"), "--lr", "0.001", "--num_epochs", "7")
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+    assert len(commands) == 16
+    for cmd, cfg in zip(commands, grid()):
+        assert cmd[:3] == [sys.executable, "-m", "model.train_entry"]
+        flags = dict(zip(cmd[3::2], cmd[4::2]))
+        assert flags["--data_file"] == str(tmp_path / "data" / cfg.data_file_name)
+        assert (flags["--model"], flags["--hardware_accelerator"], flags["--tp"]) == (cfg.model, cfg.hardware, str(cfg.tp))
+        assert flags["--lr"] == "0.001" and flags["--num_epochs"] == "7"
+    assert "WARNING: Data file not found" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_filters_and_defaults():
+    proc = run_cli("run_all_training.py", "--dry_run", "--models", "llama-3-70b", "--hardware", "h100")
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("--model llama-3-70b" in l and "_h100.npz" in l for l in lines)
+    assert "--tp 4" in lines[0] and "--tp 8" in lines[1]
+    assert "--lr 0.0001" in lines[0] and "--num_epochs 500" in lines[0]
+    assert str(config.DATA_DIR) in lines[0]
+
+
+def test_model_name_typo_exit_2():
+    proc = run_cli("run_all_training.py", "--dry_run", "--models", "llama-3-8B")
+    assert proc.returncode == 2 and "llama-3-8B" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_data_and_failing_job_do_not_stop_the_grid(demo_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(demo_dir / "vllm-benchmark_llama-3-8b_a100.npz", data)
+    (data / "vllm-benchmark_llama-3-8b_h100.npz").write_text("not an npz")       # fails
+    out = tmp_path / "out"
+    proc = run_cli("run_all_training.py", "--models", "llama-3-8b", "--data_dir", str(data),
+                   "--output_dir", str(out), "--num_epochs", "1", "--no_wandb")
+    assert proc.returncode == 1
+    summary = {r["job_name"]: r for r in json.loads((out / "jobs_summary.json").read_text())}
+    assert summary["llama-3-8b_a100_tp1"]["status"] == "succeeded"
+    assert summary["llama-3-8b_a100_tp2"]["status"] == "succeeded"
+    assert summary["llama-3-8b_h100_tp1"]["status"] == "failed"
+    assert summary["llama-3-8b_h100_tp1"]["returncode"] == 2
+    assert "not a readable .npz" in (out / "logs" / "llama-3-8b_h100_tp1.log").read_text()
+    assert set(summary["llama-3-8b_a100_tp1"]) >= {"model", "hardware", "tp", "job_name", "data_file", "command",
+                                                   "status", "returncode", "seconds", "log", "metrics"}
+    assert "[1/4] llama-3-8b_a100_tp1: started" in proc.stdout
+
+
+def test_no_data_at_all_points_to_the_demo(tmp_path):
+    proc = run_cli("run_all_training.py", "--data_dir", str(tmp_path / "none"), "--output_dir",
+                   str(tmp_path / "out"), "--models", "llama-3-8b")
+    assert proc.returncode == 1
+    assert "WARNING: Data file not found" in proc.stdout and "--demo" in proc.stdout
+    statuses = {r["status"] for r in json.loads((tmp_path / "out" / "jobs_summary.json").read_text())}
+    assert statuses == {"missing_data"}
+
+
+def test_end_to_end_tiny_grid(demo_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("run_all_training.py", "--data_dir", str(demo_dir), "--output_dir", str(out),
+                   "--num_epochs", "2", "--jobs", "2", "--no_wandb", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((out / "metrics").glob("*_metrics.csv"))) == 16
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 16
+    summary = json.loads((out / "jobs_summary.json").read_text())
+    assert [r["status"] for r in summary] == ["succeeded"] * 16
+    proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(out / "metrics"),
+                   "--output", str(out / "table_summary.tex"), "--csv_output", str(out / "model_statistics.csv"))
+    assert proc.returncode == 0, proc.stderr
+    rows = [l for l in (out / "table_summary.tex").read_text().splitlines() if l.startswith(r"\texttt")]
+    assert len(rows) == 4 and all(r.count(r"~$\pm$~") == 4 for r in rows)
+    assert not [f for f in files_under(out) if ".tmp-" in f]
