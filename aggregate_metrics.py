@@ -8,16 +8,14 @@ Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
 """
 from __future__ import annotations
 
-import argparse
 
 from model import config
 from model.aggregate import aggregate
-from model.errors import EXIT_OK, run_cli
+from model.errors import ArgumentParser, EXIT_OK, run_cli
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR))
     parser.add_argument("--output", default=str(config.RESULTS_DIR / config.TABLE_FILE),
                         help="LaTeX table to write")

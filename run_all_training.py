@@ -12,6 +12,7 @@ Exit status: 0 every job succeeded or was reused, 1 a job failed or had no data,
 from __future__ import annotations
 
 import argparse
+
 import os
 import shlex
 import sys
@@ -22,15 +23,14 @@ from model import config
 from model.aggregate import aggregate
 from model.classifiers.gru import GRU_IMPLS
 from model.demo_data import write_demo_files
-from model.errors import EXIT_FAILED, EXIT_OK, InputError, run_cli
+from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
 from model.job import JobSettings
 from model.launcher import LaunchSettings, run_grid, train_command
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--data_dir", default=None, help=f"folder of the .npz files (default {config.DATA_DIR.relative_to(config.PROJECT_ROOT)})")
     parser.add_argument("--output_dir", default=None, help=f"results folder (default {config.RESULTS_DIR})")
     parser.add_argument("--lr", type=float, default=None,

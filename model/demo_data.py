@@ -26,14 +26,13 @@ Assumptions of the simulation (one 0.25 s bin at a time):
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model import config
-from model.errors import InputError, run_cli
+from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODELS, data_file_name
 from model.outputs import atomic_path
 
@@ -222,8 +221,7 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",

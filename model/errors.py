@@ -1,6 +1,7 @@
 """Bad input: one line naming the file and the problem, exit status 2, no traceback."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -22,3 +23,16 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
         print(f"{prog}: error: {err}", file=sys.stderr)
         status = EXIT_BAD_INPUT
     sys.exit(status)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line usage error instead of the whole usage text."""
+
+    def __init__(self, doc: str, **kwargs):
+        head, _, rest = doc.partition("\n\n")
+        super().__init__(description=head, epilog=rest or None,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

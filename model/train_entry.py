@@ -10,6 +10,7 @@ checkpoints/{job}.pt. Exit status: 0 done, 1 a job failed, 2 bad usage or bad in
 from __future__ import annotations
 
 import argparse
+
 import signal
 import sys
 from dataclasses import replace
@@ -17,14 +18,13 @@ from dataclasses import replace
 from model import config
 from model.classifiers.gru import GRU_IMPLS
 from model.data import load_power_file
-from model.errors import InputError, run_cli
+from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, MODELS_BY_KEY
 from model.job import JobSettings, run_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--data_file", required=True, help="the .npz file holding this LLM/GPU's traces")
     parser.add_argument("--model", required=True, choices=MODEL_KEYS)
     parser.add_argument("--tp", required=True, type=int, help="tensor-parallel size to train; -1 for all")

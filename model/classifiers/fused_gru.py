@@ -8,7 +8,9 @@ trains and loads the same checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -26,10 +28,20 @@ class FusedGRUUnavailable(RuntimeError):
     """The C++ kernel cannot be built here (no compiler, no ninja, ...)."""
 
 
+def _cpu_tag() -> str:
+    """The kernel is compiled for this CPU (-march=native): never reuse it on another one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [l for l in f if l.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = [platform.processor(), platform.machine()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:10]
+
+
 def _build_directory() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.replace('+', '_')}"
-    return Path(root) / tag / "powertrace_gru"
+    return Path(root) / tag / f"powertrace_gru_{_cpu_tag()}"
 
 
 def load_extension(verbose: bool = True):
@@ -46,7 +58,7 @@ def load_extension(verbose: bool = True):
     started = time.perf_counter()
     try:
         _extension = cpp_extension.load(name="powertrace_gru", sources=[str(SOURCE)],
-                                        extra_cflags=["-O3"], build_directory=str(build_dir),
+                                        extra_cflags=["-O3", "-march=native"], build_directory=str(build_dir),
                                         verbose=False)
     except Exception as err:  # compiler, ninja or linker missing or failing
         reason = str(err).strip().splitlines()
