@@ -141,20 +141,15 @@ def load_power_file(path: Path | str) -> PowerData:
     n = len(tp)
     if n == 0:
         raise DataError(path, "holds no traces (tensor_parallelism is empty)")
+    for keys, axis in ((BIN_KEYS, "T"), (REQUEST_KEYS, "R")):
+        first = keys[0]
+        shape = arrays[first].shape
+        if len(shape) != 2 or shape[0] != n:
+            raise DataError(path, f"{first!r} has shape {shape}, expected (N={n}, {axis})")
+        for key in keys:
+            if arrays[key].shape != shape:
+                raise DataError(path, f"{key!r} has shape {arrays[key].shape}, but {first!r} has {shape}")
     bin_shape = arrays["timestamps"].shape
-    if len(bin_shape) != 2 or bin_shape[0] != n:
-        raise DataError(path, f"'timestamps' has shape {bin_shape}, expected (N={n}, T)")
-    for key in BIN_KEYS:
-        if arrays[key].shape != bin_shape:
-            raise DataError(path, f"{key!r} has shape {arrays[key].shape}, but 'timestamps' "
-                                  f"has {bin_shape}")
-    request_shape = arrays["request_timestamps"].shape
-    if len(request_shape) != 2 or request_shape[0] != n:
-        raise DataError(path, f"'request_timestamps' has shape {request_shape}, expected (N={n}, R)")
-    for key in REQUEST_KEYS:
-        if arrays[key].shape != request_shape:
-            raise DataError(path, f"{key!r} has shape {arrays[key].shape}, but "
-                                  f"'request_timestamps' has {request_shape}")
     if not np.all(np.isfinite(tp)) or np.any(tp < 1) or np.any(tp != np.round(tp)):
         raise DataError(path, "'tensor_parallelism' holds a value that is not a positive integer")
 
