@@ -105,7 +105,7 @@ def main() -> int:
           + f" ({time.perf_counter() - started:.0f} s)")
     print(f"summary: {output_dir / config.SUMMARY_FILE}")
     if stopped_by is not None:
-        print(f"interrupted; rerun with --skip_existing to continue where it stopped", file=sys.stderr)
+        print("interrupted; rerun with --skip_existing to continue where it stopped", file=sys.stderr)
         return 128 + stopped_by
     if counts.get("missing_data") == len(records):
         print(f"\nNo data file was found in {data_dir} (expected names like "

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +24,6 @@ from model.grid import Config
 from model.job import FINGERPRINT_KEYS, JobSettings, file_sha256, fingerprint
 from model.outputs import write_json
 
-STATUSES = ("succeeded", "failed", "missing_data", "skipped_existing", "interrupted")
 
 
 @dataclass

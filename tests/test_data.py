@@ -1,7 +1,6 @@
 """Loading and validating data files, and the demo generator (issue 2)."""
 from __future__ import annotations
 
-import zipfile
 
 import numpy as np
 import pytest

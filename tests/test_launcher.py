@@ -6,7 +6,6 @@ import shlex
 import shutil
 import sys
 
-import pytest
 
 from conftest import files_under, run_cli
 from model import config
