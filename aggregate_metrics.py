@@ -3,15 +3,18 @@
     python3 aggregate_metrics.py
     python3 aggregate_metrics.py --metrics_dir demo/training_results/metrics \\
         --output demo/training_results/table_summary.tex --csv_output demo/training_results/model_statistics.csv
+    python3 aggregate_metrics.py --plots           # also the figures, under training_results/plots/
 
 Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
 """
 from __future__ import annotations
 
+from pathlib import Path
 
 from model import config
 from model.aggregate import aggregate
 from model.errors import ArgumentParser, EXIT_OK, run_cli
+from model.plots import write_plots
 
 
 def main() -> int:
@@ -21,8 +24,13 @@ def main() -> int:
                         help="LaTeX table to write")
     parser.add_argument("--csv_output", default=str(config.RESULTS_DIR / config.STATISTICS_FILE),
                         help="per-model statistics CSV to write")
+    parser.add_argument("--plots", action="store_true",
+                        help=f"also write the figures (python -m model.plots) under "
+                             f"<metrics_dir>/../{config.PLOTS_SUBDIR}/")
     args = parser.parse_args()
     aggregate(args.metrics_dir, args.output, args.csv_output, print_table=True)
+    if args.plots:
+        write_plots(Path(args.metrics_dir).resolve().parent)
     return EXIT_OK
 
 

@@ -5,7 +5,8 @@
     python3 run_all_training.py --data_dir model/training_data --jobs 2
     python3 run_all_training.py --models llama-3-8b --hardware h100 --num_epochs 50
 
-Writes training_results/ (or --output_dir): jobs_summary.json, metrics/, checkpoints/, logs/.
+Writes training_results/ (or --output_dir): jobs_summary.json, metrics/, checkpoints/, synthetic/,
+logs/; with --demo also the table and plots/.
 Exit status: 0 every job succeeded or was reused, 1 a job failed or had no data,
 2 bad usage, 130/143 interrupted by SIGINT/SIGTERM.
 """
@@ -27,6 +28,7 @@ from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_c
 from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
 from model.job import JobSettings
 from model.launcher import LaunchSettings, run_grid, train_command
+from model.plots import write_plots
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,6 +118,7 @@ def main() -> int:
         print()
         aggregate(output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,
                   output_dir / config.STATISTICS_FILE, print_table=True)
+        write_plots(output_dir)
         print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -48,6 +48,8 @@ WANDB_PROJECT = "powertrace-classifier-training"
 METRICS_SUBDIR = "metrics"
 CHECKPOINTS_SUBDIR = "checkpoints"
 LOGS_SUBDIR = "logs"
+SYNTHETIC_SUBDIR = "synthetic"
+PLOTS_SUBDIR = "plots"
 SUMMARY_FILE = "jobs_summary.json"
 STATISTICS_FILE = "model_statistics.csv"
 TABLE_FILE = "table_summary.tex"
@@ -68,6 +70,11 @@ def checkpoint_path(output_dir: Path | str, job: str) -> Path:
 def state_path(output_dir: Path | str, job: str) -> Path:
     """Training state for --resume (model, optimizer, RNG, epoch, losses so far)."""
     return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.state.pt"
+
+
+def synthetic_path(output_dir: Path | str, job: str) -> Path:
+    """Validation traces' real and synthetic watts, true and predicted states (for the figures)."""
+    return Path(output_dir) / SYNTHETIC_SUBDIR / f"{job}.npz"
 
 
 def log_path(output_dir: Path | str, job: str) -> Path:

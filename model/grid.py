@@ -16,6 +16,11 @@ class ModelSpec:
     tp_values: tuple[int, ...]
     table_label: str    # LaTeX label in the paper's table
 
+    @property
+    def display_name(self) -> str:
+        """The table label without LaTeX markup, for figures."""
+        return self.table_label.removeprefix(r"\texttt{").removesuffix("}")
+
 
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("llama-3-8b", "llama-3-8b", (1, 2), r"\texttt{Llama-3.1 (8B)}"),

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from model.data import DataError, Trace, load_power_file
 from model.errors import InputError
 from model.features import FeatureNorm, raw_features, split_traces
 from model.grid import HARDWARE, MODELS_BY_KEY, job_name
-from model.outputs import atomic_path, remove_stale_temp_files, write_csv
+from model.outputs import atomic_path, file_sha256, remove_stale_temp_files, write_csv, write_npz
 from model.states import fit_power_states, state_watts
 from model.tracking import Tracker
 
@@ -98,14 +97,6 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(settings: JobSettings, data_sha256: str, gru_impl: str) -> dict:
     values = asdict(settings) | {"gru_impl": gru_impl}
     return {key: values[key] for key in FINGERPRINT_KEYS} | {"data_sha256": data_sha256}
@@ -116,7 +107,7 @@ def output_paths(settings: JobSettings) -> dict[str, Path]:
     weights = settings.weights_path.replace("{job}", job) if settings.weights_path else None
     return {"metrics": config.metrics_path(out, job), "losses": config.losses_path(out, job),
             "checkpoint": Path(weights) if weights else config.checkpoint_path(out, job),
-            "state": config.state_path(out, job)}
+            "synthetic": config.synthetic_path(out, job), "state": config.state_path(out, job)}
 
 
 def check_writable(paths: dict[str, Path]) -> None:
@@ -138,6 +129,25 @@ def select_traces(data_path: str, traces: list[Trace], tp: int) -> list[Trace]:
         raise DataError(data_path, f"trace {short[0].index} (TP {tp}) has {len(short[0])} bins; "
                                    f"the autocorrelation metric needs at least {config.MIN_ACF_BINS}")
     return traces
+
+
+def validation_series(val: list[Trace], probabilities: list[np.ndarray], true_states: list[np.ndarray],
+                      synthetic: list[np.ndarray], state_means: np.ndarray,
+                      state_stds: np.ndarray) -> dict[str, np.ndarray]:
+    """What the figures show, for every validation trace: the per-bin series concatenated in
+    trace order, `trace_lengths` to split them again."""
+    return {
+        "trace_indices": np.array([t.index for t in val], dtype=np.int64),
+        "trace_lengths": np.array([len(t) for t in val], dtype=np.int64),
+        "time_s": np.concatenate([t.timestamps - t.timestamps[0] for t in val]),
+        "real_watts": np.concatenate([t.power for t in val]),
+        "synthetic_watts": np.concatenate(synthetic),
+        "true_states": np.concatenate(true_states).astype(np.int64),
+        "predicted_states": np.concatenate([p.argmax(axis=1) for p in probabilities]).astype(np.int64),
+        "probabilities": np.concatenate(probabilities),
+        "state_means": np.asarray(state_means, dtype=float),
+        "state_stds": np.asarray(state_stds, dtype=float),
+    }
 
 
 def run_job(settings: JobSettings, data=None, tracker: Tracker | None = None) -> JobResult:
@@ -212,6 +222,9 @@ def run_job(settings: JobSettings, data=None, tracker: Tracker | None = None) ->
             "n_val_traces": len(val),
         }
         tracker.log_final(values)
+
+        write_npz(paths["synthetic"], validation_series(val, probs, true_states, synthetic,
+                                                        state_means, state_stds))
 
         # The metrics file marks a finished job, so it is written last.
         write_csv(paths["losses"], ["epoch", "train_loss"],

@@ -21,8 +21,8 @@ import torch
 from model import config
 from model.aggregate import read_metrics_file
 from model.grid import Config
-from model.job import FINGERPRINT_KEYS, JobSettings, file_sha256, fingerprint
-from model.outputs import write_json
+from model.job import FINGERPRINT_KEYS, JobSettings, fingerprint
+from model.outputs import file_sha256, write_json
 
 
 
@@ -54,6 +54,7 @@ class JobRecord:
     log: str = ""
     metrics: str = ""
     checkpoint: str = ""
+    synthetic: str = ""
     note: str = ""
 
 
@@ -97,6 +98,8 @@ def reuse_decision(cfg: Config, launch: LaunchSettings) -> tuple[str, str]:
     if metrics_file.exists():
         try:
             read_metrics_file(metrics_file)
+            if not config.synthetic_path(launch.output_dir, cfg.job_name).exists():
+                raise FileNotFoundError("no synthetic/ file")
             saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["fingerprint"]
         except Exception as err:
             return "run", f"existing results are incomplete ({err}); rerunning"
@@ -140,7 +143,8 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
         record = JobRecord(cfg.model, cfg.hardware, cfg.tp, cfg.job_name, str(data_file), "",
                            log=str(config.log_path(out, cfg.job_name)),
                            metrics=str(config.metrics_path(out, cfg.job_name)),
-                           checkpoint=str(config.checkpoint_path(out, cfg.job_name)))
+                           checkpoint=str(config.checkpoint_path(out, cfg.job_name)),
+                           synthetic=str(config.synthetic_path(out, cfg.job_name)))
         records.append(record)
         if not data_file.exists():
             echo(f"WARNING: Data file not found: {data_file}")

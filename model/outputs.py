@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 TEMP_MARK = ".tmp-"
 _UMASK = os.umask(0)
@@ -49,6 +52,20 @@ def write_csv(path: Path | str, header: list[str], rows: list[list]) -> None:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+
+
+def write_npz(path: Path | str, arrays: dict) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temp_files(directory: Path | str, name_prefix: str) -> None:

@@ -77,6 +77,7 @@ def test_output_files(trained):
     assert losses["train_loss"].iloc[-1] == pytest.approx(result.metrics["final_train_loss"])
     assert losses["train_loss"].iloc[-1] < losses["train_loss"].iloc[0]
     assert not config.state_path(out, job).exists()
+    assert config.synthetic_path(out, job).stat().st_size > 0
     assert not [p for p in out.rglob(".*tmp-*")]
 
 

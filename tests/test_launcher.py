@@ -81,8 +81,11 @@ def test_end_to_end_tiny_grid(demo_dir, tmp_path):
     summary = json.loads((out / "jobs_summary.json").read_text())
     assert [r["status"] for r in summary] == ["succeeded"] * 16
     proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(out / "metrics"),
-                   "--output", str(out / "table_summary.tex"), "--csv_output", str(out / "model_statistics.csv"))
+                   "--output", str(out / "table_summary.tex"), "--csv_output", str(out / "model_statistics.csv"),
+                   "--plots")
     assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "synthetic").glob("*.npz"))) == 16
+    assert len(list((out / "plots").glob("*_trace.png"))) == 16 and (out / "plots" / "reliability.pdf").exists()
     rows = [l for l in (out / "table_summary.tex").read_text().splitlines() if l.startswith(r"\texttt")]
     assert len(rows) == 4 and all(r.count(r"~$\pm$~") == 4 for r in rows)
     assert not [f for f in files_under(out) if ".tmp-" in f]

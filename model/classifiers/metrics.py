@@ -22,20 +22,27 @@ def classification_scores(labels: np.ndarray, predictions: np.ndarray, num_state
             "val_accuracy": float(accuracy_score(labels, predictions))}
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
-                               n_bins: int = config.ECE_BINS) -> float:
-    """Top-label ECE: equal-width confidence bins on [0, 1] (the last one closed);
-    sum over bins of (share of bins) x |accuracy - mean confidence|."""
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray,
+                     n_bins: int = config.ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-label confidence in equal-width bins on [0, 1] (the last one closed): per bin the
+    number of time bins, their accuracy and their mean confidence (NaN where a bin is empty)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.searchsorted(edges[1:-1], confidence, side="right")   # 1.0 lands in the last bin
-    ece = 0.0
-    for b in range(n_bins):
-        in_bin = which == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+    counts = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, weights=correct, minlength=n_bins) / counts
+        mean_confidence = np.bincount(which, weights=confidence, minlength=n_bins) / counts
+    return counts, accuracy, mean_confidence
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
+                               n_bins: int = config.ECE_BINS) -> float:
+    """Top-label ECE: sum over confidence bins of (share of time bins) x |accuracy - mean confidence|."""
+    counts, accuracy, confidence = reliability_bins(probabilities, labels, n_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / counts.sum() * np.abs(accuracy[filled] - confidence[filled])))
 
 
 def mean_trace_cross_entropy(log_probabilities: list[np.ndarray], labels: list[np.ndarray]) -> float:
@@ -43,7 +50,8 @@ def mean_trace_cross_entropy(log_probabilities: list[np.ndarray], labels: list[n
     return float(np.mean([-lp[np.arange(len(y)), y].mean() for lp, y in zip(log_probabilities, labels)]))
 
 
-def _acf(x: np.ndarray, nlags: int) -> np.ndarray:
+def acf_lags(x: np.ndarray, nlags: int = config.ACF_NLAGS) -> np.ndarray:
+    """Autocorrelation at lags 1..nlags (statsmodels, FFT); NaN for a constant series."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # a constant series has no ACF
         return acf(x, nlags=nlags, fft=True)[1:]
@@ -60,7 +68,7 @@ def autocorr_r2(real: list[np.ndarray], synthetic: list[np.ndarray], nlags: int 
     for r, s in zip(real, synthetic):
         if len(r) < 2 * nlags + 1:
             continue
-        acf_real, acf_syn = _acf(r, nlags), _acf(s, nlags)
+        acf_real, acf_syn = acf_lags(r, nlags), acf_lags(s, nlags)
         if (not np.all(np.isfinite(acf_real)) or not np.all(np.isfinite(acf_syn))
                 or np.std(acf_real) == 0 or np.std(acf_syn) == 0):
             score = 0.0
