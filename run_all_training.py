@@ -4,11 +4,14 @@
     python3 run_all_training.py --dry_run              # show the 16 commands, run nothing
     python3 run_all_training.py --data_dir model/training_data --jobs 2
     python3 run_all_training.py --models llama-3-8b --hardware h100 --num_epochs 50
+    python3 run_all_training.py --launcher slurm --slurm_partition gpu --slurm_gpus_per_job 1 --dry_run
+    python3 run_all_training.py --launcher slurm --no_wait ... ; later: run_all_training.py --collect
 
 Writes training_results/ (or --output_dir): jobs_summary.json, metrics/, checkpoints/, synthetic/,
 logs/; with --demo also the table and plots/.
-Exit status: 0 every job succeeded or was reused, 1 a job failed or had no data,
-2 bad usage, 130/143 interrupted by SIGINT/SIGTERM.
+Exit status: 0 every job succeeded or was reused (or was submitted, with --no_wait), 1 a job
+failed or had no data, 2 bad usage, 3 (--collect) some Slurm tasks are still queued or running,
+130/143 interrupted by SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
 from model.job import JobSettings
 from model.launcher import LaunchSettings, run_grid, train_command
 from model.plots import write_plots
+from model.slurm import SlurmSettings, collect, submission_preview, submit_grid
+
+EXIT_STILL_RUNNING = 3
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,14 +58,39 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dry_run", action="store_true", help="print the commands and write nothing")
     parser.add_argument("--demo", action="store_true",
                         help="generate demo data, train the grid briefly, print the table")
+    slurm = parser.add_argument_group("Slurm (--launcher slurm): one job array, one task per configuration")
+    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    slurm.add_argument("--slurm_partition", default=None, help="default: the cluster's default partition")
+    slurm.add_argument("--slurm_time", type=int, default=SlurmSettings.time_min, help="minutes per task")
+    slurm.add_argument("--slurm_gpus_per_job", type=int, default=SlurmSettings.gpus_per_job)
+    slurm.add_argument("--slurm_cpus_per_job", type=int, default=SlurmSettings.cpus_per_job)
+    slurm.add_argument("--slurm_mem_gb", type=float, default=SlurmSettings.mem_gb)
+    slurm.add_argument("--slurm_array_parallelism", type=int, default=SlurmSettings.array_parallelism,
+                       help="tasks running at once")
+    slurm.add_argument("--slurm_setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each task, e.g. 'module load cuda' (repeatable)")
+    slurm.add_argument("--no_wait", action="store_true", help="return after submitting; see --collect")
+    slurm.add_argument("--collect", action="store_true",
+                       help="update jobs_summary.json in --output_dir from a --no_wait submission's tasks")
     args = parser.parse_args()
     args.models = [m for item in args.models or [] for m in item.split(",") if m] or None
     args.hardware = [h for item in args.hardware or [] for h in item.split(",") if h] or None
     return args
 
 
+def collect_submitted(output_dir: Path) -> int:
+    records = collect(output_dir)
+    statuses = [r.status for r in records]
+    print(f"summary: {output_dir / config.SUMMARY_FILE}")
+    if any(s in ("submitted", "running") for s in statuses):
+        return EXIT_STILL_RUNNING
+    return EXIT_FAILED if any(s in ("failed", "missing_data") for s in statuses) else EXIT_OK
+
+
 def main() -> int:
     args = parse_args()
+    if args.collect:
+        return collect_submitted(Path(args.output_dir or config.RESULTS_DIR).absolute())
     try:
         configs = grid(args.models, args.hardware)
     except ValueError as err:
@@ -78,8 +109,19 @@ def main() -> int:
                             num_epochs=num_epochs, seed=args.seed, device=args.device,
                             gru_impl=args.gru_impl, use_wandb=not args.no_wandb, jobs=jobs,
                             skip_existing=args.skip_existing)
+    slurm = SlurmSettings(args.slurm_partition, args.slurm_time, args.slurm_gpus_per_job,
+                          args.slurm_cpus_per_job, args.slurm_mem_gb, args.slurm_array_parallelism,
+                          args.slurm_setup)
+    if args.launcher == "slurm":
+        slurm.validate()
+    elif args.no_wait:
+        raise InputError("--no_wait is for --launcher slurm")
 
     if args.dry_run:
+        if args.launcher == "slurm":
+            print(f"# one Slurm job array of {len(configs)} tasks, submitted through submitit as:")
+            print(submission_preview(output_dir, slurm, len(configs)).rstrip())
+            print("# task i runs command i:")
         for cfg in configs:
             if not cfg.data_file(launch.data_dir).exists():
                 print(f"WARNING: Data file not found: {cfg.data_file(launch.data_dir)}", file=sys.stderr)
@@ -101,7 +143,10 @@ def main() -> int:
     if not os.access(output_dir, os.W_OK):
         raise InputError(f"{output_dir}: the output folder is not writable")
 
-    records, stopped_by = run_grid(configs, launch)
+    if args.launcher == "slurm":
+        records, stopped_by = submit_grid(configs, launch, slurm, wait=not args.no_wait)
+    else:
+        records, stopped_by = run_grid(configs, launch)
     counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
     print(f"\n{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
           + f" ({time.perf_counter() - started:.0f} s)")

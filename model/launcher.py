@@ -55,6 +55,7 @@ class JobRecord:
     metrics: str = ""
     checkpoint: str = ""
     synthetic: str = ""
+    slurm_job_id: str = ""
     note: str = ""
 
 
@@ -127,17 +128,19 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def _raise_interrupted(signum, frame):
+def raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
-    """Run the configurations; return their records and the signal that stopped the grid, if any."""
+Queue = list[tuple[int, Config, list[str]]]
+
+
+def plan_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], Queue]:
+    """One record per configuration, and the (record index, config, command) of those to run:
+    not the ones without data, nor (with --skip_existing) the ones finished earlier."""
     out = launch.output_dir
-    summary_path = out / config.SUMMARY_FILE
-    threads = max(1, (os.cpu_count() or 1) // launch.jobs)
     records: list[JobRecord] = []
-    queue: list[tuple[int, Config, list[str]]] = []
+    queue: Queue = []
     for cfg in configs:
         data_file = cfg.data_file(launch.data_dir)
         record = JobRecord(cfg.model, cfg.hardware, cfg.tp, cfg.job_name, str(data_file), "",
@@ -157,19 +160,30 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
             record.status = "skipped_existing"
         else:
             queue.append((len(records) - 1, cfg, cmd))
-
-    def save_summary():
-        write_json(summary_path, [asdict(r) for r in records])
-
     config.log_path(out, "x").parent.mkdir(parents=True, exist_ok=True)
-    save_summary()
-    n = len(records)
     for i, r in enumerate(records):
         if r.status == "skipped_existing":
-            echo(f"[{i + 1}/{n}] {r.job_name}: skipped_existing ({r.note})")
+            echo(f"[{i + 1}/{len(records)}] {r.job_name}: skipped_existing ({r.note})")
+    return records, queue
+
+
+def save_summary(output_dir: Path, records: list[JobRecord]) -> None:
+    write_json(Path(output_dir) / config.SUMMARY_FILE, [asdict(r) for r in records])
+
+
+def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
+    """Run the configurations here; return their records and the signal that stopped the grid, if any."""
+    threads = max(1, (os.cpu_count() or 1) // launch.jobs)
+    records, queue = plan_grid(configs, launch, echo)
+    n = len(records)
+
+    def save():
+        save_summary(launch.output_dir, records)
+
+    save()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped_by = None
     try:
         while queue or running:
@@ -184,7 +198,7 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
                                            preexec_fn=_die_with_parent)
                 running[index] = (process, time.perf_counter(), log)
                 record.status = "running"
-                save_summary()
+                save()
                 extra = f" ({record.note})" if record.note else ""
                 echo(f"[{index + 1}/{n}] {record.job_name}: started{extra}")
             time.sleep(0.1)
@@ -197,7 +211,7 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
                 record.returncode = process.returncode
                 record.seconds = round(time.perf_counter() - started, 2)
                 record.status = "succeeded" if process.returncode == 0 else "failed"
-                save_summary()
+                save()
                 echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
                      f"(log: {record.log})")
     except (Interrupted, KeyboardInterrupt) as stop:
@@ -216,7 +230,7 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
             records[index].seconds = round(time.perf_counter() - started, 2)
         for index, _, _ in queue:
             records[index].status, records[index].note = "interrupted", "not started"
-        save_summary()
+        save()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -1,0 +1,219 @@
+"""Running the grid on a Slurm cluster: one job array through submitit, one task per configuration.
+
+Used by `run_all_training.py --launcher slurm`. Each task runs the same `python -m
+model.train_entry` command as a local run, writing the same output tree (the output folder must
+be on a file system the nodes share) plus submitit's own files under `slurm/`. The launcher waits
+and reports as in local mode, or with `--no_wait` records the Slurm job ids in
+jobs_summary.json for a later `--collect`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from model import config
+from model.errors import InputError
+from model.grid import Config
+from model.launcher import (Interrupted, JobRecord, LaunchSettings, raise_interrupted, plan_grid,
+                            save_summary)
+
+SLURM_SUBDIR = "slurm"
+JOB_NAME = "powertrace"
+POLL_S = 2.0
+# submitit asks sacct for states and warns when a cluster keeps no accounting; we ask squeue
+logging.getLogger("submitit").setLevel(logging.ERROR)
+ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"
+
+
+@dataclass
+class SlurmSettings:
+    partition: str | None = None
+    time_min: int = 24 * 60
+    gpus_per_job: int = 0
+    cpus_per_job: int = 4
+    mem_gb: float = 16.0
+    array_parallelism: int = 16
+    setup: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        for name, value, low in (("--slurm_time", self.time_min, 1), ("--slurm_gpus_per_job", self.gpus_per_job, 0),
+                                 ("--slurm_cpus_per_job", self.cpus_per_job, 1),
+                                 ("--slurm_array_parallelism", self.array_parallelism, 1)):
+            if value < low:
+                raise InputError(f"{name} must be at least {low}, got {value}")
+        if not self.mem_gb > 0:
+            raise InputError(f"--slurm_mem_gb must be positive, got {self.mem_gb}")
+
+
+def sbatch_parameters(slurm: SlurmSettings) -> dict:
+    """submitit's SlurmExecutor parameters (Slurm's own names)."""
+    threads = str(slurm.cpus_per_job)
+    setup = [f"export PYTHONPATH={shlex.quote(str(config.PROJECT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}",
+             f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}", *slurm.setup]
+    params = {"job_name": JOB_NAME, "time": slurm.time_min, "cpus_per_task": slurm.cpus_per_job,
+              "mem": f"{int(round(slurm.mem_gb * 1024))}MB", "array_parallelism": slurm.array_parallelism,
+              "setup": setup, "stderr_to_stdout": True}
+    if slurm.gpus_per_job:
+        params["gpus_per_node"] = slurm.gpus_per_job
+    if slurm.partition:
+        params["partition"] = slurm.partition
+    return params
+
+
+def run_task(command: list[str], log_path: str, job_name: str) -> dict:
+    """What one array task runs on its node: the job's command, its output into the job's log."""
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
+                                    env=dict(os.environ, WANDB_NAME=job_name)).returncode
+    return {"returncode": returncode, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def submission_preview(output_dir: Path, slurm: SlurmSettings, n_tasks: int) -> str:
+    """The sbatch script submitit will submit for the array, without submitting it."""
+    from submitit.slurm.slurm import _make_sbatch_string    # submitit's own script writer
+    folder = Path(output_dir) / SLURM_SUBDIR
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    return _make_sbatch_string(command=command, folder=folder,
+                               map_count=n_tasks, **sbatch_parameters(slurm))
+
+
+def _task_outcome(job) -> tuple[str, int | None, float, str]:
+    """(status, returncode, seconds, note) of a finished task."""
+    died = (f"slurm task ended without a result (cancelled, time limit, out of memory or node "
+            f"failure?); see {job.paths.stdout}")
+    if not job.paths.result_pickle.exists():
+        return "failed", None, 0.0, died
+    try:
+        result = job.result()
+    except Exception as err:      # submitit recorded the task's own exception
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        return "failed", None, 0.0, f"{died} ({reason})"
+    status = "succeeded" if result["returncode"] == 0 else "failed"
+    return status, result["returncode"], result["seconds"], ""
+
+
+def queued_tasks(job_ids: list[str]) -> dict[str, str] | None:
+    """Task id -> state (PENDING, RUNNING, ...) of the tasks Slurm still lists; None when squeue
+    cannot be asked."""
+    array_ids = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        output = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-t", ACTIVE_STATES, "-j", ",".join(array_ids)],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if output.returncode != 0:
+        # squeue refuses ids it has already forgotten: then none of them is queued
+        return {} if "Invalid job id" in output.stderr else None
+    return dict(line.split(maxsplit=1) for line in output.stdout.splitlines() if line.strip())
+
+
+def _finished(job, queued: dict[str, str] | None) -> bool:
+    """Done when its result file is there, or when Slurm no longer lists it (then it died)."""
+    return job.paths.result_pickle.exists() or (queued is not None and job.job_id not in queued)
+
+
+def submit_grid(configs: list[Config], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
+                echo=print) -> tuple[list[JobRecord], int | None]:
+    """Submit the configurations as one array; wait for them unless `wait` is False."""
+    records, queue = plan_grid(configs, launch, echo)
+    save_summary(launch.output_dir, records)
+    if not queue:
+        return records, None
+    try:
+        executor = submitit.SlurmExecutor(folder=launch.output_dir / SLURM_SUBDIR, max_num_timeout=0)
+    except RuntimeError as err:
+        raise InputError(f"--launcher slurm: {err}") from None
+    executor.update_parameters(**sbatch_parameters(slurm))
+    try:
+        jobs = executor.map_array(run_task, [cmd for _, _, cmd in queue],
+                                  [records[i].log for i, _, _ in queue], [cfg.job_name for _, cfg, _ in queue])
+    except Exception as err:       # sbatch refused: unknown partition, too many resources, ...
+        raise InputError(f"--launcher slurm: submission failed: {str(err).strip().splitlines()[-1]}") from None
+    for (index, _, _), job in zip(queue, jobs):
+        records[index].slurm_job_id, records[index].status = job.job_id, "submitted"
+    save_summary(launch.output_dir, records)
+    echo(f"submitted {len(jobs)} tasks as Slurm job {jobs[0].job_id.split('_')[0]} "
+         f"(files: {launch.output_dir / SLURM_SUBDIR})")
+    if not wait:
+        echo(f"not waiting; later: run_all_training.py --collect --output_dir {launch.output_dir}")
+        return records, None
+    return records, _wait(records, dict(zip((i for i, _, _ in queue), jobs)), launch.output_dir, echo)
+
+
+def _wait(records: list[JobRecord], jobs: dict, output_dir: Path, echo) -> int | None:
+    """Poll until every task finished; on SIGINT/SIGTERM cancel the rest and return the signal."""
+    n = len(records)
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    pending = dict(jobs)
+    try:
+        while pending:
+            queued = queued_tasks([job.job_id for job in pending.values()])
+            for index, job in list(pending.items()):
+                record = records[index]
+                if not _finished(job, queued):
+                    if record.status == "submitted" and (queued or {}).get(job.job_id) == "RUNNING":
+                        record.status = "running"
+                        save_summary(output_dir, records)
+                    continue
+                del pending[index]
+                record.status, record.returncode, record.seconds, note = _task_outcome(job)
+                record.note = note or record.note
+                save_summary(output_dir, records)
+                echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
+                     f"(log: {record.log})")
+            if pending:
+                time.sleep(POLL_S)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        for index, job in pending.items():
+            job.cancel(check=False)
+            records[index].status, records[index].note = "interrupted", "Slurm task cancelled"
+        save_summary(output_dir, records)
+        return stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return None
+
+
+def collect(output_dir: Path, echo=print) -> list[JobRecord]:
+    """Update jobs_summary.json of a `--no_wait` submission from the tasks that finished since."""
+    summary_path = Path(output_dir) / config.SUMMARY_FILE
+    try:
+        records = [JobRecord(**r) for r in json.loads(summary_path.read_text())]
+    except FileNotFoundError:
+        raise InputError(f"{summary_path}: not found; --collect reads the summary a --launcher slurm "
+                         f"--no_wait run wrote") from None
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{summary_path}: not a jobs summary ({err})") from None
+    waiting = {i: r for i, r in enumerate(records) if r.slurm_job_id and r.status in ("submitted", "running")}
+    if not any(r.slurm_job_id for r in records):
+        raise InputError(f"{summary_path}: no Slurm job ids in it (was it a --launcher slurm --no_wait run?)")
+    folder = Path(output_dir) / SLURM_SUBDIR
+    jobs = {index: submitit.SlurmJob(folder=folder, job_id=record.slurm_job_id)
+            for index, record in waiting.items()}
+    queued = queued_tasks([r.slurm_job_id for r in waiting.values()]) if waiting else {}
+    for index, job in jobs.items():
+        record = records[index]
+        if not _finished(job, queued):
+            echo(f"[{index + 1}/{len(records)}] {record.job_name}: still queued or running "
+                 f"(Slurm job {record.slurm_job_id})")
+            continue
+        record.status, record.returncode, record.seconds, note = _task_outcome(job)
+        record.note = note or record.note
+        echo(f"[{index + 1}/{len(records)}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
+             f"(log: {record.log})")
+    save_summary(output_dir, records)
+    return records
