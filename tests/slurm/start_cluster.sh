@@ -23,8 +23,9 @@ mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/m
 sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEM_MB@/$mem_mb/g" "$here/slurm.conf.in" > /etc/slurm/slurm.conf
 
 [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }
-chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
-chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
+# munged runs as root here (--force), so its files belong to root
+chown -R root:root /etc/munge /run/munge /var/lib/munge /var/log/munge
+chmod 0700 /etc/munge /var/lib/munge /var/log/munge; chmod 0755 /run/munge; chmod 0400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || munged --force
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
