@@ -10,9 +10,6 @@
 #include <vector>
 
 template <typename T>
-static inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-
-template <typename T>
 static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_hh, T* hs, T* gates, T* ghn,
                            int64_t B, int64_t S, int64_t H) {
   const int64_t G = 3 * H;
@@ -31,12 +28,15 @@ static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_hh, T* hs, T
       const T* x = gi + row * G;
       T* g = gates + row * G;
       T* out = hs + row * H;
+      // Gate activations as separate simple loops over arrays, so the compiler turns exp and
+      // tanh into vector calls (glibc libmvec, enabled by -ffast-math) instead of scalar ones.
+      for (int64_t j = 0; j < 2 * H; ++j) g[j] = std::exp(-(x[j] + gh[j]));
+      for (int64_t j = 0; j < 2 * H; ++j) g[j] = T(1) / (T(1) + g[j]);          // r, then z
+      for (int64_t j = 0; j < H; ++j) g[2 * H + j] = x[2 * H + j] + g[j] * gh[2 * H + j];
+      for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j]);   // n
       for (int64_t j = 0; j < H; ++j) {
-        const T r = sigmoid(x[j] + gh[j]);
-        const T z = sigmoid(x[H + j] + gh[H + j]);
-        const T n = std::tanh(x[2 * H + j] + r * gh[2 * H + j]);
+        const T z = g[H + j], n = g[2 * H + j];
         h[j] = (T(1) - z) * n + z * h[j];
-        g[j] = r; g[H + j] = z; g[2 * H + j] = n;
         ghn[row * H + j] = gh[2 * H + j];
         out[j] = h[j];
       }
