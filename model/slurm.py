@@ -32,6 +32,7 @@ JOB_NAME = "powertrace"
 POLL_S = 2.0
 # submitit asks sacct for states and warns when a cluster keeps no accounting; we ask squeue
 logging.getLogger("submitit").setLevel(logging.ERROR)
+RESULT_GRACE_S = 10.0
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"
 
 
@@ -120,9 +121,18 @@ def queued_tasks(job_ids: list[str]) -> dict[str, str] | None:
     return dict(line.split(maxsplit=1) for line in output.stdout.splitlines() if line.strip())
 
 
-def _finished(job, queued: dict[str, str] | None) -> bool:
-    """Done when its result file is there, or when Slurm no longer lists it (then it died)."""
-    return job.paths.result_pickle.exists() or (queued is not None and job.job_id not in queued)
+def _finished(job, queued: dict[str, str] | None, gone_since: dict | None = None) -> bool:
+    """Done when its result file is there, or when Slurm no longer lists it (then it died).
+    With `gone_since`, a task must stay unlisted for RESULT_GRACE_S first: on a shared file
+    system its result file can show up on this node a little after the task ended."""
+    if job.paths.result_pickle.exists():
+        return True
+    if queued is None or job.job_id in queued:
+        return False
+    if gone_since is None:
+        return True
+    first_seen = gone_since.setdefault(job.job_id, time.monotonic())
+    return time.monotonic() - first_seen >= RESULT_GRACE_S
 
 
 def submit_grid(configs: list[Config], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
@@ -158,12 +168,13 @@ def _wait(records: list[JobRecord], jobs: dict, output_dir: Path, echo) -> int |
     n = len(records)
     previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     pending = dict(jobs)
+    gone_since: dict[str, float] = {}
     try:
         while pending:
             queued = queued_tasks([job.job_id for job in pending.values()])
             for index, job in list(pending.items()):
                 record = records[index]
-                if not _finished(job, queued):
+                if not _finished(job, queued, gone_since):
                     if record.status == "submitted" and (queued or {}).get(job.job_id) == "RUNNING":
                         record.status = "running"
                         save_summary(output_dir, records)
@@ -198,7 +209,9 @@ def collect(output_dir: Path, echo=print) -> list[JobRecord]:
                          f"--no_wait run wrote") from None
     except (ValueError, TypeError) as err:
         raise InputError(f"{summary_path}: not a jobs summary ({err})") from None
-    waiting = {i: r for i, r in enumerate(records) if r.slurm_job_id and r.status in ("submitted", "running")}
+    # a task found dead is looked at again: its result file may have arrived late
+    waiting = {i: r for i, r in enumerate(records) if r.slurm_job_id and
+               (r.status in ("submitted", "running") or (r.status == "failed" and r.returncode is None))}
     if not any(r.slurm_job_id for r in records):
         raise InputError(f"{summary_path}: no Slurm job ids in it (was it a --launcher slurm --no_wait run?)")
     folder = Path(output_dir) / SLURM_SUBDIR
