@@ -1,12 +1,16 @@
 """The fused CPU GRU kernel against nn.GRU (issue 5)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from model.classifiers.fused_gru import GRURecurrence, fused_gru_forward, load_extension
+from conftest import ROOT
+from model.classifiers.fused_gru import GRURecurrence, _build_directory, fused_gru_forward, load_extension
 from model.classifiers.gru import PowerStateGRU
 from model.classifiers.train import fit
 
@@ -67,3 +71,14 @@ def test_short_training_same_losses_either_implementation():
                      use_wandb=False, progress=False)
         losses[impl] = result.train_losses + list(result.val_losses.values())
     np.testing.assert_allclose(losses["fused"], losses["torch"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_build_does_not_block_later_loads():
+    """A build killed mid-way leaves torch's `lock` file; the next load must not wait on it forever."""
+    load_extension()
+    stale = _build_directory() / "lock"
+    stale.touch()
+    proc = subprocess.run([sys.executable, "-c", "from model.classifiers.fused_gru import load_extension; "
+                           "load_extension()"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists()

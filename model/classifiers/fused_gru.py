@@ -8,6 +8,7 @@ trains and loads the same checkpoint.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import platform
@@ -59,9 +60,15 @@ def load_extension(verbose: bool = True):
     cached = any(build_dir.glob("powertrace_gru*.so"))
     started = time.perf_counter()
     try:
-        _extension = cpp_extension.load(name="powertrace_gru", sources=[str(SOURCE)],
-                                        extra_cflags=CFLAGS, build_directory=str(build_dir),
-                                        verbose=False)
+        # torch marks a build in progress with a plain `lock` file, which a killed build leaves
+        # behind, and every later load then waits for it forever. Builds here take an OS lock
+        # first (released when its holder dies), so whoever holds it knows any `lock` is stale.
+        with open(build_dir / "build.flock", "w") as flock:
+            fcntl.flock(flock, fcntl.LOCK_EX)
+            (build_dir / "lock").unlink(missing_ok=True)
+            _extension = cpp_extension.load(name="powertrace_gru", sources=[str(SOURCE)],
+                                            extra_cflags=CFLAGS, build_directory=str(build_dir),
+                                            verbose=False)
     except Exception as err:  # compiler, ninja or linker missing or failing
         reason = str(err).strip().splitlines()
         _build_error = f"cannot build the fused GRU kernel: {reason[-1] if reason else type(err).__name__}"
