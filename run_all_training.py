@@ -16,7 +16,6 @@ failed or had no data, 2 bad usage, 3 (--collect) some Slurm tasks are still que
 from __future__ import annotations
 
 import argparse
-
 import os
 import shlex
 import sys

@@ -25,7 +25,6 @@ from model.job import FINGERPRINT_KEYS, JobSettings, fingerprint
 from model.outputs import file_sha256, write_json
 
 
-
 @dataclass
 class LaunchSettings:
     data_dir: Path
@@ -114,6 +113,17 @@ def reuse_decision(cfg: Config, launch: LaunchSettings) -> tuple[str, str]:
     return "run", ""
 
 
+def start_job(cmd: list[str], log_path: str, job_name: str, env: dict | None = None, **popen_kwargs):
+    """Start one job's command from the project root, its output (after the command line) into
+    its log; return the process and the open log file."""
+    log = open(log_path, "w")
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
+                               env=(env or dict(os.environ)) | {"WANDB_NAME": job_name}, **popen_kwargs)
+    return process, log
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the launcher dies, even by SIGKILL (Linux)."""
     try:
@@ -190,12 +200,7 @@ def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple
             while queue and len(running) < launch.jobs:
                 index, cfg, cmd = queue.pop(0)
                 record = records[index]
-                log = open(record.log, "w")
-                log.write(f"$ {record.command}\n")
-                log.flush()
-                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
-                                           env=env | {"WANDB_NAME": cfg.job_name},
-                                           preexec_fn=_die_with_parent)
+                process, log = start_job(cmd, record.log, cfg.job_name, env, preexec_fn=_die_with_parent)
                 running[index] = (process, time.perf_counter(), log)
                 record.status = "running"
                 save()

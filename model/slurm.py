@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -24,8 +23,8 @@ import submitit
 from model import config
 from model.errors import InputError
 from model.grid import Config
-from model.launcher import (Interrupted, JobRecord, LaunchSettings, raise_interrupted, plan_grid,
-                            save_summary)
+from model.launcher import (Interrupted, JobRecord, LaunchSettings, plan_grid, raise_interrupted,
+                            save_summary, start_job)
 
 SLURM_SUBDIR = "slurm"
 JOB_NAME = "powertrace"
@@ -74,11 +73,9 @@ def sbatch_parameters(slurm: SlurmSettings) -> dict:
 def run_task(command: list[str], log_path: str, job_name: str) -> dict:
     """What one array task runs on its node: the job's command, its output into the job's log."""
     started = time.perf_counter()
-    with open(log_path, "w") as log:
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
-                                    env=dict(os.environ, WANDB_NAME=job_name)).returncode
+    process, log = start_job(command, log_path, job_name)
+    with log:
+        returncode = process.wait()
     return {"returncode": returncode, "seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -10,7 +10,6 @@ checkpoints/{job}.pt. Exit status: 0 done, 1 a job failed, 2 bad usage or bad in
 from __future__ import annotations
 
 import argparse
-
 import signal
 import sys
 from dataclasses import replace
