@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,9 +117,10 @@ def check_writable(paths: dict[str, Path]) -> None:
     for path in paths.values():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path.parent / ".write-test") as tmp:
-                tmp.write_text("")
-            (path.parent / ".write-test").unlink()
+            # a probe name of our own: parallel jobs check the same folders at the same time
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as err:
             raise InputError(f"{path.parent}: cannot write output there: "
                              f"{err.strerror or err}") from None

@@ -89,3 +89,19 @@ def test_end_to_end_tiny_grid(demo_dir, tmp_path):
     rows = [l for l in (out / "table_summary.tex").read_text().splitlines() if l.startswith(r"\texttt")]
     assert len(rows) == 4 and all(r.count(r"~$\pm$~") == 4 for r in rows)
     assert not [f for f in files_under(out) if ".tmp-" in f]
+
+
+def test_jobs_starting_together_do_not_trip_over_each_others_write_check(tmp_path):
+    """Parallel jobs share the output folders; each one's check that it can write there must not
+    remove or trip over another's probe file (a shared probe name once failed a --jobs 2 grid)."""
+    from concurrent.futures import ProcessPoolExecutor
+    paths = {"metrics": tmp_path / "metrics" / "a.csv", "checkpoint": tmp_path / "checkpoints" / "a.pt"}
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(_check_many_times, [paths] * 8))
+    assert files_under(tmp_path) == set()                # no probe left behind
+
+
+def _check_many_times(paths) -> None:
+    from model.job import check_writable
+    for _ in range(300):
+        check_writable(paths)

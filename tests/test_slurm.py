@@ -40,11 +40,18 @@ def summary(out) -> list[dict]:
     return json.loads((out / config.SUMMARY_FILE).read_text())
 
 
+def explain(proc, out) -> str:
+    """The launcher's output and the tail of every job log, for an assertion message."""
+    logs = [f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((out / config.LOGS_SUBDIR).glob("*.log"))] \
+        if (out / config.LOGS_SUBDIR).exists() else []
+    return "\n".join([proc.stdout[-3000:], proc.stderr[-3000:], *logs])
+
+
 def test_slurm_grid_gives_the_same_outputs_as_a_local_run(cluster, demo_dir, tmp_path):
     local = grid(demo_dir, tmp_path / "local", "--jobs", "2")      # one thread per job, like the tasks
     assert local.returncode == 0, local.stderr
     proc = grid(demo_dir, tmp_path / "slurm", *SLURM)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, explain(proc, tmp_path / "slurm")
     assert "submitted 2 tasks as Slurm job" in proc.stdout and "2 jobs: 2 succeeded" in proc.stdout
     records = summary(tmp_path / "slurm")
     assert [r["status"] for r in records] == ["succeeded", "succeeded"]
