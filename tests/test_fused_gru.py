@@ -24,10 +24,11 @@ def _grads(out, gru, x, grad_out):
     return torch.autograd.grad(out, [x, *gru.parameters()], grad_out)
 
 
-@pytest.mark.parametrize("batch,length", [(1, 37), (3, 20)])
-def test_float64_outputs_and_every_gradient_match_nn_gru(batch, length):
+# hidden 64 fills the kernel's register blocks exactly, 13 leaves a remainder, 40 both
+@pytest.mark.parametrize("batch,length,hidden", [(1, 37, 16), (3, 20, 16), (1, 25, 64), (2, 9, 13), (1, 11, 40)])
+def test_float64_outputs_and_every_gradient_match_nn_gru(batch, length, hidden):
     torch.manual_seed(0)
-    gru = nn.GRU(6, 16, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0).double()
+    gru = nn.GRU(6, hidden, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0).double()
     x = torch.randn(batch, length, 6, dtype=torch.float64, requires_grad=True)
     expected, _ = gru(x)
     got = fused_gru_forward(gru, x)
@@ -38,13 +39,13 @@ def test_float64_outputs_and_every_gradient_match_nn_gru(batch, length):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=f"gradient of {name}")
 
 
-def test_gradcheck_recurrence():
+@pytest.mark.parametrize("hidden,reverse", [(4, False), (4, True), (11, True)])
+def test_gradcheck_recurrence(hidden, reverse):
     torch.manual_seed(1)
-    hidden = 4
     gi = torch.randn(2, 6, 3 * hidden, dtype=torch.float64, requires_grad=True)
-    w_hh = torch.randn(3 * hidden, hidden, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(3 * hidden, hidden, dtype=torch.float64, requires_grad=True) / hidden ** 0.5
     b_hh = torch.randn(3 * hidden, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(GRURecurrence.apply, (gi, w_hh, b_hh))
+    assert torch.autograd.gradcheck(lambda *a: GRURecurrence.apply(*a, reverse), (gi, w_hh, b_hh))
 
 
 def test_float32_error_within_stock_float32_error():

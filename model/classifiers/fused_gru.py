@@ -80,32 +80,32 @@ def load_extension(verbose: bool = True):
 
 
 class GRURecurrence(torch.autograd.Function):
-    """hs = recurrence(gi; W_hh, b_hh) with h_0 = 0, for one layer direction."""
+    """hs = recurrence(gi; W_hh, b_hh) with h_0 = 0, for one layer direction; `reverse` steps
+    from the last time bin to the first. All tensors are in natural time order."""
 
     @staticmethod
-    def forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        hs, gates, ghn = load_extension().forward(gi.contiguous(), w_hh.detach(), b_hh.detach())
+    def forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, reverse: bool = False):
+        hs, gates, ghn = load_extension().forward(gi.contiguous(), w_hh.detach(), b_hh.detach(), reverse)
         ctx.save_for_backward(w_hh, hs, gates, ghn)
+        ctx.reverse = reverse
         return hs
 
     @staticmethod
     def backward(ctx, grad_hs: torch.Tensor):
         w_hh, hs, gates, ghn = ctx.saved_tensors
-        dgi, dgh = load_extension().backward(grad_hs, w_hh.detach(), hs, gates, ghn)
-        h_prev = F.pad(hs[:, :-1], (0, 0, 1, 0))          # h_{t-1}, with h_{-1} = 0
+        dgi, dgh = load_extension().backward(grad_hs, w_hh.detach(), hs, gates, ghn, ctx.reverse)
+        # the state each step started from, zero at the first step (last bin when reverse)
+        h_prev = F.pad(hs[:, 1:], (0, 0, 0, 1)) if ctx.reverse else F.pad(hs[:, :-1], (0, 0, 1, 0))
         hidden = hs.shape[-1]
         grad_w_hh = dgh.reshape(-1, 3 * hidden).t() @ h_prev.reshape(-1, hidden)
         grad_b_hh = dgh.sum(dim=(0, 1))
-        return dgi, grad_w_hh, grad_b_hh
+        return dgi, grad_w_hh, grad_b_hh, None
 
 
 def _direction(x: torch.Tensor, gru: nn.GRU, layer: int, reverse: bool) -> torch.Tensor:
     suffix = f"_l{layer}_reverse" if reverse else f"_l{layer}"
     gi = F.linear(x, getattr(gru, "weight_ih" + suffix), getattr(gru, "bias_ih" + suffix))
-    if reverse:
-        gi = gi.flip(1)
-    hs = GRURecurrence.apply(gi, getattr(gru, "weight_hh" + suffix), getattr(gru, "bias_hh" + suffix))
-    return hs.flip(1) if reverse else hs
+    return GRURecurrence.apply(gi, getattr(gru, "weight_hh" + suffix), getattr(gru, "bias_hh" + suffix), reverse)
 
 
 def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:

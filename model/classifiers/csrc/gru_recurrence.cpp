@@ -5,82 +5,144 @@
 // Equations are nn.GRU's, gate order (r, z, n), reset gate applied to (W_hn h + b_hn):
 //   r = sigmoid(gi_r + gh_r)   z = sigmoid(gi_z + gh_z)   n = tanh(gi_n + r * gh_n)
 //   h' = (1 - z) * n + z * h,  with gh = W_hh h + b_hh and gi = W_ih x + b_ih.
+// A reverse direction steps t = S-1 .. 0; every array stays in natural time order, so the
+// caller never flips a sequence.
 #include <torch/extension.h>
 #include <cmath>
+#include <cstring>
 #include <vector>
+
+// A row-major (K, N) matrix for repeated products with vectors: its columns in blocks of NB, each
+// block stored as one contiguous (K, NB) slab, so a block's k loop streams through memory; the
+// last N % NB columns stay in the original matrix.
+template <typename T>
+struct BlockedMatrix {
+  typedef T Vec __attribute__((vector_size(32), aligned(alignof(T))));
+  static constexpr int64_t L = 32 / sizeof(T), NV = 8, NB = NV * L;   // eight 256-bit vectors
+
+  BlockedMatrix(const T* mat, int64_t K, int64_t N) : mat(mat), K(K), N(N), blocks(N / NB) {
+    slabs.resize(blocks * K * NB);
+    for (int64_t blk = 0; blk < blocks; ++blk)
+      for (int64_t k = 0; k < K; ++k)
+        std::memcpy(&slabs[(blk * K + k) * NB], mat + k * N + blk * NB, NB * sizeof(T));
+  }
+
+  // out[n] = init[n] + sum_k mat[k, n] * vec[k]. A block's sums stay in eight registers over the
+  // whole k loop and are stored once, which keeps both FMA units busy. The (K, N) matrix is about
+  // as big as L1 (48 KiB at H = 64, float32), so sweeping it in one direction every step evicts
+  // each line just before it is needed again; `backwards` sweeps blocks and rows last to first,
+  // and alternating it on successive steps starts each sweep on what the previous one left in L1.
+  void matvec_add(const T* vec, const T* init, T* out, bool backwards) const {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t blk = backwards ? blocks - 1 - b : b, n0 = blk * NB;
+      const T* slab = slabs.data() + blk * K * NB;
+      Vec acc[NV];
+      for (int64_t i = 0; i < NV; ++i) std::memcpy(&acc[i], init + n0 + i * L, sizeof(Vec));
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t k = backwards ? K - 1 - j : j;
+        const T v = vec[k];
+        const T* row = slab + k * NB;
+        for (int64_t i = 0; i < NV; ++i) {
+          Vec w;
+          std::memcpy(&w, row + i * L, sizeof(Vec));
+          acc[i] += w * v;
+        }
+      }
+      for (int64_t i = 0; i < NV; ++i) std::memcpy(out + n0 + i * L, &acc[i], sizeof(Vec));
+    }
+    const int64_t rest = blocks * NB;
+    if (rest == N) return;
+    for (int64_t n = rest; n < N; ++n) out[n] = init[n];
+    for (int64_t k = 0; k < K; ++k) {
+      const T v = vec[k];
+      const T* row = mat + k * N;
+      for (int64_t n = rest; n < N; ++n) out[n] += row[n] * v;
+    }
+  }
+
+  const T* mat;
+  int64_t K, N, blocks;
+  std::vector<T> slabs;
+};
+
+// One forward step after gh = W_hh h + b_hh: the gates, the new h (updated in place), and
+// what backward needs. Separate simple loops over arrays, so the compiler turns exp and tanh
+// into vector calls (glibc libmvec, enabled by -ffast-math) instead of scalar ones;
+// __restrict__ lets it vectorise without run-time overlap checks.
+template <typename T>
+static inline void forward_gates(const T* __restrict__ x, const T* __restrict__ gh, T* __restrict__ h,
+                                 T* __restrict__ g, T* __restrict__ ghn, T* __restrict__ out, int64_t H) {
+  for (int64_t j = 0; j < 2 * H; ++j) g[j] = std::exp(-(x[j] + gh[j]));
+  for (int64_t j = 0; j < 2 * H; ++j) g[j] = T(1) / (T(1) + g[j]);          // r, then z
+  for (int64_t j = 0; j < H; ++j) g[2 * H + j] = x[2 * H + j] + g[j] * gh[2 * H + j];
+  for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j]);   // n
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = g[H + j], n = g[2 * H + j];
+    h[j] = (T(1) - z) * n + z * h[j];
+    ghn[j] = gh[2 * H + j];
+    out[j] = h[j];
+  }
+}
+
+// One backward step: the gradients of the gate pre-activations (dx for gi, dr for W_hh h + b_hh)
+// from dh = dout + dh_next, and the part of dh_prev that does not go through W_hh.
+template <typename T>
+static inline void backward_gates(const T* __restrict__ dout, const T* __restrict__ dh_next,
+                                  const T* __restrict__ g, const T* __restrict__ h_prev,
+                                  const T* __restrict__ ghn, T* __restrict__ dx, T* __restrict__ dr,
+                                  T* __restrict__ carried, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T dh = dout[j] + dh_next[j];
+    const T r = g[j], z = g[H + j], n = g[2 * H + j];
+    const T dn_pre = dh * (T(1) - z) * (T(1) - n * n);
+    const T dz_pre = dh * (h_prev[j] - n) * z * (T(1) - z);
+    const T dr_pre = dn_pre * ghn[j] * r * (T(1) - r);
+    dx[j] = dr_pre; dx[H + j] = dz_pre; dx[2 * H + j] = dn_pre;
+    dr[j] = dr_pre; dr[H + j] = dz_pre; dr[2 * H + j] = dn_pre * r;
+    carried[j] = dh * z;
+  }
+}
 
 template <typename T>
 static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_hh, T* hs, T* gates, T* ghn,
-                           int64_t B, int64_t S, int64_t H) {
+                           int64_t B, int64_t S, int64_t H, bool reverse) {
   const int64_t G = 3 * H;
   std::vector<T> gh(G), h(H);
+  const BlockedMatrix<T> w(w_hh_t, H, G);
   for (int64_t b = 0; b < B; ++b) {
     std::fill(h.begin(), h.end(), T(0));
-    for (int64_t t = 0; t < S; ++t) {
-      const int64_t row = b * S + t;
-      // gh = b_hh + W_hh h, as a sum of columns so the inner loop is contiguous and vectorises
-      for (int64_t j = 0; j < G; ++j) gh[j] = b_hh[j];
-      for (int64_t k = 0; k < H; ++k) {
-        const T hk = h[k];
-        const T* col = w_hh_t + k * G;
-        for (int64_t j = 0; j < G; ++j) gh[j] += col[j] * hk;
-      }
-      const T* x = gi + row * G;
-      T* g = gates + row * G;
-      T* out = hs + row * H;
-      // Gate activations as separate simple loops over arrays, so the compiler turns exp and
-      // tanh into vector calls (glibc libmvec, enabled by -ffast-math) instead of scalar ones.
-      for (int64_t j = 0; j < 2 * H; ++j) g[j] = std::exp(-(x[j] + gh[j]));
-      for (int64_t j = 0; j < 2 * H; ++j) g[j] = T(1) / (T(1) + g[j]);          // r, then z
-      for (int64_t j = 0; j < H; ++j) g[2 * H + j] = x[2 * H + j] + g[j] * gh[2 * H + j];
-      for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j]);   // n
-      for (int64_t j = 0; j < H; ++j) {
-        const T z = g[H + j], n = g[2 * H + j];
-        h[j] = (T(1) - z) * n + z * h[j];
-        ghn[row * H + j] = gh[2 * H + j];
-        out[j] = h[j];
-      }
+    for (int64_t step = 0; step < S; ++step) {
+      const int64_t row = b * S + (reverse ? S - 1 - step : step);
+      w.matvec_add(h.data(), b_hh, gh.data(), step & 1);       // gh = b_hh + W_hh h
+      forward_gates(gi + row * G, gh.data(), h.data(), gates + row * G, ghn + row * H, hs + row * H, H);
     }
   }
 }
 
 template <typename T>
 static void backward_kernel(const T* grad_hs, const T* w_hh, const T* hs, const T* gates,
-                            const T* ghn, T* dgi, T* dgh, int64_t B, int64_t S, int64_t H) {
+                            const T* ghn, T* dgi, T* dgh, int64_t B, int64_t S, int64_t H, bool reverse) {
   const int64_t G = 3 * H;
-  std::vector<T> dh(H), dh_prev(H);
+  std::vector<T> dh_prev(H), carried(H), zeros(H, T(0));
+  const BlockedMatrix<T> w(w_hh, G, H);
   for (int64_t b = 0; b < B; ++b) {
     std::fill(dh_prev.begin(), dh_prev.end(), T(0));
-    for (int64_t t = S - 1; t >= 0; --t) {
+    for (int64_t step = S - 1; step >= 0; --step) {          // the forward steps, last first
+      const int64_t t = reverse ? S - 1 - step : step;
       const int64_t row = b * S + t;
-      const T* g = gates + row * G;
-      const T* h_prev = t > 0 ? hs + (row - 1) * H : nullptr;
-      T* dx = dgi + row * G;
+      // h at the step before this one (in stepping order); zero at the first step
+      const T* h_prev = step == 0 ? zeros.data() : hs + (b * S + (reverse ? t + 1 : t - 1)) * H;
       T* dr = dgh + row * G;
-      for (int64_t j = 0; j < H; ++j) {
-        dh[j] = grad_hs[row * H + j] + dh_prev[j];
-        const T r = g[j], z = g[H + j], n = g[2 * H + j];
-        const T hp = h_prev ? h_prev[j] : T(0);
-        const T dn_pre = dh[j] * (T(1) - z) * (T(1) - n * n);
-        const T dz_pre = dh[j] * (hp - n) * z * (T(1) - z);
-        const T dr_pre = dn_pre * ghn[row * H + j] * r * (T(1) - r);
-        dx[j] = dr_pre; dx[H + j] = dz_pre; dx[2 * H + j] = dn_pre;
-        dr[j] = dr_pre; dr[H + j] = dz_pre; dr[2 * H + j] = dn_pre * r;
-        dh_prev[j] = dh[j] * z;
-      }
-      // dh_prev += W_hh^T dgh, row by row so the inner loop is contiguous
-      for (int64_t i = 0; i < G; ++i) {
-        const T d = dr[i];
-        const T* w_row = w_hh + i * H;
-        for (int64_t k = 0; k < H; ++k) dh_prev[k] += w_row[k] * d;
-      }
+      backward_gates(grad_hs + row * H, dh_prev.data(), gates + row * G, h_prev, ghn + row * H,
+                     dgi + row * G, dr, carried.data(), H);
+      w.matvec_add(dr, carried.data(), dh_prev.data(), step & 1);   // dh_prev = dh z + W_hh^T dgh
     }
   }
 }
 
 // gi: (B, S, 3H) input projections including b_ih; w_hh: (3H, H); b_hh: (3H).
 // Returns hs (B, S, H) and what backward needs: gates (B, S, 3H) = (r, z, n), ghn (B, S, H).
-std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor w_hh, torch::Tensor b_hh) {
+std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor w_hh, torch::Tensor b_hh, bool reverse) {
   TORCH_CHECK(gi.dim() == 3 && gi.is_contiguous() && !gi.is_cuda(), "gi must be contiguous (B,S,3H) on CPU");
   const int64_t B = gi.size(0), S = gi.size(1), H = w_hh.size(1);
   TORCH_CHECK(gi.size(2) == 3 * H && w_hh.size(0) == 3 * H && b_hh.numel() == 3 * H, "shape mismatch");
@@ -92,7 +154,7 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor w_hh, tor
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_forward", [&] {
     forward_kernel<scalar_t>(gi.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
                              hs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
-                             B, S, H);
+                             B, S, H, reverse);
   });
   return {hs, gates, ghn};
 }
@@ -100,7 +162,7 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor w_hh, tor
 // Returns dgi (B, S, 3H), the gradient of the input projections, and dgh (B, S, 3H), the
 // gradient of W_hh h + b_hh at each step (the caller turns it into dW_hh and db_hh).
 std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, torch::Tensor w_hh, torch::Tensor hs,
-                                        torch::Tensor gates, torch::Tensor ghn) {
+                                        torch::Tensor gates, torch::Tensor ghn, bool reverse) {
   auto grad = grad_hs.contiguous();
   auto w = w_hh.contiguous();
   const int64_t B = hs.size(0), S = hs.size(1), H = hs.size(2);
@@ -109,7 +171,7 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, torch::Tensor w_h
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_backward", [&] {
     backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
                               gates.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
-                              dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), B, S, H);
+                              dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), B, S, H, reverse);
   });
   return {dgi, dgh};
 }
