@@ -83,3 +83,14 @@ def test_a_killed_build_does_not_block_later_loads():
                            "load_extension()"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists()
+
+
+def test_a_changed_kernel_source_builds_in_its_own_directory(tmp_path, monkeypatch):
+    """Rebuilding in place would swap the library under jobs that have it loaded."""
+    from model.classifiers import fused_gru
+    original = _build_directory()
+    changed = tmp_path / "gru_recurrence.cpp"
+    changed.write_text(fused_gru.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(fused_gru, "SOURCE", changed)
+    assert _build_directory() != original
+    assert _build_directory().parent == original.parent

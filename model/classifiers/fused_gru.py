@@ -31,20 +31,23 @@ class FusedGRUUnavailable(RuntimeError):
     """The C++ kernel cannot be built here (no compiler, no ninja, ...)."""
 
 
-def _cpu_tag() -> str:
-    """The kernel is compiled for this CPU (-march=native): never reuse it on another one."""
+def _build_tag() -> str:
+    """One build per CPU (-march=native: never reuse it on another one), flags, and kernel source
+    file and text: a changed or second checkout builds beside the other instead of rebuilding
+    over a library that running jobs have loaded."""
     try:
         with open("/proc/cpuinfo") as f:
             lines = [l for l in f if l.startswith(("model name", "flags"))][:2]
     except OSError:
         lines = [platform.processor(), platform.machine()]
-    return hashlib.sha256(("".join(lines) + " ".join(CFLAGS)).encode()).hexdigest()[:10]
+    key = ("".join(lines) + " ".join(CFLAGS) + str(SOURCE)).encode() + SOURCE.read_bytes()
+    return hashlib.sha256(key).hexdigest()[:10]
 
 
 def _build_directory() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.replace('+', '_')}"
-    return Path(root) / tag / f"powertrace_gru_{_cpu_tag()}"
+    return Path(root) / tag / f"powertrace_gru_{_build_tag()}"
 
 
 def load_extension(verbose: bool = True):
