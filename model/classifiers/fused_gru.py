@@ -82,33 +82,55 @@ def load_extension(verbose: bool = True):
     return _extension
 
 
-class GRURecurrence(torch.autograd.Function):
-    """hs = recurrence(gi; W_hh, b_hh) with h_0 = 0, for one layer direction; `reverse` steps
-    from the last time bin to the first. All tensors are in natural time order."""
+class GRULayer(torch.autograd.Function):
+    """One batch_first nn.GRU layer with h_0 = 0, every direction at once:
+    out = layer(x; per direction w_ih, w_hh, b_ih, b_hh in nn.GRU's order).
+
+    The kernel writes each direction's half of the output in place, so there is no cat; the
+    input projections and the gradients are per-direction matrix products over all time bins.
+    """
 
     @staticmethod
-    def forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, reverse: bool = False):
-        hs, gates, ghn = load_extension().forward(gi.contiguous(), w_hh.detach(), b_hh.detach(), reverse)
-        ctx.save_for_backward(w_hh, hs, gates, ghn)
-        ctx.reverse = reverse
-        return hs
+    def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        w_ih, w_hh, b_ih, b_hh = ([p.detach() for p in params[i::4]] for i in range(4))
+        batch, steps, inputs = x.shape
+        x_rows = x.detach().reshape(batch * steps, inputs)
+        gi = x.new_empty(len(w_ih), batch * steps, w_ih[0].shape[0])
+        for d, w in enumerate(w_ih):
+            torch.mm(x_rows, w.t(), out=gi[d])
+        out, gates, ghn = load_extension().forward(gi.view(len(w_ih), batch, steps, -1), w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, out, gates, ghn, *w_ih, *w_hh)
+        return out
 
     @staticmethod
-    def backward(ctx, grad_hs: torch.Tensor):
-        w_hh, hs, gates, ghn = ctx.saved_tensors
-        dgi, dgh = load_extension().backward(grad_hs, w_hh.detach(), hs, gates, ghn, ctx.reverse)
-        # the state each step started from, zero at the first step (last bin when reverse)
-        h_prev = F.pad(hs[:, 1:], (0, 0, 0, 1)) if ctx.reverse else F.pad(hs[:, :-1], (0, 0, 1, 0))
-        hidden = hs.shape[-1]
-        grad_w_hh = dgh.reshape(-1, 3 * hidden).t() @ h_prev.reshape(-1, hidden)
-        grad_b_hh = dgh.sum(dim=(0, 1))
-        return dgi, grad_w_hh, grad_b_hh, None
+    def backward(ctx, grad_out: torch.Tensor):
+        x, out, gates, ghn, *weights = ctx.saved_tensors
+        directions = len(weights) // 2
+        w_ih, w_hh = [w.detach() for w in weights[:directions]], [w.detach() for w in weights[directions:]]
+        hidden = w_hh[0].shape[1]
+        dgi, dgh = load_extension().backward(grad_out, w_hh, out, gates, ghn)
+        batch, steps, inputs = x.shape
+        x_rows = x.detach().reshape(batch * steps, inputs)
+        grad_x = None
+        grads = []
+        for d in range(directions):
+            dgi_rows = dgi[d].view(batch * steps, -1)
+            if ctx.needs_input_grad[0]:
+                grad_x = dgi_rows @ w_ih[d] if grad_x is None else grad_x.addmm_(dgi_rows, w_ih[d])
+            # dW_hh = sum over steps of dgh_t h_prev^T, where h_prev is the state the step started
+            # from: the previous bin forward, the next bin in reverse, and zero at a first step
+            later, earlier = slice(1, None), slice(None, -1)
+            step_rows, prev_rows = (later, earlier) if d == 0 else (earlier, later)
+            hidden_d = slice(hidden * d, hidden * (d + 1))
+            grad_w_hh = sum(dgh[d, b, step_rows].t() @ out[b, prev_rows, hidden_d] for b in range(batch))
+            grads += [dgi_rows.t() @ x_rows, grad_w_hh, dgi_rows.sum(0), dgh[d].sum((0, 1))]
+        return (grad_x.view_as(x) if grad_x is not None else None, *grads)
 
 
-def _direction(x: torch.Tensor, gru: nn.GRU, layer: int, reverse: bool) -> torch.Tensor:
-    suffix = f"_l{layer}_reverse" if reverse else f"_l{layer}"
-    gi = F.linear(x, getattr(gru, "weight_ih" + suffix), getattr(gru, "bias_ih" + suffix))
-    return GRURecurrence.apply(gi, getattr(gru, "weight_hh" + suffix), getattr(gru, "bias_hh" + suffix), reverse)
+def _layer_parameters(gru: nn.GRU, layer: int) -> list[nn.Parameter]:
+    suffixes = [f"_l{layer}"] + ([f"_l{layer}_reverse"] if gru.bidirectional else [])
+    return [getattr(gru, name + suffix) for suffix in suffixes
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
 def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +145,5 @@ def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     for layer in range(gru.num_layers):
         if layer > 0 and gru.dropout > 0 and gru.training:
             out = F.dropout(out, gru.dropout, training=True)
-        directions = [_direction(out, gru, layer, False)]
-        if gru.bidirectional:
-            directions.append(_direction(out, gru, layer, True))
-        out = torch.cat(directions, dim=-1) if len(directions) > 1 else directions[0]
+        out = GRULayer.apply(out, *_layer_parameters(gru, layer))
     return out
