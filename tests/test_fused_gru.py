@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from conftest import ROOT
-from model.classifiers.fused_gru import GRULayer, _build_directory, fused_gru_forward, load_extension
+from model.classifiers.fused_gru import (GRULayer, _build_directory, _dropout, _dropout_masks_match_bernoulli,
+                                         fused_gru_forward, load_extension)
 from model.classifiers.gru import PowerStateGRU
 from model.classifiers.train import fit
 
@@ -50,6 +51,35 @@ def test_gradcheck_layer(directions, hidden, batch):
                    torch.randn(3 * hidden, dtype=torch.float64), torch.randn(3 * hidden, dtype=torch.float64)]
     params = [p.requires_grad_() for p in params]
     assert torch.autograd.gradcheck(GRULayer.apply, (x, *params))
+
+
+@pytest.mark.parametrize("shape,dtype,p,skip", [((1, 2450, 128), torch.float32, 0.8, 0), ((313,), torch.float32, 0.8, 1),
+                                                 ((1,), torch.float32, 0.5, 0), ((5, 7, 3), torch.float64, 0.3, 5),
+                                                 ((1249,), torch.float64, 0.999, 2)])
+def test_dropout_masks_are_bernoulli_draw_for_draw(shape, dtype, p, skip):
+    """Same masks as Tensor.bernoulli_ and the generator left where bernoulli_ leaves it, from
+    any stream position (`skip` odd words first), across refills of the 624-word state."""
+    def draw(fill):
+        torch.manual_seed(7)
+        torch.rand(skip)
+        mask = torch.empty(shape, dtype=dtype)
+        fill(mask)
+        return mask, torch.rand(4)
+    expected = draw(lambda mask: mask.bernoulli_(p))
+    got = draw(lambda mask: load_extension().bernoulli_mask_(mask, p))
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert _dropout_masks_match_bernoulli()
+
+
+def test_dropout_equals_torch_dropout_bit_for_bit():
+    x = torch.randn(1, 300, 128, requires_grad=True)
+    torch.manual_seed(3)
+    expected = torch.nn.functional.dropout(x, 0.2, training=True)
+    torch.manual_seed(3)
+    got = _dropout(x, 0.2)
+    assert torch.equal(got, expected)
+    grad = torch.randn_like(x)
+    assert torch.equal(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
 
 
 def test_float32_error_within_stock_float32_error():
@@ -94,7 +124,7 @@ def test_a_changed_kernel_source_builds_in_its_own_directory(tmp_path, monkeypat
     from model.classifiers import fused_gru
     original = _build_directory()
     changed = tmp_path / "gru_recurrence.cpp"
-    changed.write_text(fused_gru.SOURCE.read_text() + "\n// changed\n")
-    monkeypatch.setattr(fused_gru, "SOURCE", changed)
+    changed.write_text(fused_gru.SOURCES[0].read_text() + "\n// changed\n")
+    monkeypatch.setattr(fused_gru, "SOURCES", [changed, *fused_gru.SOURCES[1:]])
     assert _build_directory() != original
     assert _build_directory().parent == original.parent
