@@ -110,7 +110,7 @@ class GRULayer(torch.autograd.Function):
         directions = len(weights) // 2
         w_ih, w_hh = [w.detach() for w in weights[:directions]], [w.detach() for w in weights[directions:]]
         hidden = w_hh[0].shape[1]
-        dgi, dgh = load_extension().backward(grad_out, w_hh, out, gates, ghn)
+        dgi, dgh, grad_b_ih, grad_b_hh = load_extension().backward(grad_out, w_hh, out, gates, ghn)
         batch, steps, inputs = x.shape
         x_rows = x.detach().reshape(batch * steps, inputs)
         grad_x = None
@@ -125,7 +125,7 @@ class GRULayer(torch.autograd.Function):
             step_rows, prev_rows = (later, earlier) if d == 0 else (earlier, later)
             hidden_d = slice(hidden * d, hidden * (d + 1))
             grad_w_hh = sum(dgh[d, b, step_rows].t() @ out[b, prev_rows, hidden_d] for b in range(batch))
-            grads += [dgi_rows.t() @ x_rows, grad_w_hh, dgi_rows.sum(0), dgh[d].sum((0, 1))]
+            grads += [dgi_rows.t() @ x_rows, grad_w_hh, grad_b_ih[d], grad_b_hh[d]]
         return (grad_x.view_as(x) if grad_x is not None else None, *grads)
 
 

@@ -126,11 +126,20 @@ static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_ih, const T*
   }
 }
 
+// Besides dgi and dgh, sums them over all steps into db_ih and db_hh (3H each), the bias gradients:
+// in float blocks of kBiasBlock steps added into doubles, as accurate as torch's cascaded sum.
+constexpr int64_t kBiasBlock = 64;
+
 template <typename T, int64_t FixedH = 0>
 static void backward_kernel(const T* grad_hs, const T* w_hh, const T* hs, int64_t ld_hs, const T* gates,
-                            const T* ghn, T* dgi, T* dgh, int64_t B, int64_t S, int64_t hidden, bool reverse) {
+                            const T* ghn, T* dgi, T* dgh, T* db_ih, T* db_hh, int64_t B, int64_t S,
+                            int64_t hidden, bool reverse) {
   const int64_t H = FixedH ? FixedH : hidden, G = 3 * H;
   std::vector<T> dh_prev(H), carried(H), zeros(H, T(0));
+  // r and z have the same gradient in dgi and dgh; n has one each: [rz | n of dgi | n of dgh]
+  std::vector<T> block_sum(4 * H, T(0));
+  std::vector<double> bias_sum(4 * H, 0.0);
+  int64_t in_block = 0;
   const BlockedMatrix<T> w(w_hh, G, H);
   for (int64_t b = 0; b < B; ++b) {
     std::fill(dh_prev.begin(), dh_prev.end(), T(0));
@@ -139,12 +148,24 @@ static void backward_kernel(const T* grad_hs, const T* w_hh, const T* hs, int64_
       const int64_t row = b * S + t;
       // h at the step before this one (in stepping order); zero at the first step
       const T* h_prev = step == 0 ? zeros.data() : hs + (b * S + (reverse ? t + 1 : t - 1)) * ld_hs;
+      T* dx = dgi + row * G;
       T* dr = dgh + row * G;
       backward_gates(grad_hs + row * ld_hs, dh_prev.data(), gates + row * G, h_prev, ghn + row * H,
-                     dgi + row * G, dr, carried.data(), H);
+                     dx, dr, carried.data(), H);
       w.matvec_add(dr, carried.data(), dh_prev.data(), step & 1);   // dh_prev = dh z + W_hh^T dgh
+      T* __restrict__ sums = block_sum.data();
+      for (int64_t j = 0; j < G; ++j) sums[j] += dx[j];
+      for (int64_t j = 0; j < H; ++j) sums[G + j] += dr[2 * H + j];
+      if (++in_block == kBiasBlock) {
+        for (int64_t j = 0; j < 4 * H; ++j) bias_sum[j] += sums[j], sums[j] = T(0);
+        in_block = 0;
+      }
     }
   }
+  for (int64_t j = 0; j < 4 * H; ++j) bias_sum[j] += block_sum[j];
+  for (int64_t j = 0; j < G; ++j) db_ih[j] = T(bias_sum[j]);
+  for (int64_t j = 0; j < 2 * H; ++j) db_hh[j] = T(bias_sum[j]);
+  for (int64_t j = 0; j < H; ++j) db_hh[2 * H + j] = T(bias_sum[G + j]);
 }
 
 // The model's hidden size gets its own compiled copy of the kernels, in which the compiler knows
@@ -180,8 +201,9 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, std::vector<torch::Tens
   return {hs, gates, ghn};
 }
 
-// Returns dgi (D, B, S, 3H), the gradient of the input projections, and dgh (D, B, S, 3H), the
-// gradient of W_hh h + b_hh at each step (the caller turns them into weight and bias gradients).
+// Returns dgi (D, B, S, 3H), the gradient of the input projections, dgh (D, B, S, 3H), the
+// gradient of W_hh h + b_hh at each step (the caller turns both into weight gradients), and the
+// bias gradients db_ih and db_hh (D, 3H).
 std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, std::vector<torch::Tensor> w_hh, torch::Tensor hs,
                                         torch::Tensor gates, torch::Tensor ghn) {
   const int64_t D = w_hh.size();
@@ -190,16 +212,19 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, std::vector<torch
   TORCH_CHECK(hs.is_contiguous() && gates.is_contiguous() && ghn.is_contiguous(), "saved tensors not contiguous");
   auto dgi = torch::empty({D, B, S, G}, hs.options());
   auto dgh = torch::empty({D, B, S, G}, hs.options());
+  auto db_ih = torch::empty({D, G}, hs.options());
+  auto db_hh = torch::empty({D, G}, hs.options());
   for (int64_t d = 0; d < D; ++d) {
     auto w = w_hh[d].contiguous();
     AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_backward", [&] {
       auto kernel = H == kTunedHidden ? backward_kernel<scalar_t, kTunedHidden> : backward_kernel<scalar_t>;
       kernel(grad.data_ptr<scalar_t>() + d * H, w.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>() + d * H, D * H,
              gates[d].data_ptr<scalar_t>(), ghn[d].data_ptr<scalar_t>(), dgi[d].data_ptr<scalar_t>(),
-             dgh[d].data_ptr<scalar_t>(), B, S, H, d == 1);
+             dgh[d].data_ptr<scalar_t>(), db_ih[d].data_ptr<scalar_t>(), db_hh[d].data_ptr<scalar_t>(),
+             B, S, H, d == 1);
     });
   }
-  return {dgi, dgh};
+  return {dgi, dgh, db_ih, db_hh};
 }
 
 void bernoulli_mask_(torch::Tensor out, double p);   // dropout_mask.cpp
