@@ -1,20 +1,25 @@
 """Benchmark: seconds per training epoch with stock nn.GRU vs the fused CPU kernel.
 
-    python -m model.benchmark                 # paper scale, one thread, about 2-3 minutes
-    python -m model.benchmark --torch_traces 4
+    python -m model.benchmark                 # paper scale, one thread, about 1-2 minutes
+    python -m model.benchmark --rounds 9
 
 Generates paper-scale demo data (about 30 traces of about 2,450 bins per TP), then times, in
-this one run and on the same traces, a training epoch (batch size 1, Adam, clipping) with
-`--gru_impl torch` and `fused`, prints their ratio, and estimates the full 16-job grid at
-500 epochs for --jobs 1 and --jobs <cores>. Stock nn.GRU is slow, so by default it is timed on a
-subset of the traces and reported per trace.
+this one run, training (batch size 1, Adam, clipping) with `--gru_impl torch` and `fused`, in
+interleaved rounds: each round a fused epoch over the training traces, then one stock step and
+one fused step on the same trace (stock nn.GRU is too slow to time whole epochs of). It prints
+every round and the medians: this machine's speed drifts from minute to minute, and rounds that
+alternate keep both implementations under the same drift. The full 16-job grid at 500 epochs is
+estimated from the median fused epoch, for --jobs 1 and --jobs <cores>.
 
-Then it runs the same small grid (two paper-scale jobs, --grid_epochs each) through the real
-launcher with --jobs 1 and --jobs <cores>, one after the other, and prints the measured
-wall-time ratio, which the --jobs <cores> grid estimate uses instead of assuming linear scaling.
+The --jobs <cores> estimate uses fused epochs timed while <cores> one-thread trainings run at once,
+as they do for most of a grid, so it includes their contention for memory and caches. Last, it
+runs one small grid (two paper-scale jobs, --grid_epochs each) through the real launcher with
+--jobs 1 and then --jobs <cores>, and prints the measured wall-time ratio; short jobs like these
+are partly start-up, so that ratio is lower than the steady state of a long grid.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 import time
@@ -25,7 +30,7 @@ import torch
 
 from model import config
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl
-from model.classifiers.train import fit
+from model.classifiers.train import make_optimizer, train_step
 from model.data import load_power_file
 from model.demo_data import write_demo_files
 from model.errors import ArgumentParser, run_cli
@@ -35,13 +40,28 @@ from model.launcher import LaunchSettings, run_grid
 from model.states import fit_power_states
 
 
-def seconds_per_trace(impl: str, xs, ys, num_states: int, epochs: int) -> float:
-    torch.manual_seed(0)
-    model = PowerStateGRU(num_states, gru_impl=impl)
-    fit(model, xs[:1], ys[:1], xs[:1], ys[:1], num_epochs=1, use_wandb=False, progress=False)  # warm-up
+def timed(step, *args) -> float:
     started = time.perf_counter()
-    fit(model, xs, ys, xs[:1], ys[:1], num_epochs=epochs, use_wandb=False, progress=False, val_every=10**9)
-    return (time.perf_counter() - started) / (epochs * len(xs))
+    step(*args)
+    return time.perf_counter() - started
+
+
+def _epoch_seconds_worker(task: tuple) -> float:
+    xs, ys, num_states, epochs = task
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = PowerStateGRU(num_states, gru_impl="fused")
+    optimizer = make_optimizer(model)
+    train_step(model, optimizer, xs[0], ys[0])                 # warm-up
+    return float(np.median([sum(timed(train_step, model, optimizer, x, y) for x, y in zip(xs, ys))
+                            for _ in range(epochs)]))
+
+
+def concurrent_epoch_seconds(xs, ys, num_states: int, workers: int, epochs: int) -> float:
+    """Median fused epoch while `workers` one-thread trainings run at once, as --jobs <cores> runs
+    its jobs for most of a grid (they share memory bandwidth and caches)."""
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return float(np.median(pool.map(_epoch_seconds_worker, [(xs, ys, num_states, epochs)] * workers)))
 
 
 def jobs_speedup(data_dir: Path, work_dir: Path, cores: int, epochs: int) -> float:
@@ -65,8 +85,9 @@ def jobs_speedup(data_dir: Path, work_dir: Path, cores: int, epochs: int) -> flo
 def main() -> int:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the grid uses 1 per job)")
-    parser.add_argument("--torch_traces", type=int, default=3, help="traces to time stock nn.GRU on")
-    parser.add_argument("--fused_epochs", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (fused epoch, stock and fused step)")
+    parser.add_argument("--together_epochs", type=int, default=3,
+                        help="fused epochs per training when <cores> run at once")
     parser.add_argument("--grid_epochs", type=int, default=3, help="epochs per job of the --jobs comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,23 +106,41 @@ def main() -> int:
     print(f"paper-scale data: {len(traces)} traces of {bins:.0f} bins on average; an epoch trains on "
           f"{n_train}; {args.threads} torch thread(s)")
 
-    fused = seconds_per_trace("fused", xs[:n_train], ys[:n_train], states.num_states, args.fused_epochs)
-    stock = seconds_per_trace("torch", xs[:args.torch_traces], ys[:args.torch_traces], states.num_states, 1)
-    # the fused kernel, timed on the same traces as stock, for a like-for-like ratio
-    fused_same = seconds_per_trace("fused", xs[:args.torch_traces], ys[:args.torch_traces], states.num_states, 1)
-    print(f"{'':22}{'s/trace':>10}{'s/epoch':>10}")
-    print(f"{'torch (nn.GRU)':22}{stock:10.3f}{stock * n_train:10.1f}")
-    print(f"{'fused (C++ kernel)':22}{fused:10.3f}{fused * n_train:10.1f}")
-    print(f"speed-up, same traces side by side: {stock / fused_same:.1f}x")
+    models = {}
+    for impl in ("fused", "torch"):
+        torch.manual_seed(0)
+        model = PowerStateGRU(states.num_states, gru_impl=impl)
+        models[impl] = model, make_optimizer(model)
+        train_step(*models[impl], xs[0], ys[0])            # warm-up
+    print(f"{'round':>5}{'fused s/epoch':>15}{'stock s/step':>14}{'fused s/step':>14}{'ratio':>8}  (same trace)")
+    epochs, ratios, stock_steps = [], [], []
+    for round_ in range(args.rounds):
+        epochs.append(sum(timed(train_step, *models["fused"], xs[i], ys[i]) for i in range(n_train)))
+        i = round_ % n_train
+        stock_steps.append(timed(train_step, *models["torch"], xs[i], ys[i]))
+        fused_step = timed(train_step, *models["fused"], xs[i], ys[i])
+        ratios.append(stock_steps[-1] / fused_step)
+        print(f"{round_ + 1:5d}{epochs[-1]:15.2f}{stock_steps[-1]:14.3f}{fused_step:14.4f}{ratios[-1]:7.1f}x", flush=True)
+    fused = float(np.median(epochs)) / n_train
+    stock = float(np.median(stock_steps))
+    print(f"median: fused {fused:.4f} s/trace ({fused * n_train:.2f} s/epoch), stock {stock:.3f} s/trace "
+          f"({stock * n_train:.1f} s/epoch); speed-up, same traces side by side: {np.median(ratios):.1f}x")
 
     cores = os.cpu_count() or 1
-    speedup = jobs_speedup(data_dir, Path(tmp.name), cores, args.grid_epochs) if cores > 1 else 1.0
+    together = concurrent_epoch_seconds(xs[:n_train], ys[:n_train], states.num_states, cores,
+                                        args.together_epochs) / n_train
+    print(f"fused with {cores} one-thread trainings at once: {together:.4f} s/trace "
+          f"({together / fused:.2f}x the time alone)")
+    if cores > 1:
+        jobs_speedup(data_dir, Path(tmp.name), cores, args.grid_epochs)
     tmp.cleanup()
     jobs = len(grid())
+    print(f"full grid, {jobs} jobs x {config.NUM_EPOCHS} epochs x {n_train} traces, training only (validation, "
+          f"start-up and metrics add about 10 s a job):")
     for name, per_trace in (("torch", stock), ("fused", fused)):
         total = per_trace * n_train * config.NUM_EPOCHS * jobs
-        print(f"full grid, {jobs} jobs x {config.NUM_EPOCHS} epochs, {name}: "
-              f"--jobs 1 ~{total / 3600:.1f} h, --jobs {cores} ~{total / speedup / 3600:.1f} h")
+        parallel = total * (together / fused) / cores    # stock under the fused kernel's contention
+        print(f"  {name}: --jobs 1 ~{total / 3600:.1f} h, --jobs {cores} ~{parallel / 3600:.1f} h")
     return 0
 
 

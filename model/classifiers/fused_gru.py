@@ -123,8 +123,11 @@ class GRULayer(torch.autograd.Function):
             # from: the previous bin forward, the next bin in reverse, and zero at a first step
             later, earlier = slice(1, None), slice(None, -1)
             step_rows, prev_rows = (later, earlier) if d == 0 else (earlier, later)
-            hidden_d = slice(hidden * d, hidden * (d + 1))
-            grad_w_hh = sum(dgh[d, b, step_rows].t() @ out[b, prev_rows, hidden_d] for b in range(batch))
+            h_prev, dgh_steps = out[:, prev_rows, hidden * d:hidden * (d + 1)], dgh[d, :, step_rows]
+            if batch == 1:   # (h_prev^T dgh)^T: MKL is ~10% faster at this shape than dgh^T h_prev
+                grad_w_hh = (h_prev[0].t() @ dgh_steps[0]).t()
+            else:
+                grad_w_hh = torch.einsum("bsh,bsg->gh", h_prev, dgh_steps)
             grads += [dgi_rows.t() @ x_rows, grad_w_hh, grad_b_ih[d], grad_b_hh[d]]
         return (grad_x.view_as(x) if grad_x is not None else None, *grads)
 

@@ -1,0 +1,20 @@
+"""`python -m model.benchmark` runs end to end (issue 5). It is a benchmark, not a timed test:
+this only checks that it completes and reports every figure, never how fast anything is."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_benchmark_runs_and_reports_every_figure():
+    proc = subprocess.run([sys.executable, "-m", "model.benchmark", "--rounds", "1", "--together_epochs", "1",
+                           "--grid_epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"median: fused [\d.]+ s/trace .* stock [\d.]+ s/trace .* side by side: [\d.]+x", out), out
+    assert re.search(r"fused with \d+ one-thread trainings at once: [\d.]+ s/trace", out), out
+    assert re.search(r"fused: --jobs 1 ~[\d.]+ h, --jobs \d+ ~[\d.]+ h", out), out
+    assert re.search(r"torch: --jobs 1 ~[\d.]+ h", out), out
