@@ -144,12 +144,13 @@ def _dropout_masks_match_bernoulli() -> bool:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(12345)
             torch.rand(7)                 # start at an odd word, as a real run may
-            expected = torch.empty(2001).bernoulli_(0.8), torch.rand(3)
+            expected_mask = torch.empty(2001).bernoulli_(0.8)
+            expected_next = torch.rand(3)     # the generator must also end where bernoulli_ leaves it
             torch.manual_seed(12345)
             torch.rand(7)
-            got = torch.empty(2001)
-            load_extension().bernoulli_mask_(got, 0.8)
-            _masks_checked = torch.equal(got, expected[0]) and torch.equal(torch.rand(3), expected[1])
+            mask = torch.empty(2001)
+            load_extension().bernoulli_mask_(mask, 0.8)
+            _masks_checked = torch.equal(mask, expected_mask) and torch.equal(torch.rand(3), expected_next)
     return _masks_checked
 
 
