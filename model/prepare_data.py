@@ -4,11 +4,13 @@
     python -m model.prepare_data --runs DIR --model llama-3-70b --hardware a100 --gpus 4,5,6,7 \\
         --out model/training_data/vllm-benchmark_llama-3-70b_a100.npz
 
-DIR holds, for every run, the JSON of `benchmark_serving.py --save-result` (with the run's
-`tensor_parallel_size`) and the CSV of `nvidia-smi --query-gpu=timestamp,power.draw,utilization.gpu,
-memory.used --format=csv -lms 250` recorded during it; files are paired by time, not by name.
-Writes the .npz (default: model/training_data/<the grid's file name>) and beside it
-<name>.sources.json: the source files, their checksums and any reconstructed arrival times.
+DIR holds, for every run, the JSON of `benchmark_serving.py --save-result --save-detailed` (or
+`vllm bench serve`; with the run's `tensor_parallel_size`, e.g. `--metadata tensor_parallel_size=2`;
+`--append-result` files hold one run per line) and the CSV of `nvidia-smi --query-gpu=timestamp,
+index,power.draw,... --format=csv -lms 250` recorded during it; files are paired by time, not by
+name, and JSON files that are not benchmark results are skipped. Writes the .npz (default:
+model/training_data/<the grid's file name>) and beside it <name>.sources.json: the source files,
+their checksums, the power column read, how each run's send times were obtained and placed.
 Exit status: 0 written, 2 bad or inconsistent raw files (named on stderr), nothing written.
 """
 from __future__ import annotations
@@ -18,14 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.data import DataError, load_power_file
+from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, data_file_name
-from model.measurements import BenchmarkRun, PowerLog, bin_run, pair_runs, read_benchmark, read_power_log
+from model.measurements import BenchmarkRun, PowerLog, bin_run, pair_runs, read_benchmarks, read_power_log
 from model.outputs import atomic_path, file_sha256, write_json
 
-PER_BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
-PER_REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
 
 
 def sidecar_path(npz_path: Path) -> Path:
@@ -33,28 +33,17 @@ def sidecar_path(npz_path: Path) -> Path:
 
 
 def run_gpus(run: BenchmarkRun, gpus: list[int] | None) -> list[int]:
-    """The GPUs whose watts make up a run: the first TP of --gpus, or 0..TP-1."""
+    """The nvidia-smi indices of the GPUs whose watts make up a run: the first TP of --gpus, or 0..TP-1."""
     chosen = gpus if gpus is not None else list(range(run.tp))
     if len(chosen) < run.tp:
-        raise InputError(f"{run.path}: TP {run.tp} needs {run.tp} GPUs, --gpus lists {len(chosen)}")
+        raise InputError(f"{run.path.parent / run.name}: TP {run.tp} needs {run.tp} GPUs, --gpus lists "
+                         f"{len(chosen)}; pass the {run.tp} nvidia-smi indices the run used")
     return chosen[: run.tp]
 
 
-def stack(traces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Pad the traces' per-bin arrays to (N, T) and per-request arrays to (N, R) with zeros."""
-    arrays = {}
-    for keys in (PER_BIN_KEYS, PER_REQUEST_KEYS):
-        width = max(len(t[keys[0]]) for t in traces)
-        for key in keys:
-            dtype = float if key in ("timestamps", "power_traces", "request_timestamps") else np.int64
-            arrays[key] = np.zeros((len(traces), width), dtype=dtype)
-            for row, trace in enumerate(traces):
-                arrays[key][row, : len(trace[key])] = trace[key]
-    return arrays
-
-
 def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int] | None,
-            num_gpus: int | None, seed: int, overwrite: bool, echo=print) -> Path:
+            num_gpus: int | None, seed: int, overwrite: bool, allow_rebuilt: bool = False,
+            echo=print) -> Path:
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir}: not a folder")
     if out.exists() and not overwrite:
@@ -64,10 +53,18 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
         raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files; found "
                          f"{len(json_files)} and {len(csv_files)}")
     logs: list[PowerLog] = [read_power_log(p, num_gpus) for p in csv_files]
-    runs: list[BenchmarkRun] = [read_benchmark(p, seed) for p in json_files]
+    runs: list[BenchmarkRun] = []
+    not_results = []
+    for path in json_files:
+        found = read_benchmarks(path, seed, allow_rebuilt)
+        runs += found
+        if not found:
+            not_results.append(path.name)
     pairs, lonely_runs, lonely_logs = pair_runs(runs, logs)
+    for name in not_results:
+        echo(f"unmatched: {name}: not a benchmark result")
     for run in lonely_runs:
-        echo(f"unmatched: {run.path.name}: no power CSV covers its span")
+        echo(f"unmatched: {run.name}: no power CSV covers its span")
     for log in lonely_logs:
         echo(f"unmatched: {log.path.name}: no benchmark run during it")
     if not pairs:
@@ -78,22 +75,23 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
         chosen = run_gpus(run, gpus)
         traces.append(bin_run(run, log, chosen))
         records.append({
-            "row": row, "benchmark": run.path.name, "benchmark_sha256": file_sha256(run.path),
+            "row": row, "benchmark": run.name, "benchmark_sha256": file_sha256(run.path),
             "power_log": log.path.name, "power_log_sha256": file_sha256(log.path),
-            "tensor_parallel_size": run.tp, "gpus": chosen, "gpu_rows_per_sample": log.watts.shape[1],
-            "duration_s": run.duration, "bins": len(traces[-1]["timestamps"]),
+            "tensor_parallel_size": run.tp, "gpus": chosen, "gpu_rows": log.layout,
+            "power_column": log.column, "duration_s": run.duration, "bins": len(traces[-1]["timestamps"]),
             "requests": len(run.arrivals), "failed_requests_dropped": run.n_failed,
+            "power_samples_dropped": traces[-1]["dropped_power_samples"],
             "power_rows_dropped": log.dropped_rows, **run.arrivals_source})
-        if "time_scale" in run.arrivals_source:
-            echo(f"{run.path.name}: no per-request start times; {run.arrivals_source['arrivals']}")
-    arrays = stack(traces) | {
+        if run.rebuilt:
+            echo(f"{run.name}: no per-request send times; arrivals {run.arrivals_source['arrivals']}")
+    arrays = pad_runs(traces) | {     # the data file's own layout (model/data.py)
         "tensor_parallelism": np.array([run.tp for run, _ in pairs], dtype=np.int64),
-        "trace_lengths": np.array([len(t["timestamps"]) for t in traces], dtype=np.int64),
         "poisson_rate": np.array([run.request_rate for run, _ in pairs], dtype=float),
     }
     sidecar = {"model": model, "hardware": hardware, "sample_period_s": config.SAMPLE_PERIOD_S,
-               "clock": "the files' wall-clock time read as UTC", "seed": seed, "traces": records,
-               "unmatched": [r.path.name for r in lonely_runs] + [log.path.name for log in lonely_logs]}
+               "clock": "local wall-clock time of the recording machine, read as UTC", "seed": seed,
+               "traces": records,
+               "unmatched": not_results + [r.name for r in lonely_runs] + [log.path.name for log in lonely_logs]}
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -126,17 +124,21 @@ def main() -> int:
     parser.add_argument("--model", required=True, choices=MODEL_KEYS)
     parser.add_argument("--hardware", required=True, choices=HARDWARE)
     parser.add_argument("--out", default=None, help="the .npz to write (default: model/training_data/<grid name>)")
-    parser.add_argument("--gpus", default=None, help="GPU rows whose watts are summed (default 0..TP-1)")
+    parser.add_argument("--gpus", default=None,
+                        help="nvidia-smi indices of the GPUs whose watts are summed (default 0..TP-1)")
     parser.add_argument("--num_gpus", type=int, default=None,
-                        help="GPU rows per sample in the CSVs (default: detected from repeated timestamps)")
-    parser.add_argument("--seed", type=int, default=config.SEED, help="for reconstructed arrival times")
+                        help="GPU rows per sample in CSVs without an index column (default: the count "
+                             "that fits the sampling period)")
+    parser.add_argument("--seed", type=int, default=config.SEED, help="for rebuilt arrival times")
+    parser.add_argument("--allow_rebuilt_arrivals", action="store_true",
+                        help="use randomly rebuilt send times for runs whose JSON has none (finite request rate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args()
     if args.num_gpus is not None and args.num_gpus < 1:
         raise InputError(f"--num_gpus must be at least 1, got {args.num_gpus}")
     out = Path(args.out) if args.out else config.DATA_DIR / data_file_name(args.model, args.hardware)
     prepare(Path(args.runs), args.model, args.hardware, out, parse_gpus(args.gpus), args.num_gpus,
-            args.seed, args.overwrite)
+            args.seed, args.overwrite, args.allow_rebuilt_arrivals)
     return EXIT_OK
 
 

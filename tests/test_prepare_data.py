@@ -1,4 +1,4 @@
-"""Training files from raw vLLM benchmark JSONs and nvidia-smi CSVs (issue 8).
+"""Training files from raw vLLM benchmark JSONs and nvidia-smi CSVs.
 
 The raw files are written here in exactly the tools' formats."""
 from __future__ import annotations
@@ -12,6 +12,8 @@ import pytest
 from conftest import files_under, load_arrays, run_cli
 from model import config
 from model.data import load_power_file
+
+pytestmark = pytest.mark.slow          # every test here runs the command in a subprocess
 
 SMI_HEADER = "timestamp, power.draw [W], utilization.gpu [%], memory.used [MiB]"
 DAY = datetime(2025, 10, 17, 5, 0, 0)
@@ -76,7 +78,9 @@ def test_watts_summed_over_the_runs_gpus_of_8_rows_per_sample(tmp_path):
     assert proc.returncode == 0, proc.stderr
     arrays = load_arrays(tmp_path / "out.npz")
     assert arrays["tensor_parallelism"].tolist() == [2] and arrays["trace_lengths"].tolist() == [120]
-    samples = np.arange(120) + 4                       # the run starts 1 s (4 samples) into the log
+    # `date` is truncated to the second, so the run is placed half a second later than date - duration:
+    # 1.5 s (6 samples) into the log
+    samples = np.arange(120) + 6
     expected = [gpu_watts(s, 0) + gpu_watts(s, 1) for s in samples]
     np.testing.assert_allclose(arrays["power_traces"][0], expected, rtol=0, atol=1e-9)
     np.testing.assert_allclose(np.diff(arrays["timestamps"][0]), 0.25)
@@ -134,7 +138,7 @@ def test_pairs_by_time_not_by_name_and_reports_the_rest(tmp_path):
     assert load_arrays(tmp_path / "out.npz")["tensor_parallelism"].tolist() == [1, 2]
 
 
-def test_arrivals_reconstructed_as_poisson_when_missing(tmp_path):
+def test_random_arrivals_are_rebuilt_only_when_allowed_and_then_reproducibly(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     n, duration = 20, 30.0
@@ -142,25 +146,28 @@ def test_arrivals_reconstructed_as_poisson_when_missing(tmp_path):
     write_benchmark(runs / "b.json", DAY + timedelta(seconds=30), duration, 1, [200] * n, [10] * n,
                     [0.1] * (n - 1) + [0], itls, request_rate=1.5)
     write_power_csv(runs / "p.csv", DAY - timedelta(seconds=1), 32.0, n_gpus=1)
-    proc = prepare(runs, tmp_path / "a.npz")
+    refused = prepare(runs, tmp_path / "a.npz")
+    assert refused.returncode == 2 and "--allow_rebuilt_arrivals" in refused.stderr
+    assert "b.json" in refused.stderr and not (tmp_path / "a.npz").exists()
+    proc = prepare(runs, tmp_path / "a.npz", "--allow_rebuilt_arrivals")
     assert proc.returncode == 0, proc.stderr
-    assert "no per-request start times" in proc.stdout
+    assert "no per-request send times" in proc.stdout
     arrays = load_arrays(tmp_path / "a.npz")
     arrivals = arrays["request_timestamps"][0] - arrays["timestamps"][0, 0]
     assert len(arrivals) == n - 1 and arrivals[0] == 0 and np.all(np.diff(arrivals) > 0)
     assert arrivals[-1] + 0.1 + 0.18 == pytest.approx(duration, abs=1e-6)   # last one ends with the run
     record = json.loads((tmp_path / "a.sources.json").read_text())["traces"][0]
-    assert record["arrivals"] == "reconstructed as a Poisson process"
+    assert record["arrivals"].startswith("rebuilt at random")
     assert record["request_rate"] == 1.5 and record["seed"] == 0 and record["time_scale"] > 0
 
-    assert prepare(runs, tmp_path / "b.npz").returncode == 0
+    assert prepare(runs, tmp_path / "b.npz", "--allow_rebuilt_arrivals").returncode == 0
     np.testing.assert_array_equal(load_arrays(tmp_path / "b.npz")["request_timestamps"], arrays["request_timestamps"])
-    assert prepare(runs, tmp_path / "c.npz", "--seed", "7").returncode == 0
+    assert prepare(runs, tmp_path / "c.npz", "--seed", "7", "--allow_rebuilt_arrivals").returncode == 0
     assert not np.array_equal(load_arrays(tmp_path / "c.npz")["request_timestamps"], arrays["request_timestamps"])
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (lambda r: (r / "p.csv").write_text((r / "p.csv").read_text().replace("61.00 W", "[N/A]", 1)), "power.draw"),
+    (lambda r: (r / "p.csv").write_text(((r / "p.csv").read_text()).replace(" W,", " [N/A],")), "no usable power.draw"),
     (lambda r: (r / "p.csv").write_text("time,watts\n1,2\n"), "header"),
     (lambda r: (r / "b.json").write_text((r / "b.json").read_text()[:50]), "not valid JSON"),
     (lambda r: (r / "b.json").write_text(json.dumps({k: v for k, v in json.loads((r / "b.json").read_text()).items()
