@@ -19,16 +19,20 @@ from model.plots import write_plots
 
 def main() -> int:
     parser = ArgumentParser(__doc__)
-    parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR))
-    parser.add_argument("--output", default=str(config.RESULTS_DIR / config.TABLE_FILE),
-                        help="LaTeX table to write")
-    parser.add_argument("--csv_output", default=str(config.RESULTS_DIR / config.STATISTICS_FILE),
-                        help="per-model statistics CSV to write")
+    parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR),
+                        help=f"the jobs' metrics folder (default: {config.RESULTS_DIR / config.METRICS_SUBDIR})")
+    parser.add_argument("--output", default=None,
+                        help=f"LaTeX table to write (default: beside the metrics folder, {config.TABLE_FILE}); "
+                             f"the generation table and statistics go beside it")
+    parser.add_argument("--csv_output", default=None,
+                        help=f"per-model statistics CSV (default: beside the metrics folder, {config.STATISTICS_FILE})")
     parser.add_argument("--plots", action="store_true",
                         help=f"also write the figures (python -m model.plots) under "
                              f"<metrics_dir>/../{config.PLOTS_SUBDIR}/")
     args = parser.parse_args()
-    aggregate(args.metrics_dir, args.output, args.csv_output, print_table=True)
+    results_dir = Path(args.metrics_dir).parent     # outputs sit beside what they were made from
+    aggregate(args.metrics_dir, args.output or results_dir / config.TABLE_FILE,
+              args.csv_output or results_dir / config.STATISTICS_FILE, print_table=True)
     if args.plots:
         write_plots(Path(args.metrics_dir).resolve().parent)
     return EXIT_OK

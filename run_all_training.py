@@ -24,13 +24,12 @@ from pathlib import Path
 
 from model import config
 from model.aggregate import aggregate
-from model.classifiers.gru import GRU_IMPLS
 from model.demo_data import write_demo_files
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
-from model.job import JobSettings
 from model.launcher import LaunchSettings, run_grid, train_command
 from model.plots import write_plots
+from model.settings import add_job_flags, settings_from_args
 from model.slurm import SlurmSettings, collect, submission_preview, submit_grid
 
 EXIT_STILL_RUNNING = 3
@@ -40,20 +39,16 @@ def parse_args() -> argparse.Namespace:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--data_dir", default=None, help=f"folder of the .npz files (default {config.DATA_DIR.relative_to(config.PROJECT_ROOT)})")
     parser.add_argument("--output_dir", default=None, help=f"results folder (default {config.RESULTS_DIR})")
-    parser.add_argument("--lr", type=float, default=None,
-                        help=f"learning rate (default {config.LR}; {config.DEMO_LR} with --demo)")
-    parser.add_argument("--num_epochs", type=int, default=None,
-                        help=f"epochs per job (default {config.NUM_EPOCHS}; {config.DEMO_NUM_EPOCHS} with --demo)")
     parser.add_argument("--models", nargs="+", default=None, help=f"subset of: {' '.join(MODEL_KEYS)}")
     parser.add_argument("--hardware", nargs="+", default=None, help=f"subset of: {' '.join(HARDWARE)}")
-    parser.add_argument("--seed", type=int, default=config.SEED)
-    parser.add_argument("--device", default=None, help="passed to every job (default: cuda if available, else cpu)")
-    parser.add_argument("--gru_impl", choices=GRU_IMPLS, default="auto")
+    job_flags = parser.add_argument_group(
+        "every job's settings (the grid fields of JobSettings in model/settings.py); --demo trains "
+        f"{config.DEMO_NUM_EPOCHS} epochs at lr {config.DEMO_LR} unless these are given")
+    add_job_flags(job_flags, launcher=True, defaults={"lr": None, "num_epochs": None})
     parser.add_argument("--jobs", type=int, default=None,
                         help="jobs run at once (default 1; all cores with --demo)")
     parser.add_argument("--skip_existing", action="store_true",
                         help="reuse finished jobs with the same settings; resume partial ones")
-    parser.add_argument("--no_wandb", action="store_true", help="no Weights & Biases logging")
     parser.add_argument("--dry_run", action="store_true", help="print the commands and write nothing")
     parser.add_argument("--demo", action="store_true",
                         help="generate demo data, train the grid briefly, print the table")
@@ -90,10 +85,7 @@ def main() -> int:
     args = parse_args()
     if args.collect:
         return collect_submitted(Path(args.output_dir or config.RESULTS_DIR).absolute())
-    try:
-        configs = grid(args.models, args.hardware)
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    configs = grid(args.models, args.hardware)
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     data_dir = Path(args.data_dir or (config.DEMO_DATA_DIR if args.demo else config.DATA_DIR))
@@ -103,10 +95,10 @@ def main() -> int:
         raise InputError(f"--num_epochs must be at least 1, got {args.num_epochs}")
     lr = args.lr if args.lr is not None else (config.DEMO_LR if args.demo else config.LR)
     jobs = args.jobs or ((os.cpu_count() or 1) if args.demo else 1)
-    JobSettings("", MODEL_KEYS[0], HARDWARE[0], 1, lr=lr, num_epochs=num_epochs).validate()
-    launch = LaunchSettings(data_dir=data_dir.absolute(), output_dir=output_dir, lr=lr,
-                            num_epochs=num_epochs, seed=args.seed, device=args.device,
-                            gru_impl=args.gru_impl, use_wandb=not args.no_wandb, jobs=jobs,
+    template = settings_from_args(args, data_file="", model=MODEL_KEYS[0], hardware=HARDWARE[0], tp=1,
+                                  lr=lr, num_epochs=num_epochs)
+    template.validate()
+    launch = LaunchSettings(data_dir=data_dir.absolute(), output_dir=output_dir, job=template, jobs=jobs,
                             skip_existing=args.skip_existing)
     slurm = SlurmSettings(args.slurm_partition, args.slurm_time, args.slurm_gpus_per_job,
                           args.slurm_cpus_per_job, args.slurm_mem_gb, args.slurm_array_parallelism,

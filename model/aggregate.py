@@ -1,4 +1,4 @@
-"""Per-model statistics and the paper's LaTeX table from the jobs' metrics files (SPEC section 8).
+"""Per-model statistics and the paper's LaTeX table from the jobs' metrics files (docs/design.md, "Outputs").
 
     stats, notes = aggregate("training_results/metrics", "training_results/table_summary.tex",
                              "training_results/model_statistics.csv")
@@ -16,16 +16,28 @@ import pandas as pd
 
 from model import config
 from model.errors import InputError
-from model.grid import MODELS, configs_by_job_name, grid
+from model.grid import MODELS, cells_by_job_name, grid
 from model.outputs import write_text
 
 METRICS_SUFFIX = "_metrics.csv"
+GENERATION_SUFFIX = "_generation.csv"
+UP, DOWN = r"~$\uparrow$", r"~$\downarrow$"
 TABLE_COLUMNS = (  # metric, header, decimals
-    ("val_f1", r"Validation F1 $\uparrow$", 2),
-    ("autocorr_r2", r"Autocorr $R^2$ $\uparrow$", 2),
-    ("transition_mae", r"Transition MAE (W) $\downarrow$", 1),
-    ("ece", r"Expected Calibration Error $\downarrow$", 4),
+    ("val_f1", r"\textbf{Validation F1}" + UP, 2),
+    ("autocorr_r2", r"\textbf{Autocorr $R^2$}" + UP, 2),
+    ("transition_mae", r"\textbf{Transition MAE (W)}" + DOWN, 1),
+    ("ece", r"\textbf{Expected Calibration Error}" + DOWN, 4),
 )
+GENERATION_TABLE_COLUMNS = (
+    ("ks", r"\textbf{KS}" + DOWN, 2),
+    ("acf_r2", r"\textbf{ACF $R^2$}" + UP, 2),
+    ("nrmse", r"\textbf{NRMSE}" + DOWN, 2),
+    ("p95_error_pct", r"\textbf{P95 err.\ (\%)}" + DOWN, 1),
+    ("p99_error_pct", r"\textbf{P99 err.\ (\%)}" + DOWN, 1),
+    ("energy_error_pct", r"\textbf{Energy err.\ (\%)}" + DOWN, 1),
+)
+METHOD_LABELS = {"ours": "Ours", "tdp": "TDP", "mean": "Mean", "marginal": "Marginal",
+                 "measured_features": "Measured features"}
 
 
 def read_metrics_file(path: Path | str) -> dict[str, float]:
@@ -55,7 +67,7 @@ def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
     metrics_dir = Path(metrics_dir)
     if not metrics_dir.is_dir():
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
-    known = configs_by_job_name()
+    known = cells_by_job_name()
     rows, notes = [], []
     for path in sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}")):
         job = path.name[: -len(METRICS_SUFFIX)]
@@ -112,25 +124,110 @@ def _cell(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}~$\\pm$~{std:.{decimals}f}"
 
 
+def _table_head(caption: str, label: str, columns: tuple, first: str) -> list[str]:
+    return [
+        r"\begin{table*}[!htb]",
+        r"\centering",
+        r"\small",
+        r"\caption{" + caption + "}",
+        r"\label{" + label + "}",
+        r"\vspace{0.4em}",
+        r"\begin{tabular}{" + "l" * first.count("&") + "l" + "c" * len(columns) + "}",
+        r"\toprule",
+        first + " & " + " & ".join(header for _, header, _ in columns) + r" \\",
+        r"\midrule",
+    ]
+
+
 def latex_table(stats: pd.DataFrame) -> str:
     """The paper's table*: booktabs, one row per model in grid order."""
     labels = {m.key: m.table_label for m in MODELS}
-    lines = [
-        r"\begin{table*}[t]",
-        r"\centering",
-        r"\caption{Power-state classifier evaluation per model: mean~$\pm$~population standard "
-        r"deviation over hardware and tensor-parallel configurations.}",
-        r"\label{tab:train_eval_model}",
-        r"\begin{tabular}{l" + "c" * len(TABLE_COLUMNS) + "}",
-        r"\toprule",
-        "Model & " + " & ".join(header for _, header, _ in TABLE_COLUMNS) + r" \\",
-        r"\midrule",
-    ]
+    lines = _table_head(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
+                        r"deviation over hardware and tensor-parallel configurations.",
+                        "tab:train_eval_model", TABLE_COLUMNS, r"\textbf{Model}")
     for _, row in stats.iterrows():
         cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS]
         lines.append(f"{labels[row['model']]} & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
     return "\n".join(lines) + "\n"
+
+
+def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
+    """One row per (configuration, method) of the jobs' generation CSVs; empty if there are none."""
+    known = cells_by_job_name()
+    frames = []
+    for path in sorted(Path(metrics_dir).glob(f"*{GENERATION_SUFFIX}")):
+        cfg = known.get(path.name[: -len(GENERATION_SUFFIX)])
+        if cfg is None:
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+            raise InputError(f"{path}: not a readable generation CSV ({str(err).splitlines()[0]})") from None
+        expected = ["method", *(m for m, _, _ in GENERATION_TABLE_COLUMNS)]
+        if list(frame.columns) != expected or frame.empty:
+            raise InputError(f"{path}: expected the header {','.join(expected)} and one row per method")
+        frames.append(frame.assign(model=cfg.model, job=cfg.job_name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model and method: mean and population std over every configuration (a NaN in one
+    configuration makes the cell NaN rather than dropping the configuration)."""
+    rows = []
+    for spec in MODELS:
+        subset = results[results["model"] == spec.key]
+        for method in [m for m in METHOD_LABELS if m in set(subset["method"])]:
+            values = subset[subset["method"] == method]
+            row: dict = {"model": spec.key, "method": method}
+            for metric, _, _ in GENERATION_TABLE_COLUMNS:
+                column = values[metric].to_numpy(dtype=float)
+                row[f"{metric}_mean"] = float(column.mean())
+                row[f"{metric}_std"] = float(column.std(ddof=0))
+            row["n_configs"] = len(values)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def generation_table(stats: pd.DataFrame) -> str:
+    """Generated traces against held-out measured ones, per model: ours and the baselines."""
+    labels = {m.key: m.table_label for m in MODELS}
+    lines = _table_head(r"Generated power traces against held-out measured traces, per model: "
+                        r"median over seeds and validation traces, then mean~$\pm$~population standard "
+                        r"deviation over hardware and tensor-parallel configurations.",
+                        "tab:generation_fidelity", GENERATION_TABLE_COLUMNS,
+                        r"\textbf{Model} & \textbf{Method}")
+    for i, spec in enumerate(m for m in MODELS if m.key in set(stats["model"])):
+        if i:
+            lines.append(r"\midrule")
+        for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
+            cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS]
+            lines.append(f"{labels[spec.key] if j == 0 else ''} & {METHOD_LABELS[row['method']]} & "
+                         + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate_generation(metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:
+    """generation_statistics.csv and generation_fidelity.tex in out_dir; None without any
+    generation CSV (results of an older version)."""
+    results = collect_generation(metrics_dir)
+    if results.empty:
+        echo("note: no metrics/*_generation.csv; the generation table is not written")
+        return None
+    stats = generation_statistics(results)
+    csv_path = Path(out_dir) / config.GENERATION_STATISTICS_FILE
+    table_path = Path(out_dir) / config.GENERATION_TABLE_FILE
+    write_text(csv_path, stats.to_csv(index=False, float_format="%.10g"))
+    write_text(table_path, generation_table(stats))
+    shown = stats[["model", "method"]].copy()
+    for metric, _, decimals in GENERATION_TABLE_COLUMNS:
+        shown[metric] = [_cell(m, s, decimals).replace("~$\\pm$~", " ± ")
+                         for m, s in zip(stats[f"{metric}_mean"], stats[f"{metric}_std"])]
+    echo(shown.to_string(index=False))
+    echo(f"generation statistics: {csv_path}")
+    echo(f"generation table:      {table_path}")
+    return stats
 
 
 def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
@@ -155,4 +252,6 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
         print(table, end="")
     print(f"statistics: {csv_path}")
     print(f"table:      {table_path}")
+    print()
+    aggregate_generation(metrics_dir, Path(table_path).parent)
     return stats

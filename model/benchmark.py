@@ -36,7 +36,7 @@ from model.demo_data import write_demo_files
 from model.errors import ArgumentParser, run_cli
 from model.features import FeatureNorm, raw_features
 from model.grid import grid
-from model.launcher import LaunchSettings, run_grid
+from model.launcher import LaunchSettings, job_template, run_grid
 from model.states import fit_power_states
 
 
@@ -69,8 +69,8 @@ def jobs_speedup(data_dir: Path, work_dir: Path, cores: int, epochs: int) -> flo
     configs = grid(["llama-3-8b"], ["a100"])
     walls = {}
     for jobs in (1, cores):
-        launch = LaunchSettings(data_dir=data_dir, output_dir=work_dir / f"jobs{jobs}", num_epochs=epochs,
-                                use_wandb=False, jobs=jobs)
+        launch = LaunchSettings(data_dir=data_dir, output_dir=work_dir / f"jobs{jobs}",
+                                job=job_template(num_epochs=epochs, use_wandb=False), jobs=jobs)
         started = time.perf_counter()
         records, _ = run_grid(configs, launch, echo=lambda *_: None)
         walls[jobs] = time.perf_counter() - started
@@ -97,9 +97,9 @@ def main() -> int:
     data_dir = Path(tmp.name) / "data"
     path = write_demo_files(data_dir, seed=0, scale="paper", models=["llama-3-8b"], hardware=["a100"])[0]
     traces = load_power_file(path).traces_for_tp(1)
-    states = fit_power_states(traces)
-    norm = FeatureNorm.fit([raw_features(t) for t in traces])
-    xs = [torch.from_numpy(norm.apply(raw_features(t))).unsqueeze(0) for t in traces]
+    states = fit_power_states([t.power for t in traces])
+    norm = FeatureNorm.fit([raw_features(t.workload) for t in traces])
+    xs = [torch.from_numpy(norm.apply(raw_features(t.workload))).unsqueeze(0) for t in traces]
     ys = [torch.from_numpy(states.label(t.power)).long() for t in traces]
     n_train = len(traces) - max(1, round(config.VAL_SPLIT * len(traces)))
     bins = np.mean([len(t) for t in traces])

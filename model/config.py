@@ -10,13 +10,13 @@ DEMO_DIR = Path("demo")
 DEMO_DATA_DIR = DEMO_DIR / "training_data"
 DEMO_RESULTS_DIR = DEMO_DIR / "training_results"
 
-# Data (SPEC section 2)
+# Data (docs/design.md, "Data files")
 SAMPLE_PERIOD_S = 0.25
 NUM_FEATURES = 6
 FEATURE_NAMES = ("arrivals", "arrival_input_tokens", "arrival_output_tokens",
                  "active_requests", "prefill_tokens", "decode_tokens")
 
-# States and training (SPEC sections 3 and 5)
+# States and training (docs/design.md, "Power states" and "Training")
 NUM_STATES = 6
 KMEANS_N_INIT = 10
 KMEANS_RANDOM_STATE = 0
@@ -33,7 +33,7 @@ CHECKPOINT_EVERY = 25
 DEMO_NUM_EPOCHS = 30
 DEMO_LR = 3e-3              # a short demo run needs a larger step than the paper's 500 epochs at 1e-4
 
-# Metrics (SPEC section 7)
+# Metrics (docs/design.md, "Metrics")
 ACF_NLAGS = 50
 MIN_ACF_BINS = 2 * ACF_NLAGS + 1
 ECE_BINS = 10
@@ -41,10 +41,23 @@ METRIC_ORDER = ("val_f1", "val_precision", "val_recall", "ece", "autocorr_r2",
                 "transition_mae", "final_train_loss", "final_val_loss", "val_accuracy")
 TABLE_METRICS = ("val_f1", "autocorr_r2", "transition_mae", "ece")
 
-# Weights & Biases (SPEC section 10)
+# Weights & Biases (docs/design.md, "Weights & Biases")
 WANDB_PROJECT = "powertrace-classifier-training"
 
-# Output tree (SPEC section 8)
+# Generation (docs/design.md, "Generation")
+GENERATION_SEEDS = 5          # seeds per validation trace when a job scores generation
+GENERATED_DIR = Path("generated")
+# how the generator draws states: "independent" per bin (as the training table's synthetic
+# trace) or "coherent" in time; chosen by held-out fidelity, measured both ways with
+# `python -m model.evaluate_generation --sampling` (README, "Generating power traces")
+GENERATION_SAMPLING = "independent"
+# inference on long traces runs in windows of this many bins, each with CONTEXT bins of
+# real input on both sides that are computed and dropped (tests/test_generation.py holds
+# the windowed probabilities to the whole-sequence ones)
+INFERENCE_WINDOW = 4096
+INFERENCE_CONTEXT = 512
+
+# Output tree (docs/design.md, "Outputs")
 METRICS_SUBDIR = "metrics"
 CHECKPOINTS_SUBDIR = "checkpoints"
 LOGS_SUBDIR = "logs"
@@ -53,6 +66,8 @@ PLOTS_SUBDIR = "plots"
 SUMMARY_FILE = "jobs_summary.json"
 STATISTICS_FILE = "model_statistics.csv"
 TABLE_FILE = "table_summary.tex"
+GENERATION_STATISTICS_FILE = "generation_statistics.csv"
+GENERATION_TABLE_FILE = "generation_fidelity.tex"
 
 
 def metrics_path(output_dir: Path | str, job: str) -> Path:
@@ -75,6 +90,11 @@ def state_path(output_dir: Path | str, job: str) -> Path:
 def synthetic_path(output_dir: Path | str, job: str) -> Path:
     """Validation traces' real and synthetic watts, true and predicted states (for the figures)."""
     return Path(output_dir) / SYNTHETIC_SUBDIR / f"{job}.npz"
+
+
+def generation_path(output_dir: Path | str, job: str) -> Path:
+    """Generation scored on the job's validation traces: ours against the baselines."""
+    return Path(output_dir) / METRICS_SUBDIR / f"{job}_generation.csv"
 
 
 def log_path(output_dir: Path | str, job: str) -> Path:

@@ -1,8 +1,9 @@
-"""Loading and validating a measured (or demo) `.npz` power-trace file (SPEC section 2).
+"""The `.npz` power-trace file format (docs/design.md, "Data files"): reader and writer.
 
-    from model.data import load_power_file
+    from model.data import load_power_file, write_power_file
     data = load_power_file("model/training_data/vllm-benchmark_llama-3-8b_a100.npz")
     traces = data.traces_for_tp(2)
+    write_power_file(path, runs, tensor_parallelism=[...])   # runs: one dict of arrays each
 
 Every defect raises DataError naming the file and what is wrong.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model.errors import InputError
+from model.outputs import write_npz
 
 BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
 REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
@@ -31,12 +33,13 @@ class DataError(InputError):
 
 
 @dataclass
-class Trace:
-    """One measured run, cut to its true length L (R requests)."""
-    index: int                   # row in the file
-    tp: int
+class Workload:
+    """What the server did in one run, L bins and R requests: everything but the watts.
+
+    Code that must never see measured power (features, the serving model, generation) takes
+    a Workload, so it cannot.
+    """
     timestamps: np.ndarray       # (L,) seconds
-    power: np.ndarray            # (L,) watts summed over the TP GPUs
     prefill_tokens: np.ndarray   # (L,)
     decode_tokens: np.ndarray    # (L,)
     active_requests: np.ndarray  # (L,)
@@ -45,7 +48,28 @@ class Trace:
     output_tokens: np.ndarray    # (R,)
 
     def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+@dataclass
+class Trace:
+    """One measured run, cut to its true length L: its workload and its watts (the target)."""
+    index: int                   # row in the file
+    tp: int
+    workload: Workload
+    power: np.ndarray            # (L,) watts summed over the TP GPUs
+
+    def __len__(self) -> int:
         return len(self.power)
+
+    # read-only shortcuts for code that may see both
+    timestamps = property(lambda self: self.workload.timestamps)
+    prefill_tokens = property(lambda self: self.workload.prefill_tokens)
+    decode_tokens = property(lambda self: self.workload.decode_tokens)
+    active_requests = property(lambda self: self.workload.active_requests)
+    request_times = property(lambda self: self.workload.request_times)
+    input_tokens = property(lambda self: self.workload.input_tokens)
+    output_tokens = property(lambda self: self.workload.output_tokens)
 
 
 @dataclass
@@ -182,14 +206,51 @@ def load_power_file(path: Path | str) -> PowerData:
             values = arrays[key][i][request_mask]
             if not np.all(np.isfinite(values)) or np.any(values < 0):
                 raise DataError(path, f"trace {i}: {key!r} has non-finite or negative values")
-        traces.append(Trace(
-            index=i, tp=int(tp[i]), timestamps=ts,
-            power=arrays["power_traces"][i, :length].astype(np.float64),
+        workload = Workload(
+            timestamps=ts,
             prefill_tokens=arrays["prefill_tokens"][i, :length].astype(np.float64),
             decode_tokens=arrays["decode_tokens"][i, :length].astype(np.float64),
             active_requests=arrays["active_requests"][i, :length].astype(np.float64),
             request_times=arrays["request_timestamps"][i][request_mask].astype(np.float64),
             input_tokens=arrays["input_tokens"][i][request_mask].astype(np.float64),
-            output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64),
-        ))
+            output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64))
+        traces.append(Trace(index=i, tp=int(tp[i]), workload=workload,
+                            power=arrays["power_traces"][i, :length].astype(np.float64)))
     return PowerData(path=path, traces=traces)
+
+
+FLOAT_KEYS = ("timestamps", "power_traces", "request_timestamps")
+
+
+def pad_runs(runs: list[dict[str, np.ndarray]], pad_timestamps: str = "zeros") -> dict[str, np.ndarray]:
+    """Stack runs (each a dict of the BIN_KEYS and REQUEST_KEYS as 1-D arrays) into the file's
+    (N, T) and (N, R) arrays, plus `trace_lengths`.
+
+    Padding: requests and counts with 0; power with the run's last value; timestamps with zeros
+    or, with pad_timestamps="ramp", a ramp falling to 0 (the two styles real files use; both
+    end a trace for a reader without `trace_lengths`).
+    """
+    n = len(runs)
+    arrays: dict[str, np.ndarray] = {}
+    for keys in (BIN_KEYS, REQUEST_KEYS):
+        width = max(1, max(len(run[keys[0]]) for run in runs))
+        for key in keys:
+            arrays[key] = np.zeros((n, width), dtype=np.float64 if key in FLOAT_KEYS else np.int64)
+            for row, run in enumerate(runs):
+                values = np.asarray(run[key])
+                arrays[key][row, : len(values)] = values if key in FLOAT_KEYS else np.round(values)
+                if key == "power_traces" and len(values):
+                    arrays[key][row, len(values):] = values[-1]
+                if key == "timestamps" and pad_timestamps == "ramp" and len(values) < width:
+                    arrays[key][row, len(values):] = np.linspace(values[-1] / 2, 0.0, width - len(values))
+    arrays["trace_lengths"] = np.array([len(run["timestamps"]) for run in runs], dtype=np.int64)
+    return arrays
+
+
+def write_power_file(path: Path | str, runs: list[dict[str, np.ndarray]], tensor_parallelism: list[int],
+                     extra: dict[str, np.ndarray] | None = None, pad_timestamps: str = "zeros") -> Path:
+    """Write runs as one `.npz` file atomically; `extra` holds other keys (readers ignore them)."""
+    arrays = pad_runs(runs, pad_timestamps) | {
+        "tensor_parallelism": np.asarray(tensor_parallelism, dtype=np.int64)} | (extra or {})
+    write_npz(path, arrays)
+    return Path(path)

@@ -34,7 +34,7 @@ import numpy as np
 from model import config
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODELS, data_file_name
-from model.outputs import atomic_path
+from model.data import write_power_file
 
 POISSON_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 SCALES = {
@@ -146,56 +146,43 @@ def simulate_run(rng: np.random.Generator, llm: LLM, hw: Hardware, tp: int, rate
             "input_tokens": input_tokens, "output_tokens": output_tokens}
 
 
-def simulate_file(seed: int, model_index: int, hardware: str, scale: str) -> dict[str, np.ndarray]:
-    """All runs of one (LLM, GPU type) file, padded into the SPEC section 2 arrays."""
+def simulate_file(seed: int, model_index: int, hardware: str, scale: str,
+                  rates: tuple[float, ...] = POISSON_RATES) -> tuple[list[dict], list[int], list[float]]:
+    """All runs of one (LLM, GPU type) file in the data file's keys, their TPs and arrival rates."""
     spec = MODELS[model_index]
     rng = np.random.default_rng([seed, model_index, HARDWARE.index(hardware)])
     llm, hw = llm_params(spec.file_stem), HARDWARE_PARAMS[hardware]
     traces_per_tp, (min_bins, max_bins) = SCALES[scale]
     idle_w = rng.uniform(*hw.idle_w)   # the same GPUs serve every run of a file
-    runs, tps, rates = [], [], []
+    runs, tps, run_rates = [], [], []
     for tp in spec.tp_values:
         for i in range(traces_per_tp):
-            rate = POISSON_RATES[i % len(POISSON_RATES)]
+            rate = rates[i % len(rates)]
             n_bins = int(rng.integers(min_bins, max_bins + 1))
             runs.append(simulate_run(rng, llm, hw, tp, rate, n_bins, idle_w))
             tps.append(tp)
-            rates.append(rate)
-    n, t_max = len(runs), max(len(r["power"]) for r in runs)
-    r_max = max(1, max(len(r["arrivals"]) for r in runs))
-    out = {key: np.zeros((n, t_max)) for key in ("timestamps", "power_traces")}
-    out.update({key: np.zeros((n, t_max), dtype=np.int64)
-                for key in ("prefill_tokens", "decode_tokens", "active_requests")})
-    out["request_timestamps"] = np.zeros((n, r_max))
-    out["input_tokens"] = np.zeros((n, r_max), dtype=np.int64)
-    out["output_tokens"] = np.zeros((n, r_max), dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
+            run_rates.append(rate)
+    files_runs = []
     for i, run in enumerate(runs):
-        length = len(run["power"])
-        lengths[i] = length
         start = 1.76e9 + 3600.0 * i + rng.uniform(0, 60)
-        ts = start + config.SAMPLE_PERIOD_S * np.arange(length)
-        out["timestamps"][i, :length] = ts
-        out["timestamps"][i, length:] = np.linspace(ts[-1] / 2, 0.0, t_max - length)
-        out["power_traces"][i, :length] = run["power"]
-        out["power_traces"][i, length:] = run["power"][-1]
-        for key in ("prefill_tokens", "decode_tokens", "active_requests"):
-            out[key][i, :length] = np.round(run[key])
-        k = len(run["arrivals"])
-        out["request_timestamps"][i, :k] = start + run["arrivals"]
-        out["input_tokens"][i, :k] = run["input_tokens"]
-        out["output_tokens"][i, :k] = run["output_tokens"]
-    out["tensor_parallelism"] = np.asarray(tps, dtype=np.int64)
-    out["trace_lengths"] = lengths
-    out["poisson_rate"] = np.asarray(rates)
-    return out
+        files_runs.append({
+            "timestamps": start + config.SAMPLE_PERIOD_S * np.arange(len(run["power"])),
+            "power_traces": run["power"], "prefill_tokens": run["prefill_tokens"],
+            "decode_tokens": run["decode_tokens"], "active_requests": run["active_requests"],
+            "request_timestamps": start + run["arrivals"], "input_tokens": run["input_tokens"],
+            "output_tokens": run["output_tokens"]})
+    return files_runs, tps, run_rates
 
 
 def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
-                     models: list[str] | None = None, hardware: list[str] | None = None) -> list[Path]:
-    """Write the grid's data files (or those of the given models/hardware) into out_dir."""
+                     models: list[str] | None = None, hardware: list[str] | None = None,
+                     rates: tuple[float, ...] = POISSON_RATES) -> list[Path]:
+    """Write the grid's data files (or those of the given models/hardware) into out_dir; the
+    traces of each TP cycle through `rates` (arrivals per second)."""
     if scale not in SCALES:
         raise InputError(f"unknown --scale {scale!r}; choose from {', '.join(SCALES)}")
+    if not rates or any(not (r > 0 and np.isfinite(r)) for r in rates):
+        raise InputError(f"--rates must be positive numbers of requests per second, got {rates}")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,11 +196,10 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
             if hardware and hw not in hardware:
                 continue
             path = out_dir / data_file_name(spec.key, hw)
-            arrays = simulate_file(seed, model_index, hw, scale)
+            runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
             try:
-                with atomic_path(path) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez_compressed(f, **arrays)
+                write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates)},
+                                 pad_timestamps="ramp")
             except OSError as err:
                 raise InputError(f"{path}: cannot write: {err.strerror}") from None
             written.append(path)
@@ -224,10 +210,17 @@ def main() -> int:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in POISSON_RATES),
+                        help="arrival rates (requests/s) the traces of each TP cycle through "
+                             "(default: %(default)s); e.g. one rate alone makes held-out traffic")
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
                         help="demo: 10 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
     args = parser.parse_args()
-    for path in write_demo_files(args.out, args.seed, args.scale):
+    try:
+        rates = tuple(float(r) for r in args.rates.split(","))
+    except ValueError:
+        raise InputError(f"--rates {args.rates!r}: expected numbers like 0.5,1,2") from None
+    for path in write_demo_files(args.out, args.seed, args.scale, rates=rates):
         print(f"wrote {path}")
     return 0
 

@@ -1,8 +1,10 @@
-"""The six per-bin features (SPEC section 4) and the seeded train/validation split (section 5).
+"""The six per-bin features and the seeded train/validation split (docs/design.md, "Features").
 
     train, val = split_traces(traces, val_split=0.2, seed=0)
-    norm = FeatureNorm.fit([raw_features(t) for t in train])
-    x = norm.apply(raw_features(trace))              # (L, 6) float32
+    norm = FeatureNorm.fit([raw_features(t.workload) for t in train])
+    x = norm.apply(raw_features(trace.workload))     # (L, 6) float32
+
+Features are computed from a Workload, which holds no watts.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import config
-from model.data import Trace
+from model.data import Workload
 from model.errors import InputError
 
 STD_FLOOR = 1e-6
@@ -23,11 +25,11 @@ def bin_edges(timestamps: np.ndarray) -> np.ndarray:
     return np.append(timestamps, timestamps[-1] + step)
 
 
-def raw_features(trace: Trace) -> np.ndarray:
+def raw_features(trace: Workload) -> np.ndarray:
     """(L, 6) counts before log1p: arrivals, their input and output tokens, active requests,
-    prefill tokens, decode tokens."""
+    prefill tokens, decode tokens. Requests outside the trace's bins count nowhere."""
     edges = bin_edges(trace.timestamps)
-    n_bins = len(trace)
+    n_bins = len(trace.timestamps)
     which_bin = np.searchsorted(edges, trace.request_times, side="right") - 1
     inside = (which_bin >= 0) & (which_bin < n_bins)
     which_bin = which_bin[inside]

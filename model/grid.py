@@ -1,12 +1,14 @@
-"""The 16-configuration grid (SPEC section 1): the one place it is defined.
+"""The 16-configuration grid: the one place it is defined (docs/design.md, "The grid").
 
 Every script imports the grid from here: model keys, data file names, TP values,
-hardware, table labels and job names.
+hardware and its nameplate power, table labels and job names.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,18 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("deepseek-r1-distill-70b", "deepseek-r1-70b", (4, 8), r"\texttt{DeepSeek-Distill (70B)}"),
 )
 HARDWARE: tuple[str, ...] = ("a100", "h100")
+# Nameplate board power per GPU (SXM parts), the "TDP" baseline of generated traces.
+GPU_TDP_W: dict[str, float] = {"a100": 400.0, "h100": 700.0}
 
 MODEL_KEYS: tuple[str, ...] = tuple(m.key for m in MODELS)
 MODELS_BY_KEY: dict[str, ModelSpec] = {m.key: m for m in MODELS}
+# The data files spell two models differently from the flags; both name the same model.
+MODEL_ALIASES: dict[str, str] = {m.file_stem: m.key for m in MODELS if m.file_stem != m.key}
+
+
+def canonical_model(name: str) -> str | None:
+    """The grid key of a model given by its key or its data-file spelling; None if unknown."""
+    return name if name in MODELS_BY_KEY else MODEL_ALIASES.get(name)
 
 
 def data_file_name(model: str, hardware: str) -> str:
@@ -44,7 +55,7 @@ def job_name(model: str, hardware: str, tp: int) -> str:
 
 
 @dataclass(frozen=True)
-class Config:
+class GridCell:
     """One cell of the grid: one training job."""
     model: str
     hardware: str
@@ -62,24 +73,26 @@ class Config:
         return Path(data_dir) / self.data_file_name
 
 
-def grid(models: list[str] | None = None, hardware: list[str] | None = None) -> list[Config]:
+def grid(models: list[str] | None = None, hardware: list[str] | None = None) -> list[GridCell]:
     """The grid in its canonical order (model, hardware, TP), optionally filtered.
 
-    Raises ValueError naming the unknown entry when a filter holds a typo.
+    Models may be given by key or data-file spelling. Raises InputError naming the unknown
+    entry when a filter holds a typo.
     """
-    unknown = [m for m in models or [] if m not in MODELS_BY_KEY]
+    unknown = [m for m in models or [] if canonical_model(m) is None]
     if unknown:
-        raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODEL_KEYS)}")
+        raise InputError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODEL_KEYS)}")
     unknown = [h for h in hardware or [] if h not in HARDWARE]
     if unknown:
-        raise ValueError(f"unknown hardware {unknown[0]!r}; known hardware: {', '.join(HARDWARE)}")
+        raise InputError(f"unknown hardware {unknown[0]!r}; known hardware: {', '.join(HARDWARE)}")
+    models = [canonical_model(m) for m in models or []]
     return [
-        Config(m.key, hw, tp)
+        GridCell(m.key, hw, tp)
         for m in MODELS if not models or m.key in models
         for hw in HARDWARE if not hardware or hw in hardware
         for tp in m.tp_values
     ]
 
 
-def configs_by_job_name() -> dict[str, Config]:
+def cells_by_job_name() -> dict[str, GridCell]:
     return {c.job_name: c for c in grid()}

@@ -13,28 +13,31 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from model import config
 from model.aggregate import read_metrics_file
-from model.grid import Config
-from model.job import FINGERPRINT_KEYS, JobSettings, fingerprint
+from model.checkpoint import read_record
+from model.classifiers.gru import intended_gru_impl
+from model.grid import GridCell
 from model.outputs import file_sha256, write_json
+from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
+
+
+def job_template(**grid_settings) -> JobSettings:
+    """The settings every job of a grid shares (the `grid` fields of JobSettings); the cell's
+    own fields are placeholders that job_settings() fills in."""
+    return JobSettings(data_file="", model="llama-3-8b", hardware="a100", tp=1, **grid_settings)
 
 
 @dataclass
 class LaunchSettings:
     data_dir: Path
     output_dir: Path
-    lr: float = config.LR
-    num_epochs: int = config.NUM_EPOCHS
-    seed: int = config.SEED
-    device: str | None = None
-    gru_impl: str = "auto"
-    use_wandb: bool = True
+    job: JobSettings = field(default_factory=job_template)
     jobs: int = 1
     skip_existing: bool = False
 
@@ -58,52 +61,39 @@ class JobRecord:
     note: str = ""
 
 
-def job_settings(cfg: Config, launch: LaunchSettings) -> JobSettings:
-    return JobSettings(data_file=str(cfg.data_file(launch.data_dir)), model=cfg.model,
-                       hardware=cfg.hardware, tp=cfg.tp, lr=launch.lr, num_epochs=launch.num_epochs,
-                       seed=launch.seed, device=launch.device or "auto", gru_impl=launch.gru_impl,
-                       output_dir=str(launch.output_dir), use_wandb=launch.use_wandb)
+def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> JobSettings:
+    return replace(launch.job, data_file=str(cfg.data_file(launch.data_dir)), model=cfg.model,
+                   hardware=cfg.hardware, tp=cfg.tp, output_dir=str(launch.output_dir),
+                   progress=False, resume=resume)
 
 
-def train_command(cfg: Config, launch: LaunchSettings, resume: bool = False) -> list[str]:
+def train_command(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> list[str]:
     """The train_entry command line of one job, run by the launcher's own interpreter."""
-    cmd = [sys.executable, "-m", "model.train_entry",
-           "--data_file", str(cfg.data_file(launch.data_dir)), "--model", cfg.model,
-           "--tp", str(cfg.tp), "--hardware_accelerator", cfg.hardware,
-           "--lr", repr(launch.lr), "--num_epochs", str(launch.num_epochs),
-           "--seed", str(launch.seed), "--output_dir", str(launch.output_dir),
-           "--gru_impl", launch.gru_impl, "--no_progress"]
-    if launch.device:
-        cmd += ["--device", launch.device]
-    if not launch.use_wandb:
-        cmd.append("--no_wandb")
-    if resume:
-        cmd.append("--resume")
-    return cmd
+    return [sys.executable, "-m", "model.train_entry", *job_argv(job_settings(cfg, launch, resume))]
 
 
-def _expected_impl(launch: LaunchSettings) -> str:
-    if launch.gru_impl != "auto":
-        return launch.gru_impl
-    device = launch.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return "fused" if device.startswith("cpu") else "torch"
+def _expected_impl(settings: JobSettings) -> str:
+    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return intended_gru_impl(settings.gru_impl, torch.device(device).type)
 
 
-def reuse_decision(cfg: Config, launch: LaunchSettings) -> tuple[str, str]:
+def reuse_decision(cfg: GridCell, launch: LaunchSettings) -> tuple[str, str]:
     """For --skip_existing: ('skip', why), ('resume', why) or ('run', why)."""
     settings = job_settings(cfg, launch)
     metrics_file = config.metrics_path(launch.output_dir, cfg.job_name)
     checkpoint = config.checkpoint_path(launch.output_dir, cfg.job_name)
-    expected = fingerprint(settings, file_sha256(settings.data_file), _expected_impl(launch))
+    expected = fingerprint(settings, file_sha256(settings.data_file), _expected_impl(settings))
     if metrics_file.exists():
         try:
             read_metrics_file(metrics_file)
-            if not config.synthetic_path(launch.output_dir, cfg.job_name).exists():
-                raise FileNotFoundError("no synthetic/ file")
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["fingerprint"]
-        except Exception as err:
+            for path in (config.synthetic_path(launch.output_dir, cfg.job_name),
+                         config.generation_path(launch.output_dir, cfg.job_name)):
+                if not path.exists():
+                    raise FileNotFoundError(f"no {path.parent.name}/{path.name}")
+            saved = read_record(checkpoint)["fingerprint"]
+        except Exception as err:   # InputError included: a damaged checkpoint is rerun
             return "run", f"existing results are incomplete ({err}); rerunning"
-        changed = [k for k in (*FINGERPRINT_KEYS, "data_sha256") if saved.get(k) != expected.get(k)]
+        changed = [k for k in (*RESULT_KEYS, "data_sha256") if saved.get(k) != expected.get(k)]
         if not changed:
             return "skip", "finished earlier with the same settings"
         what = ", ".join(f"{k} {saved.get(k)!r} -> {expected.get(k)!r}" for k in changed)
@@ -142,10 +132,10 @@ def raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-Queue = list[tuple[int, Config, list[str]]]
+Queue = list[tuple[int, GridCell, list[str]]]
 
 
-def plan_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], Queue]:
+def plan_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], Queue]:
     """One record per configuration, and the (record index, config, command) of those to run:
     not the ones without data, nor (with --skip_existing) the ones finished earlier."""
     out = launch.output_dir
@@ -181,7 +171,7 @@ def save_summary(output_dir: Path, records: list[JobRecord]) -> None:
     write_json(Path(output_dir) / config.SUMMARY_FILE, [asdict(r) for r in records])
 
 
-def run_grid(configs: list[Config], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
+def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
     """Run the configurations here; return their records and the signal that stopped the grid, if any."""
     threads = max(1, (os.cpu_count() or 1) // launch.jobs)
     records, queue = plan_grid(configs, launch, echo)

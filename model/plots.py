@@ -12,8 +12,6 @@ Exit status: 0 done, 2 nothing to plot or a damaged results file (named on stder
 from __future__ import annotations
 
 import math
-import zipfile
-import zlib
 from pathlib import Path
 
 import matplotlib
@@ -24,8 +22,9 @@ from matplotlib.figure import Figure
 from model import config
 from model.classifiers import metrics
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
-from model.grid import MODELS, MODELS_BY_KEY, configs_by_job_name
+from model.grid import MODELS, MODELS_BY_KEY, cells_by_job_name
 from model.outputs import atomic_path
+from model.validation_series import read_validation_series
 
 COLUMN_WIDTH_IN = 3.5
 PAGE_WIDTH_IN = 7.0
@@ -43,15 +42,13 @@ LEGEND_BESIDE = {"frameon": False, "loc": "upper left", "bbox_to_anchor": (1.0, 
 LEGEND_ABOVE = {"frameon": False, "loc": "lower right", "bbox_to_anchor": (1.0, 1.0), "ncols": 2,
                 "borderaxespad": 0.1}
 LOSSES_SUFFIX = "_losses.csv"
-SERIES_KEYS = ("trace_indices", "trace_lengths", "time_s", "real_watts", "synthetic_watts",
-               "true_states", "predicted_states", "probabilities")
 
 
 # ---------------------------------------------------------------- reading results
 
 def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
     """Every grid job's loss CSV as rows of job, model, hardware, tp, epoch, train_loss."""
-    known = configs_by_job_name()
+    known = cells_by_job_name()
     frames = []
     for path in sorted(Path(metrics_dir).glob(f"*{LOSSES_SUFFIX}")):
         cfg = known.get(path.name[: -len(LOSSES_SUFFIX)])
@@ -67,29 +64,6 @@ def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
         frames.append(frame.assign(job=cfg.job_name, model=cfg.model, hardware=cfg.hardware, tp=cfg.tp))
     columns = ["job", "model", "hardware", "tp", "epoch", "train_loss"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-def read_validation_series(path: Path | str) -> list[dict[str, np.ndarray]]:
-    """A job's synthetic/{job}.npz split back into one dict of arrays per validation trace."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise InputError(f"{path}: not a readable .npz file ({err})") from None
-    missing = [key for key in SERIES_KEYS if key not in arrays]
-    if missing:
-        raise InputError(f"{path}: key {missing[0]!r} is missing")
-    lengths = arrays["trace_lengths"]
-    n_bins = int(lengths.sum())
-    per_bin = [k for k in SERIES_KEYS if k not in ("trace_indices", "trace_lengths")]
-    wrong = [k for k in per_bin if len(arrays[k]) != n_bins]
-    if wrong or len(arrays["trace_indices"]) != len(lengths) or arrays["probabilities"].ndim != 2:
-        raise InputError(f"{path}: the arrays disagree in length ({wrong[0] if wrong else 'trace_indices'} "
-                         f"against trace_lengths, which sum to {n_bins})")
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return [{"trace_index": int(arrays["trace_indices"][i]),
-             **{k: arrays[k][bounds[i]:bounds[i + 1]] for k in per_bin}}
-            for i in range(len(lengths))]
 
 
 # ---------------------------------------------------------------- figures
@@ -194,6 +168,43 @@ def reliability_figure(by_model: dict[str, tuple[np.ndarray, np.ndarray, int]],
 
 # ---------------------------------------------------------------- writing
 
+def generated_day_figure(time_s: np.ndarray, watts: np.ndarray, title: str,
+                         baselines: dict[str, float] | None = None) -> Figure:
+    """A generated trace over its whole span: 1-minute means over the raw bins, with constant
+    baselines (TDP, mean) as dashed lines."""
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 2.2), layout="constrained")
+    ax = fig.subplots()
+    hours = np.asarray(time_s) / 3600.0
+    ax.plot(hours, watts, color=SYNTHETIC_COLOUR, linewidth=0.3, alpha=0.35, label="generated, 0.25 s")
+    step = max(1, int(round(60.0 / np.median(np.diff(time_s))))) if len(time_s) > 1 else 1
+    n = len(watts) // step * step
+    if n:
+        ax.plot(hours[:n:step], np.asarray(watts)[:n].reshape(-1, step).mean(axis=1), color=REAL_COLOUR,
+                linewidth=0.8, label="generated, 1-min mean")
+    for colour, (name, value) in zip(PALETTE[2:], (baselines or {}).items()):
+        ax.axhline(value, color=colour, linestyle="--", linewidth=0.8, label=name)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("power (W)")
+    ax.set_title(title, loc="left")
+    ax.legend(**LEGEND_BESIDE)
+    return fig
+
+
+def held_out_figure(time_s: np.ndarray, measured: np.ndarray, generated: dict[str, np.ndarray],
+                    title: str) -> Figure:
+    """A measured trace the model never saw, and what each method generated for its arrivals."""
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 2.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(time_s, measured, color=REAL_COLOUR, linewidth=0.9, label="measured")
+    for colour, (name, watts) in zip((SYNTHETIC_COLOUR, *PALETTE[2:]), generated.items()):
+        ax.plot(time_s, watts, color=colour, linewidth=0.8, alpha=0.85, label=name)
+    ax.set_xlabel("time since trace start (s)")
+    ax.set_ylabel("power (W)")
+    ax.set_title(title, loc="left")
+    ax.legend(**LEGEND_BESIDE)
+    return fig
+
+
 def save_figure(fig: Figure, plots_dir: Path, name: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
@@ -223,7 +234,7 @@ def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
     """Every figure the results allow; returns the files written."""
     results_dir = Path(results_dir)
     losses = read_losses(results_dir / config.METRICS_SUBDIR)
-    known = configs_by_job_name()
+    known = cells_by_job_name()
     series_files = sorted(p for p in (results_dir / config.SYNTHETIC_SUBDIR).glob("*.npz")
                           if p.stem in known)
     if losses.empty and not series_files:

@@ -22,7 +22,7 @@ import submitit
 
 from model import config
 from model.errors import InputError
-from model.grid import Config
+from model.grid import GridCell
 from model.launcher import (Interrupted, JobRecord, LaunchSettings, plan_grid, raise_interrupted,
                             save_summary, start_job)
 
@@ -132,7 +132,7 @@ def _finished(job, queued: dict[str, str] | None, gone_since: dict | None = None
     return time.monotonic() - first_seen >= RESULT_GRACE_S
 
 
-def submit_grid(configs: list[Config], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
+def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
                 echo=print) -> tuple[list[JobRecord], int | None]:
     """Submit the configurations as one array; wait for them unless `wait` is False."""
     records, queue = plan_grid(configs, launch, echo)

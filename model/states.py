@@ -1,8 +1,11 @@
-"""Power states (SPEC section 3): k-means on watts, numbered by ascending power.
+"""Power states (docs/design.md, "Power states"): k-means on watts, numbered by ascending power.
 
-    labeller = fit_power_states(traces, num_states=6)
-    labels = labeller.label(trace.power)            # 0 = lowest-power state
-    means, stds = state_watts(train_traces, labels_of_train, labeller)
+    states = fit_power_states([t.power for t in train], num_states=6)
+    labels = states.label(trace.power)              # 0 = lowest-power state, any trace
+    means, stds = state_watts([t.power for t in train], [states.label(t.power) for t in train], states)
+
+Only training watts fit the states; validation traces are labelled by the nearest centroid,
+so their watts shape nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from model import config
-from model.data import Trace
 from model.errors import InputError
 
 
@@ -32,9 +34,9 @@ class PowerStates:
         return distances.argmin(axis=1)
 
 
-def fit_power_states(traces: list[Trace], num_states: int = config.NUM_STATES) -> PowerStates:
-    """k-means over the valid bins of all the given traces (all traces of one TP)."""
-    watts = np.concatenate([t.power for t in traces])
+def fit_power_states(power: list[np.ndarray], num_states: int = config.NUM_STATES) -> PowerStates:
+    """k-means over the bins of the given (training) traces' watts."""
+    watts = np.concatenate(power)
     distinct = len(np.unique(watts))
     if distinct < num_states:
         raise InputError(f"only {distinct} distinct power values for {num_states} states; "

@@ -1,4 +1,4 @@
-"""Weights & Biases logging (SPEC section 10) with the real client.
+"""Weights & Biases logging (docs/design.md, "Weights & Biases") with the real client.
 
 - `--no_wandb` or WANDB_MODE=disabled: no run at all.
 - WANDB_MODE=online/offline: honoured.

@@ -1,4 +1,4 @@
-"""The aggregator against hand-written metrics files, and the table through real pdflatex (issue 4)."""
+"""The aggregator against hand-written metrics files, and the table through real pdflatex."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,8 @@ import pytest
 from conftest import run_cli
 from model import config
 
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
+
 
 def write_metrics(folder, job, f1, r2, mae, ece):
     folder.mkdir(parents=True, exist_ok=True)
@@ -19,13 +21,15 @@ def write_metrics(folder, job, f1, r2, mae, ece):
     (folder / f"{job}_metrics.csv").write_text("metric,value\n" + rows + "energy_error_pct,1.0\n")
 
 
-EXPECTED_TABLE = r"""\begin{table*}[t]
+EXPECTED_TABLE = r"""\begin{table*}[!htb]
 \centering
+\small
 \caption{Power-state classifier evaluation per model: mean~$\pm$~population standard deviation over hardware and tensor-parallel configurations.}
 \label{tab:train_eval_model}
+\vspace{0.4em}
 \begin{tabular}{lcccc}
 \toprule
-Model & Validation F1 $\uparrow$ & Autocorr $R^2$ $\uparrow$ & Transition MAE (W) $\downarrow$ & Expected Calibration Error $\downarrow$ \\
+\textbf{Model} & \textbf{Validation F1}~$\uparrow$ & \textbf{Autocorr $R^2$}~$\uparrow$ & \textbf{Transition MAE (W)}~$\downarrow$ & \textbf{Expected Calibration Error}~$\downarrow$ \\
 \midrule
 \texttt{Llama-3.1 (8B)} & 0.50~$\pm$~0.10 & 0.70~$\pm$~0.10 & 15.0~$\pm$~5.0 & 0.0200~$\pm$~0.0100 \\
 \texttt{DeepSeek-Distill (70B)} & 0.90~$\pm$~0.00 & 0.80~$\pm$~0.00 & 100.0~$\pm$~0.0 & 0.0500~$\pm$~0.0000 \\
@@ -106,3 +110,42 @@ def test_table_compiles_with_pdflatex(metrics_dir, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
+
+
+def write_generation(folder, job, ours_ks, tdp_energy):
+    rows = [f"ours,{ours_ks},0.9,0.2,3.0,4.0,2.0", f"tdp,1.0,0.0,1.5,120.0,110.0,{tdp_energy}",
+            "mean,0.7,0.0,0.3,20.0,25.0,5.0", "marginal,0.1,0.0,0.4,4.0,6.0,1.0",
+            "measured_features,0.1,0.95,0.15,2.0,3.0,1.5"]
+    (folder / f"{job}_generation.csv").write_text(
+        "method,ks,acf_r2,nrmse,p95_error_pct,p99_error_pct,energy_error_pct\n" + "\n".join(rows) + "\n")
+
+
+def test_generation_statistics_pool_every_configuration(metrics_dir, tmp_path):
+    write_generation(metrics_dir, "llama-3-8b_a100_tp1", 0.10, 200.0)
+    write_generation(metrics_dir, "llama-3-8b_h100_tp2", 0.30, 300.0)
+    write_generation(metrics_dir, "deepseek-r1-distill-70b_h100_tp8", 0.20, 150.0)
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stats = pd.read_csv(tmp_path / "generation_statistics.csv").set_index(["model", "method"])
+    llama = stats.loc[("llama-3-8b", "ours")]
+    assert llama["ks_mean"] == pytest.approx(0.2) and llama["ks_std"] == pytest.approx(0.1)
+    assert stats.loc[("llama-3-8b", "tdp"), "energy_error_pct_mean"] == pytest.approx(250.0)
+    assert stats.loc[("llama-3-8b", "tdp"), "n_configs"] == 2
+    assert stats.loc[("deepseek-r1-distill-70b", "ours"), "ks_std"] == 0.0
+    table = (tmp_path / "generation_fidelity.tex").read_text()
+    assert table.startswith("\\begin{table*}[!htb]\n\\centering\n\\small\n")
+    assert "\\label{tab:generation_fidelity}\n\\vspace{0.4em}" in table
+    assert "& Ours & 0.20~$\\pm$~0.10 &" in table and "& TDP &" in table
+    if shutil.which("pdflatex"):
+        (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                                            "\\begin{document}\n\\input{generation_fidelity.tex}\n\\end{document}\n")
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_outputs_default_beside_the_metrics_they_come_from(metrics_dir, tmp_path):
+    proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert (metrics_dir.parent / "table_summary.tex").exists()
+    assert (metrics_dir.parent / "model_statistics.csv").exists()

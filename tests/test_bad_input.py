@@ -1,10 +1,12 @@
-"""Bad input in every command: exit 2, a short message naming the problem, nothing written (issue 6)."""
+"""Bad input in every command: exit 2, a short message naming the problem, nothing written."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from conftest import files_under, load_arrays, run_cli, save_arrays
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 
 def _arrays(demo_file):

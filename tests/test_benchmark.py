@@ -1,12 +1,16 @@
-"""`python -m model.benchmark` runs end to end (issue 5). It is a benchmark, not a timed test:
+"""`python -m model.benchmark` runs end to end. It is a benchmark, not a timed test:
 this only checks that it completes and reports every figure, never how fast anything is."""
 from __future__ import annotations
+
+import pytest
 
 import re
 import subprocess
 import sys
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 
 def test_benchmark_runs_and_reports_every_figure():

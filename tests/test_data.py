@@ -1,4 +1,4 @@
-"""Loading and validating data files, and the demo generator (issue 2)."""
+"""Loading and validating data files, and the demo generator."""
 from __future__ import annotations
 
 

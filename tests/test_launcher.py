@@ -1,5 +1,7 @@
-"""The grid launcher (issue 4)."""
+"""The grid launcher."""
 from __future__ import annotations
+
+import pytest
 
 import json
 import shlex
@@ -10,6 +12,8 @@ import sys
 from conftest import files_under, run_cli
 from model import config
 from model.grid import grid
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 
 def test_dry_run_lists_16_commands_and_writes_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases, and each one getting worse with a worse model (issue 3)."""
+"""Metrics against hand-computed cases, and each one getting worse with a worse model."""
 from __future__ import annotations
 
 import numpy as np

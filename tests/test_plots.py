@@ -1,4 +1,4 @@
-"""Figures from saved validation series and loss curves (issue 9)."""
+"""Figures from saved validation series and loss curves."""
 from __future__ import annotations
 
 import itertools
@@ -16,9 +16,13 @@ from model import config
 from model.aggregate import read_metrics_file
 from model.classifiers import metrics
 from model.data import load_power_file
-from model.job import JobSettings, run_job
+from model.job import run_job
+from model.settings import JobSettings
 from model.plots import (STYLE, acf_figure, loss_curves_figure, pooled_by_model, read_losses,
-                         read_validation_series, reliability_figure, shown_trace, trace_figure)
+                         reliability_figure, shown_trace, trace_figure)
+from model.validation_series import read_validation_series
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 JOBS = (("llama-3-8b", "a100", 1), ("llama-3-8b", "a100", 2), ("deepseek-r1-distill-70b", "h100", 4))
 

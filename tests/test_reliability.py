@@ -1,5 +1,7 @@
-"""Interruption and resume (issue 6)."""
+"""Interruption and resume."""
 from __future__ import annotations
+
+import pytest
 
 import json
 import os
@@ -11,6 +13,8 @@ import time
 import pandas as pd
 
 from model import config
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 ENV = dict(os.environ, WANDB_MODE="disabled")
 

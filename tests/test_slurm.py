@@ -1,4 +1,4 @@
-"""The grid on a real single-node Slurm cluster (issue 7), started by tests/slurm/start_cluster.sh.
+"""The grid on a real single-node Slurm cluster, started by tests/slurm/start_cluster.sh.
 
 When Slurm cannot be started these tests fail; set POWERTRACE_NO_SLURM=1 to skip them on a
 machine where that is expected (CI never sets it)."""
@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, files_under, run_cli
 from model import config
+
+pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 MODELS = ("--models", "llama-3-8b", "--hardware", "a100")
 SLURM = ("--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20")

@@ -1,4 +1,4 @@
-"""Validation metrics (SPEC section 7) as small pure functions on numpy arrays.
+"""Validation metrics (docs/design.md, "Metrics") as small pure functions on numpy arrays.
 
 Per-trace inputs are lists with one array per validation trace; per-bin inputs are the
 concatenation of those traces. scikit-learn and statsmodels do what they already do.
@@ -51,7 +51,13 @@ def mean_trace_cross_entropy(log_probabilities: list[np.ndarray], labels: list[n
 
 
 def acf_lags(x: np.ndarray, nlags: int = config.ACF_NLAGS) -> np.ndarray:
-    """Autocorrelation at lags 1..nlags (statsmodels, FFT); NaN for a constant series."""
+    """Autocorrelation at lags 1..nlags (statsmodels, FFT); NaN for a constant series.
+
+    A constant series is tested for exactly: subtracting a float mean from it can leave rounding
+    residue of ~1e-14, whose "autocorrelation" is a smooth ramp that would score as structure.
+    """
+    if len(x) == 0 or np.all(x == x[0]):
+        return np.full(nlags, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # a constant series has no ACF
         return acf(x, nlags=nlags, fft=True)[1:]

@@ -1,4 +1,4 @@
-"""Synthetic power trace from the classifier (SPEC section 6).
+"""Synthetic power trace from the classifier (docs/design.md, "Synthetic trace").
 
     watts = synthesize(probabilities, state_means, state_stds, seed=seed + trace_index)
 
@@ -19,9 +19,11 @@ def sample_states(probabilities: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def synthesize(probabilities: np.ndarray, state_means: np.ndarray, state_stds: np.ndarray,
-               seed: int) -> np.ndarray:
-    """(T, K) state probabilities -> (T,) synthetic watts: mu[s_t] + sigma[s_t] * e_t."""
+               seed: int, return_states: bool = False):
+    """(T, K) state probabilities -> (T,) synthetic watts: mu[s_t] + sigma[s_t] * e_t
+    (and the sampled states s_t, with return_states)."""
     rng = np.random.default_rng(seed)
     states = sample_states(probabilities, rng)
     noise = rng.standard_normal(len(probabilities))
-    return state_means[states] + state_stds[states] * noise
+    watts = state_means[states] + state_stds[states] * noise
+    return (watts, states) if return_states else watts

@@ -1,4 +1,4 @@
-"""The training loop (SPEC section 5): Adam, cross-entropy, one trace per optimizer step.
+"""The training loop (docs/design.md, "Training"): Adam, cross-entropy, one trace per optimizer step.
 
     result = fit(model, train_x, train_y, val_x, val_y, lr=1e-4, num_epochs=500, seed=0)
 
@@ -72,7 +72,7 @@ def _load_state(path: Path, model, optimizer, shuffle_rng, fingerprint: dict) ->
 
 def make_optimizer(model: torch.nn.Module, lr: float = config.LR) -> torch.optim.Optimizer:
     # fused=True: one kernel per step for all parameters, the same update as the default loop
-    # to float32 rounding (about 1e-8 after 50 steps); it saves ~1 ms a step at batch size 1
+    # to float32 rounding (tests/test_fused_gru.py); at batch size 1 per-step overhead matters
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 

@@ -1,6 +1,6 @@
 // Dropout masks drawn from torch's default CPU generator exactly as Tensor.bernoulli_(p) draws
-// them, about 5x faster. nn.GRU's CPU dropout is `noise.bernoulli_(1 - p)`, which turns two
-// 32-bit MT19937 words into one double per element in a serial loop (about 10 ns an element);
+// them, in less time (model/benchmark.py measures it). nn.GRU's CPU dropout is `noise.bernoulli_(1 - p)`, which turns two
+// 32-bit MT19937 words into one double per element in a serial loop;
 // here the words come in blocks of 624 from vectorised loops. The generator is left exactly where
 // bernoulli_ leaves it, so `--gru_impl fused` and `torch` train on the same masks and the same
 // random stream afterwards. fused_gru.py checks this against bernoulli_ before first use.

@@ -1,0 +1,118 @@
+"""A power trace for traffic that was never measured, from one trained configuration.
+
+    python -m model.generate --checkpoint training_results/checkpoints/llama-3-8b_a100_tp1.pt \\
+        --rate 2 --duration 86400 --seed 0                       # a day of Poisson traffic
+    python -m model.generate --checkpoint ... --requests azure_conv_2023.csv
+
+Traffic is `--requests FILE` (CSV `arrival_time_s,input_tokens,output_tokens`, or the public
+Azure LLM inference trace `TIMESTAMP,ContextTokens,GeneratedTokens`) or `--rate R --duration S`
+(Poisson arrivals, token lengths drawn from the configuration's training requests). With
+--requests the trace runs to the last arrival plus --drain_s unless --duration is given.
+Writes a CSV `time_s,power_w,state` at the configuration's bin width (default
+generated/{job}_{traffic}_seed{N}.csv) and beside it <out>.json: inputs with SHA-256, seed,
+serving-model parameters, request count, energy and mean and peak watts.
+Exit status: 0 done, 2 bad input (one line naming the file or flag; nothing written).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from model import config
+from model.checkpoint import load_checkpoint
+from model.errors import ArgumentParser, InputError, run_cli
+from model.generation.generator import SAMPLINGS, Generator
+from model.generation.requests_file import poisson_requests, read_requests
+from model.grid import GPU_TDP_W
+from model.outputs import atomic_path, file_sha256, write_json
+from model.plots import STYLE, generated_day_figure, save_figure
+
+DRAIN_S = 60.0
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(__doc__)
+    parser.add_argument("--checkpoint", required=True, help="a training job's checkpoints/{job}.pt")
+    parser.add_argument("--requests", default=None, help="CSV of requests (ours or the Azure trace's)")
+    parser.add_argument("--rate", type=float, default=None, help="Poisson arrivals per second")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of trace")
+    parser.add_argument("--drain_s", type=float, default=DRAIN_S,
+                        help=f"with --requests and no --duration: seconds after the last arrival (default: {DRAIN_S})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the traffic and the sampling (default: 0)")
+    parser.add_argument("--sampling", choices=SAMPLINGS, default=config.GENERATION_SAMPLING,
+                        help=f"how states are drawn in time (default: {config.GENERATION_SAMPLING})")
+    parser.add_argument("--out", default=None, help="output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
+    parser.add_argument("--plot", action="store_true", help="also draw the trace as <out>.png and .pdf")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    if (args.requests is None) == (args.rate is None):
+        raise InputError("give the traffic as --requests FILE or as --rate R --duration S (one of them)")
+    if args.rate is not None and args.duration is None:
+        raise InputError("--rate needs --duration (seconds of traffic)")
+    if args.duration is not None and not (args.duration > 0 and math.isfinite(args.duration)):
+        raise InputError(f"--duration must be a positive number of seconds, got {args.duration}")
+    if not 0 <= args.seed < 2**32:
+        raise InputError(f"--seed must lie in 0..2**32-1, got {args.seed}")
+    ckpt = load_checkpoint(args.checkpoint)
+    generator = Generator(ckpt)
+    job = ckpt.configuration["job_name"]
+    if args.requests:
+        requests, notes = read_requests(args.requests)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        duration = args.duration or float(requests.arrival_s[-1]) + args.drain_s
+        traffic = {"requests_file": str(args.requests), "requests_sha256": file_sha256(args.requests)}
+        name = Path(args.requests).stem
+    else:
+        duration = args.duration
+        requests = poisson_requests(args.rate, duration, (ckpt.input_tokens, ckpt.output_tokens), args.seed)
+        traffic = {"poisson_rate_per_s": args.rate, "token_lengths": "drawn from the training requests"}
+        name = f"rate{args.rate:g}_{duration:g}s"
+    n_bins = int(math.ceil(duration / generator.bin_s - 1e-9))
+    if n_bins < 1:
+        raise InputError(f"--duration {duration} s is shorter than one {generator.bin_s} s bin")
+    out = Path(args.out or config.GENERATED_DIR / f"{job}_{name}_seed{args.seed}.csv")
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a directory; give a file name")
+
+    started = time.perf_counter()
+    trace = generator.generate(requests, n_bins, args.seed, args.sampling)
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame({"time_s": np.arange(n_bins) * generator.bin_s, "power_w": trace.watts,
+                          "state": trace.states})
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    energy_wh = float(trace.watts.sum() * generator.bin_s / 3600.0)
+    summary = {
+        "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+        "configuration": ckpt.configuration, **traffic, "seed": args.seed, "sampling": args.sampling,
+        "bin_s": generator.bin_s, "bins": n_bins, "duration_s": n_bins * generator.bin_s,
+        "requests": len(requests), "serving_model": ckpt.serving_model, "energy_wh": energy_wh,
+        "mean_w": float(trace.watts.mean()), "peak_w": float(trace.watts.max()),
+        "generation_seconds": round(seconds, 3),
+    }
+    write_json(out.with_name(out.name + ".json"), summary)
+    if args.plot:
+        tdp = ckpt.configuration["tp"] * GPU_TDP_W[ckpt.configuration["hardware"]]
+        with matplotlib.rc_context(STYLE):
+            fig = generated_day_figure(frame["time_s"].to_numpy(), trace.watts,
+                                       f"{job}: generated from {len(requests)} requests ({args.sampling})",
+                                       {"TDP": tdp, "training mean": ckpt.training_watts["mean"]})
+            save_figure(fig, out.parent, out.stem)
+    print(f"{out}: {n_bins} bins of {generator.bin_s} s from {len(requests)} requests; "
+          f"mean {summary['mean_w']:.0f} W, peak {summary['peak_w']:.0f} W, {energy_wh / 1000:.3f} kWh "
+          f"({seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "generate")

@@ -1,0 +1,175 @@
+"""Every setting of a training job, in one dataclass whose fields make everything else.
+
+    settings = JobSettings(data_file="x.npz", model="llama-3-8b", hardware="a100", tp=1, lr=3e-3)
+    argv = job_argv(settings)                 # the train_entry command line of that job
+    parser = ArgumentParser(...); add_job_flags(parser)        # train_entry's flags
+    fingerprint(settings, data_sha256, gru_impl)               # what --skip_existing compares
+
+Adding a hyperparameter is one field below: its default, its help, and whether it changes the
+result (`affects_result`, so it joins the fingerprint) and whether the grid launcher passes it
+to every job (`grid`, so run_all_training.py gets the same flag). tests/test_settings.py checks
+that the flags, the command line and the fingerprint agree with the fields.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from model import config
+from model.errors import InputError
+from model.classifiers.gru import GRU_IMPLS
+from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, job_name
+
+
+def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
+            affects_result: bool = False, grid: bool = False, per_job: bool = False,
+            negated_flag: str | None = None, choices: tuple | None = None):
+    """A dataclass field carrying what its command-line flag needs.
+
+    flag: the flag's name when it is not --<field name>; negated_flag: a store_true flag that
+    sets a True-by-default field to False (--no_wandb); per_job: the launcher fills it in per
+    grid cell (data file, model, TP) rather than offering a flag.
+    """
+    return field(default=default, metadata={
+        "help": help, "flag": flag, "affects_result": affects_result, "grid": grid,
+        "per_job": per_job, "negated_flag": negated_flag, "choices": choices})
+
+
+@dataclass
+class JobSettings:
+    # what to train: one cell of the grid
+    data_file: str = setting(help="the .npz file holding this LLM/GPU's traces", per_job=True)
+    model: str = setting(help="model key of the grid (data-file spellings are accepted)",
+                         affects_result=True, per_job=True)
+    hardware: str = setting(help="GPU type", flag="--hardware_accelerator", affects_result=True,
+                            per_job=True, choices=HARDWARE)
+    tp: int = setting(help="tensor-parallel size to train; -1 for every TP in the file",
+                      affects_result=True, per_job=True)
+    # the model and its training (docs/design.md, "Training")
+    lr: float = setting(config.LR, "Adam learning rate", affects_result=True, grid=True)
+    num_epochs: int = setting(config.NUM_EPOCHS, "training epochs", affects_result=True, grid=True)
+    hidden_size: int = setting(config.HIDDEN_SIZE, "GRU hidden units per direction",
+                               affects_result=True, grid=True)
+    num_layers: int = setting(config.NUM_LAYERS, "stacked GRU layers", affects_result=True, grid=True)
+    dropout: float = setting(config.DROPOUT, "dropout between GRU layers while training",
+                             affects_result=True, grid=True)
+    num_states: int = setting(config.NUM_STATES, "power states (k-means clusters)",
+                              affects_result=True, grid=True)
+    val_split: float = setting(config.VAL_SPLIT, "share of a TP's traces held out for validation",
+                               affects_result=True, grid=True)
+    seed: int = setting(config.SEED, "seed of the split, the weights, the shuffling and the sampling",
+                        affects_result=True, grid=True)
+    gru_impl: str = setting("auto", "auto: fused C++ kernel on CPU, cuDNN nn.GRU on CUDA",
+                            affects_result=True, grid=True, choices=GRU_IMPLS)
+    # how and where it runs; none of these changes a number
+    device: str = setting("auto", "cpu, cuda, cuda:1, ... (auto: cuda if available)", grid=True)
+    output_dir: str = setting(str(config.RESULTS_DIR), "results folder")
+    weights_path: str | None = setting(None, "checkpoint file (default OUTPUT_DIR/checkpoints/{job}.pt); "
+                                             "'{job}' is replaced")
+    use_wandb: bool = setting(True, "do not log to Weights & Biases", negated_flag="--no_wandb", grid=True)
+    val_every: int = setting(config.VAL_EVERY, "validation loss every N epochs", grid=True)
+    checkpoint_every: int = setting(config.CHECKPOINT_EVERY,
+                                    "save the training state every N epochs for --resume", grid=True)
+    resume: bool = setting(False, "continue from a saved training state", per_job=True)
+    progress: bool = setting(True, "no progress bar", negated_flag="--no_progress")
+
+    def __post_init__(self):
+        self.model = canonical_model(self.model) or self.model
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.model, self.hardware, self.tp)
+
+    def validate(self) -> None:
+        if self.model not in MODELS_BY_KEY:
+            raise InputError(f"--model {self.model!r} is not a model of the grid; known: "
+                             f"{', '.join(MODELS_BY_KEY)}")
+        if self.hardware not in HARDWARE:
+            raise InputError(f"--hardware_accelerator {self.hardware!r}: known: {', '.join(HARDWARE)}")
+        checks = [(self.lr > 0 and np.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
+                  (self.num_epochs >= 1, f"--num_epochs must be at least 1, got {self.num_epochs}"),
+                  (0 < self.val_split < 1, f"--val_split must lie in (0, 1), got {self.val_split}"),
+                  (self.hidden_size >= 1, f"--hidden_size must be at least 1, got {self.hidden_size}"),
+                  (self.num_layers >= 1, f"--num_layers must be at least 1, got {self.num_layers}"),
+                  (0 <= self.dropout < 1, f"--dropout must lie in [0, 1), got {self.dropout}"),
+                  (self.num_states >= 2, f"--num_states must be at least 2, got {self.num_states}"),
+                  (self.val_every >= 1, f"--val_every must be at least 1, got {self.val_every}"),
+                  (self.checkpoint_every >= 1,
+                   f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
+                  (0 <= self.seed < 2**32, f"--seed must lie in 0..2**32-1, got {self.seed}"),
+                  (self.gru_impl in GRU_IMPLS, f"--gru_impl must be one of {', '.join(GRU_IMPLS)}")]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata["negated_flag"] or f.metadata["flag"] or f"--{f.name}"
+
+
+def _field_type(f: dataclasses.Field):
+    return {"int": int, "float": float, "str": str, "str | None": str}[f.type]
+
+
+def add_job_flags(parser: argparse.ArgumentParser, launcher: bool = False,
+                  defaults: dict | None = None) -> None:
+    """One flag per field: every field for train_entry, the `grid` fields for the launcher.
+
+    `defaults` overrides a field's default in the parser and its help (the launcher's demo).
+    The parsed value of a field is stored under the field's name.
+    """
+    defaults = defaults or {}
+    for f in fields(JobSettings):
+        if launcher and not f.metadata["grid"]:
+            continue
+        default = defaults.get(f.name, f.default)
+        if f.metadata["negated_flag"]:
+            parser.add_argument(f.metadata["negated_flag"], dest=f.name, action="store_false",
+                                default=default, help=f.metadata["help"])
+            continue
+        if f.type == "bool":
+            parser.add_argument(flag_name(f), dest=f.name, action="store_true", default=default,
+                                help=f.metadata["help"])
+            continue
+        required = default is dataclasses.MISSING
+        shown = "" if required or f.default is None else f" (default: {f.default})"
+        kwargs = {"choices": f.metadata["choices"]} if f.metadata["choices"] else {}
+        parser.add_argument(flag_name(f), dest=f.name, type=_field_type(f), required=required,
+                            default=None if required else default,
+                            help=f.metadata["help"] + shown, **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace, **overrides) -> JobSettings:
+    """The JobSettings of parsed flags (fields the parser did not have keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in fields(JobSettings) if hasattr(args, f.name)}
+    return JobSettings(**(values | overrides))
+
+
+def job_argv(settings: JobSettings) -> list[str]:
+    """The train_entry arguments that rebuild `settings`: every field that changes results, so
+    a job's log shows all of them, and the others where they differ from their defaults."""
+    argv: list[str] = []
+    for f in fields(JobSettings):
+        value = getattr(settings, f.name)
+        if f.metadata["negated_flag"]:
+            if not value:
+                argv.append(f.metadata["negated_flag"])
+        elif f.type == "bool":
+            if value:
+                argv.append(flag_name(f))
+        elif f.metadata["affects_result"] or f.default is dataclasses.MISSING or value != f.default:
+            argv += [flag_name(f), repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+RESULT_KEYS = tuple(f.name for f in fields(JobSettings) if f.metadata["affects_result"])
+
+
+def fingerprint(settings: JobSettings, data_sha256: str, gru_impl: str) -> dict:
+    """Every setting that changes a job's numbers, with the kernel that `auto` resolves to and
+    the data file's digest: a finished job is reused only when all of them match."""
+    values = asdict(settings) | {"gru_impl": gru_impl}
+    return {key: values[key] for key in RESULT_KEYS} | {"data_sha256": data_sha256}
