@@ -195,9 +195,11 @@ def held_out_figure(time_s: np.ndarray, measured: np.ndarray, generated: dict[st
     """A measured trace the model never saw, and what each method generated for its arrivals."""
     fig = Figure(figsize=(PAGE_WIDTH_IN, 2.4), layout="constrained")
     ax = fig.subplots()
+    # the first method is drawn last of the generated ones and the measured trace on top
+    styled = list(zip((SYNTHETIC_COLOUR, *PALETTE[2:]), generated.items()))
+    for i, (colour, (name, watts)) in reversed(list(enumerate(styled))):
+        ax.plot(time_s, watts, color=colour, linewidth=0.8, alpha=0.9 if i == 0 else 0.45, label=name)
     ax.plot(time_s, measured, color=REAL_COLOUR, linewidth=0.9, label="measured")
-    for colour, (name, watts) in zip((SYNTHETIC_COLOUR, *PALETTE[2:]), generated.items()):
-        ax.plot(time_s, watts, color=colour, linewidth=0.8, alpha=0.85, label=name)
     ax.set_xlabel("time since trace start (s)")
     ax.set_ylabel("power (W)")
     ax.set_title(title, loc="left")
