@@ -26,13 +26,16 @@ def main() -> int:
                              f"the generation table and statistics go beside it")
     parser.add_argument("--csv_output", default=None,
                         help=f"per-model statistics CSV (default: beside the metrics folder, {config.STATISTICS_FILE})")
+    parser.add_argument("--allow_mixed_settings", action="store_true",
+                        help="pool jobs trained with different settings (each difference is noted)")
     parser.add_argument("--plots", action="store_true",
                         help=f"also write the figures (python -m model.plots) under "
                              f"<metrics_dir>/../{config.PLOTS_SUBDIR}/")
     args = parser.parse_args()
     results_dir = Path(args.metrics_dir).parent     # outputs sit beside what they were made from
     aggregate(args.metrics_dir, args.output or results_dir / config.TABLE_FILE,
-              args.csv_output or results_dir / config.STATISTICS_FILE, print_table=True)
+              args.csv_output or results_dir / config.STATISTICS_FILE, print_table=True,
+              allow_mixed_settings=args.allow_mixed_settings)
     if args.plots:
         write_plots(Path(args.metrics_dir).resolve().parent)
     return EXIT_OK

@@ -22,8 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from model import config
 from model.aggregate import aggregate
+from model.classifiers.fused_gru import FusedGRUUnavailable, extension_is_built, load_extension
+from model.classifiers.gru import intended_gru_impl
 from model.demo_data import write_demo_files
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
@@ -53,12 +57,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true",
                         help="generate demo data, train the grid briefly, print the table")
     slurm = parser.add_argument_group("Slurm (--launcher slurm): one job array, one task per configuration")
-    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                       help="run the jobs here, or submit them to Slurm")
     slurm.add_argument("--slurm_partition", default=None, help="default: the cluster's default partition")
     slurm.add_argument("--slurm_time", type=int, default=SlurmSettings.time_min, help="minutes per task")
-    slurm.add_argument("--slurm_gpus_per_job", type=int, default=SlurmSettings.gpus_per_job)
-    slurm.add_argument("--slurm_cpus_per_job", type=int, default=SlurmSettings.cpus_per_job)
-    slurm.add_argument("--slurm_mem_gb", type=float, default=SlurmSettings.mem_gb)
+    slurm.add_argument("--slurm_gpus_per_job", type=int, default=SlurmSettings.gpus_per_job,
+                       help="GPUs per task")
+    slurm.add_argument("--slurm_cpus_per_job", type=int, default=SlurmSettings.cpus_per_job,
+                       help="CPUs per task, also its torch thread count")
+    slurm.add_argument("--slurm_mem_gb", type=float, default=SlurmSettings.mem_gb, help="memory per task, GB")
     slurm.add_argument("--slurm_array_parallelism", type=int, default=SlurmSettings.array_parallelism,
                        help="tasks running at once")
     slurm.add_argument("--slurm_setup", action="append", default=[], metavar="LINE",
@@ -70,6 +77,27 @@ def parse_args() -> argparse.Namespace:
     args.models = [m for item in args.models or [] for m in item.split(",") if m] or None
     args.hardware = [h for item in args.hardware or [] for h in item.split(",") if h] or None
     return args
+
+
+def prebuild_kernel(template) -> None:
+    """Build the fused kernel here, once, with a word about it, rather than in every job at
+    once while the launcher says nothing."""
+    device = template.device if template.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if intended_gru_impl(template.gru_impl, torch.device(device).type) == "fused" and not extension_is_built():
+        print("building the fused GRU kernel once (about a minute; later runs reuse it) ...", flush=True)
+        try:
+            load_extension(verbose=False)
+        except FusedGRUUnavailable:
+            pass             # each job says why and falls back to nn.GRU
+
+
+def next_steps(output_dir: Path) -> str:
+    lines = [f"\nresults: {output_dir}/",
+             f"next:    python3 aggregate_metrics.py --metrics_dir {output_dir / config.METRICS_SUBDIR} --plots"]
+    offline = sorted((output_dir / "wandb").glob("offline-run-*")) if (output_dir / "wandb").is_dir() else []
+    if offline:
+        lines.append(f"W&B:     {len(offline)} offline run(s); upload with: wandb sync {output_dir / 'wandb'}/offline-run-*")
+    return "\n".join(lines)
 
 
 def collect_submitted(output_dir: Path) -> int:
@@ -113,9 +141,10 @@ def main() -> int:
             print(f"# one Slurm job array of {len(configs)} tasks, submitted through submitit as:")
             print(submission_preview(output_dir, slurm, len(configs)).rstrip())
             print("# task i runs command i:")
+        for missing in dict.fromkeys(c.data_file(launch.data_dir) for c in configs):
+            if not missing.exists():     # one warning per file, before the commands
+                print(f"WARNING: Data file not found: {missing}", file=sys.stderr)
         for cfg in configs:
-            if not cfg.data_file(launch.data_dir).exists():
-                print(f"WARNING: Data file not found: {cfg.data_file(launch.data_dir)}", file=sys.stderr)
             print(shlex.join(train_command(cfg, launch)))
         return EXIT_OK
 
@@ -137,6 +166,7 @@ def main() -> int:
     if args.launcher == "slurm":
         records, stopped_by = submit_grid(configs, launch, slurm, wait=not args.no_wait)
     else:
+        prebuild_kernel(template)
         records, stopped_by = run_grid(configs, launch)
     counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
     print(f"\n{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -150,6 +180,8 @@ def main() -> int:
               f"{data_file_name(configs[0].model, configs[0].hardware)}).\n"
               f"To try the pipeline on generated demo data: python3 run_all_training.py --demo")
     failed = counts.get("failed", 0) + counts.get("missing_data", 0)
+    if not args.demo and counts.get("succeeded", 0):
+        print(next_steps(output_dir))
     if args.demo and counts.get("succeeded", 0) + counts.get("skipped_existing", 0) > 0:
         print()
         aggregate(output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,

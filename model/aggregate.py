@@ -18,6 +18,7 @@ from model import config
 from model.errors import InputError
 from model.grid import MODELS, cells_by_job_name, grid
 from model.outputs import write_text
+from model.provenance import git_state, now, read_provenance
 
 METRICS_SUFFIX = "_metrics.csv"
 GENERATION_SUFFIX = "_generation.csv"
@@ -85,6 +86,35 @@ def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), notes
 
 
+# settings a table may pool over: the ones that make a cell of the grid (and its data file)
+CELL_KEYS = ("model", "hardware", "tp", "data_sha256")
+
+
+def job_settings_table(metrics_dir: Path, jobs: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per job of the settings it recorded (metrics/{job}_provenance.json), and notes
+    on jobs that recorded none (written before provenance existed)."""
+    rows, notes = [], []
+    for job in jobs:
+        record = read_provenance(config.provenance_path(metrics_dir.parent, job))
+        if record is None:
+            notes.append(f"{job}: no {job}_provenance.json; its settings cannot be checked")
+            continue
+        rows.append({"job": job, **{k: v for k, v in record["settings"].items() if k not in CELL_KEYS},
+                     "git_commit": (record.get("git") or {}).get("commit"), "data": record.get("data")})
+    return pd.DataFrame(rows), notes
+
+
+def mixed_settings(settings: pd.DataFrame) -> list[str]:
+    """One line per setting that differs between jobs, naming the jobs with each value."""
+    lines = []
+    for key in [c for c in settings.columns if c not in ("job", "git_commit", "data")]:
+        groups = settings.groupby(settings[key].astype(str))["job"].apply(list)
+        if len(groups) > 1:
+            lines.append(f"{key} differs: " + "; ".join(f"{value} in {', '.join(jobs)}"
+                                                          for value, jobs in groups.items()))
+    return lines
+
+
 def model_statistics(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Mean and population std per model over its configurations, in the grid's model order."""
     rows, notes = [], []
@@ -93,7 +123,10 @@ def model_statistics(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if subset.empty:
             continue
         row: dict = {"model": spec.key}
-        for metric in config.TABLE_METRICS:
+        for metric in config.STATISTICS_METRICS:
+            if metric not in subset:       # metrics files written before the metric existed
+                row[f"{metric}_mean"] = row[f"{metric}_std"] = float("nan")
+                continue
             values = subset[metric].to_numpy(dtype=float)
             finite = values[np.isfinite(values)]
             if len(finite) < len(values):
@@ -230,21 +263,48 @@ def aggregate_generation(metrics_dir: Path | str, out_dir: Path | str, echo=prin
     return stats
 
 
+def table_stamp(settings: pd.DataFrame) -> str:
+    """A LaTeX comment line saying which code made the table, when, and from what data."""
+    git = git_state()
+    commits = sorted({c for c in settings.get("git_commit", pd.Series(dtype=str)).dropna()})
+    code = ("jobs at commit " + ", ".join(c[:12] for c in commits)) if commits else "jobs of unknown commit"
+    here = f"table by commit {git['commit'][:12]}{' (uncommitted changes)' if git['dirty'] else ''}" \
+        if git["commit"] else "table outside a git checkout"
+    data = sorted({d for d in settings.get("data", pd.Series(dtype=str)).dropna()})
+    return f"% {code}; {here}; {now()[:10]}; data: {', '.join(data) or 'unknown'}\n"
+
+
 def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
-              print_table: bool = False) -> pd.DataFrame:
-    """Read the metrics, write the statistics CSV and the table, print a summary."""
+              print_table: bool = False, allow_mixed_settings: bool = False) -> pd.DataFrame:
+    """Read the metrics, write the statistics CSV, the table and all_jobs.csv, print a summary.
+
+    Jobs trained with different settings (other than their own model, hardware, TP and data)
+    are not pooled: InputError naming them, unless allow_mixed_settings.
+    """
     results, notes = collect(metrics_dir)
+    settings, provenance_notes = job_settings_table(Path(metrics_dir), list(results["job"]))
+    mixed = mixed_settings(settings) if not settings.empty else []
+    if mixed and not allow_mixed_settings:
+        raise InputError(f"{metrics_dir}: the jobs were trained with different settings, so their "
+                         f"mean would mix them ({' | '.join(mixed)}); rerun them alike, aggregate a "
+                         "folder per setting, or pass --allow_mixed_settings")
+    notes += [f"pooled despite: {line}" for line in mixed] + provenance_notes
     stats, nan_notes = model_statistics(results)
-    table = latex_table(stats)
+    table = table_stamp(settings) + latex_table(stats)
     csv_text = stats.to_csv(index=False, float_format="%.10g")
+    all_jobs = results.merge(settings, on="job", how="left") if not settings.empty else results
     write_text(csv_path, csv_text)
     write_text(table_path, table)
+    all_jobs_path = Path(table_path).parent / config.ALL_JOBS_FILE
+    write_text(all_jobs_path, all_jobs.to_csv(index=False, float_format="%.10g"))
 
     shown = stats.copy()
     for metric, _, decimals in TABLE_COLUMNS:
         shown[metric] = [_cell(m, s, decimals).replace("~$\\pm$~", " ± ")
                          for m, s in zip(stats[f"{metric}_mean"], stats[f"{metric}_std"])]
-    print(shown[["model", *config.TABLE_METRICS, "n_configs"]].to_string(index=False))
+    shown["energy_error_pct"] = [_cell(m, s, 1).replace("~$\\pm$~", " ± ") for m, s in
+                                 zip(stats["energy_error_pct_mean"], stats["energy_error_pct_std"])]
+    print(shown[["model", *config.TABLE_METRICS, "energy_error_pct", "n_configs"]].to_string(index=False))
     for line in missing_configurations(results) + nan_notes + notes:
         print(f"note: {line}")
     if print_table:
@@ -252,6 +312,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
         print(table, end="")
     print(f"statistics: {csv_path}")
     print(f"table:      {table_path}")
+    print(f"every job:  {all_jobs_path}")
     print()
     aggregate_generation(metrics_dir, Path(table_path).parent)
     return stats

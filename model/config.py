@@ -40,6 +40,8 @@ ECE_BINS = 10
 METRIC_ORDER = ("val_f1", "val_precision", "val_recall", "ece", "autocorr_r2",
                 "transition_mae", "final_train_loss", "final_val_loss", "val_accuracy")
 TABLE_METRICS = ("val_f1", "autocorr_r2", "transition_mae", "ece")
+# model_statistics.csv also summarises these (the LaTeX table keeps its four columns)
+STATISTICS_METRICS = TABLE_METRICS + ("acf_mae", "energy_error_pct")
 
 # Weights & Biases (docs/design.md, "Weights & Biases")
 WANDB_PROJECT = "powertrace-classifier-training"
@@ -56,6 +58,7 @@ GENERATION_SAMPLING = "independent"
 # the windowed probabilities to the whole-sequence ones)
 INFERENCE_WINDOW = 4096
 INFERENCE_CONTEXT = 512
+INFERENCE_BATCH = 96          # windows per forward pass: bounds the activations kept in memory
 
 # Output tree (docs/design.md, "Outputs")
 METRICS_SUBDIR = "metrics"
@@ -66,6 +69,7 @@ PLOTS_SUBDIR = "plots"
 SUMMARY_FILE = "jobs_summary.json"
 STATISTICS_FILE = "model_statistics.csv"
 TABLE_FILE = "table_summary.tex"
+ALL_JOBS_FILE = "all_jobs.csv"
 GENERATION_STATISTICS_FILE = "generation_statistics.csv"
 GENERATION_TABLE_FILE = "generation_fidelity.tex"
 
@@ -95,6 +99,11 @@ def synthetic_path(output_dir: Path | str, job: str) -> Path:
 def generation_path(output_dir: Path | str, job: str) -> Path:
     """Generation scored on the job's validation traces: ours against the baselines."""
     return Path(output_dir) / METRICS_SUBDIR / f"{job}_generation.csv"
+
+
+def provenance_path(output_dir: Path | str, job: str) -> Path:
+    """Where a job's numbers came from: settings, commit, packages, machine, data, times."""
+    return Path(output_dir) / METRICS_SUBDIR / f"{job}_provenance.json"
 
 
 def log_path(output_dir: Path | str, job: str) -> Path:

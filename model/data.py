@@ -21,6 +21,7 @@ from model.outputs import write_npz
 BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
 REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
 REQUIRED_KEYS = BIN_KEYS + REQUEST_KEYS + ("tensor_parallelism",)
+OPTIONAL_KEYS = ("trace_lengths", "simulated")
 
 
 class DataError(InputError):
@@ -76,6 +77,7 @@ class Trace:
 class PowerData:
     path: Path
     traces: list[Trace]
+    simulated: bool = False      # written by model/demo_data.py, not measured
 
     @property
     def tp_values(self) -> list[int]:
@@ -123,7 +125,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             missing = [k for k in REQUIRED_KEYS if k not in keys]
             if missing:
                 raise DataError(path, f"missing key {missing[0]!r}; keys found: {', '.join(keys) or 'none'}")
-            wanted = REQUIRED_KEYS + (("trace_lengths",) if "trace_lengths" in keys else ())
+            wanted = REQUIRED_KEYS + tuple(k for k in OPTIONAL_KEYS if k in keys)
             arrays = {}
             for key in wanted:
                 try:
@@ -216,7 +218,7 @@ def load_power_file(path: Path | str) -> PowerData:
             output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64))
         traces.append(Trace(index=i, tp=int(tp[i]), workload=workload,
                             power=arrays["power_traces"][i, :length].astype(np.float64)))
-    return PowerData(path=path, traces=traces)
+    return PowerData(path=path, traces=traces, simulated="simulated" in arrays)
 
 
 FLOAT_KEYS = ("timestamps", "power_traces", "request_timestamps")

@@ -198,7 +198,9 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
             path = out_dir / data_file_name(spec.key, hw)
             runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
             try:
-                write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates)},
+                # `simulated` marks the file as demo data wherever its results go (provenance, table)
+                write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates),
+                                                         "simulated": np.array(1)},
                                  pad_timestamps="ramp")
             except OSError as err:
                 raise InputError(f"{path}: cannot write: {err.strerror}") from None
@@ -209,7 +211,7 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
 def main() -> int:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (same seed, same files)")
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in POISSON_RATES),
                         help="arrival rates (requests/s) the traces of each TP cycle through "
                              "(default: %(default)s); e.g. one rate alone makes held-out traffic")

@@ -25,13 +25,24 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
     sys.exit(status)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each flag's default after its help unless the help
+    already says it (or there is none to show: an off switch, a flag without a default)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or isinstance(action.default, bool)
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line usage error instead of the whole usage text."""
 
     def __init__(self, doc: str, **kwargs):
         head, _, rest = doc.partition("\n\n")
-        super().__init__(description=head, epilog=rest or None,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        super().__init__(description=head, epilog=rest or None, formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message: str):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)

@@ -70,7 +70,7 @@ def main() -> int:
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print(f"{ckpt.configuration['job_name']} on {len(traces)} TP {tp} trace(s) of {args.data_file}, "
               f"{args.seeds} seed(s):")
-        print(scores.summary[list(GENERATION_COLUMNS)].to_string(index=False))
+        print(scores.summary[list(GENERATION_COLUMNS) + ["acf_mae"]].to_string(index=False))
     if args.out:
         print(f"wrote {args.out} and {per_trace}")
     if args.plot and args.out:

@@ -24,6 +24,9 @@ class ModelSpec:
         return self.table_label.removeprefix(r"\texttt{").removesuffix("}")
 
 
+# The table labels follow the published table ("Llama-3.1 (8B)"); the demo and the README call
+# the models Llama-3. If your measurements are of Llama-3, change the label here: it is the only
+# place a model's name in the table, the figures and the statistics comes from.
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("llama-3-8b", "llama-3-8b", (1, 2), r"\texttt{Llama-3.1 (8B)}"),
     ModelSpec("llama-3-70b", "llama-3-70b", (4, 8), r"\texttt{Llama-3.1 (70B)}"),
@@ -48,6 +51,16 @@ def canonical_model(name: str) -> str | None:
 def data_file_name(model: str, hardware: str) -> str:
     """Name of the data file holding every TP of one LLM on one GPU type."""
     return f"vllm-benchmark_{MODELS_BY_KEY[model].file_stem}_{hardware}.npz"
+
+
+def cell_of_data_file(name: str) -> tuple[str, str] | None:
+    """(model key, hardware) that a file named like the grid's data files holds; None for any
+    other name."""
+    for spec in MODELS:
+        for hw in HARDWARE:
+            if name == data_file_name(spec.key, hw):
+                return spec.key, hw
+    return None
 
 
 def job_name(model: str, hardware: str, tp: int) -> str:

@@ -30,7 +30,8 @@ from model.errors import InputError
 from model.features import FeatureNorm, raw_features, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
-from model.outputs import file_sha256, remove_stale_temp_files, write_csv
+from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
+from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
 from model.states import PowerStates, fit_power_states, state_watts
 from model.tracking import Tracker
@@ -88,7 +89,8 @@ def output_paths(settings: JobSettings) -> dict[str, Path]:
     return {"metrics": config.metrics_path(out, job), "losses": config.losses_path(out, job),
             "checkpoint": Path(weights) if weights else config.checkpoint_path(out, job),
             "synthetic": config.synthetic_path(out, job),
-            "generation": config.generation_path(out, job), "state": config.state_path(out, job)}
+            "generation": config.generation_path(out, job),
+            "provenance": config.provenance_path(out, job), "state": config.state_path(out, job)}
 
 
 def check_writable(paths: dict[str, Path]) -> None:
@@ -171,6 +173,7 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
         "final_val_loss": metrics.mean_trace_cross_entropy(log_probs, true_states),
         "val_accuracy": scores["val_accuracy"],
         "energy_error_pct": metrics.energy_error_pct(real, synthetic),
+        "acf_mae": metrics.acf_mae(real, synthetic),
         "train_seconds": fit_result.train_seconds,
         "num_epochs": settings.num_epochs,
         "n_train_traces": len(prepared.train),
@@ -220,7 +223,8 @@ def bin_width(traces: list[Trace]) -> float:
 
 
 def save(paths: dict[str, Path], settings: JobSettings, checkpoint: Checkpoint, prepared: Prepared,
-         evaluation: Evaluation, fit_result: FitResult, generation_rows: list[list]) -> None:
+         evaluation: Evaluation, fit_result: FitResult, generation_rows: list[list],
+         record: dict) -> None:
     """Write the job's files; the metrics file marks a finished job, so it goes last."""
     write_validation_series(paths["synthetic"], prepared.val, evaluation.probs, prepared.val_labels,
                             evaluation.synthetic, prepared.state_means, prepared.state_stds)
@@ -228,6 +232,7 @@ def save(paths: dict[str, Path], settings: JobSettings, checkpoint: Checkpoint, 
               [[i + 1, repr(loss)] for i, loss in enumerate(fit_result.train_losses)])
     write_csv(paths["generation"], list(GENERATION_COLUMNS), generation_rows)
     save_checkpoint(paths["checkpoint"], checkpoint)
+    write_json(paths["provenance"], record)
     write_csv(paths["metrics"], ["metric", "value"],
               [[k, repr(float(v))] for k, v in evaluation.values.items()])
 
@@ -239,6 +244,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     before anything is written.
     """
     settings.validate()
+    started = now()
     device = resolve_device(settings.device)
     data = data or load_power_file(settings.data_file)
     prepared = prepare(settings, data)
@@ -252,7 +258,8 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     run_config = asdict(settings) | {"gru_impl": gru_impl, "device": str(device), "job_name": job,
                                      "n_train_traces": len(prepared.train), "n_val_traces": len(prepared.val)}
     own_tracker = tracker is None
-    tracker = tracker or Tracker(job, run_config, enabled=settings.use_wandb, run_dir=settings.output_dir)
+    tracker = tracker or Tracker(job, run_config, enabled=settings.use_wandb, run_dir=settings.output_dir,
+                                 tags=(settings.model, settings.hardware, f"tp{settings.tp}"))
     try:
         model, fit_result = train(settings, prepared, device, gru_impl, tracker, paths["state"], run_fingerprint)
         model = model.cpu()
@@ -265,7 +272,8 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         generation = score_generation(checkpoint, prepared.val, seeds=config.GENERATION_SEEDS,
                                       base_seed=settings.seed)
         tracker.log_final(evaluation.values)
-        save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows())
+        record = provenance(run_fingerprint, settings.data_file, data.simulated, started, now())
+        save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
     except BaseException:
         if own_tracker:

@@ -24,6 +24,7 @@ from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
 from model.grid import GridCell
 from model.outputs import file_sha256, write_json
+from model.provenance import git_state
 from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
 
 
@@ -59,6 +60,8 @@ class JobRecord:
     synthetic: str = ""
     slurm_job_id: str = ""
     note: str = ""
+    provenance: str = ""           # the job's provenance file: settings, commit, versions, machine, times
+    git_commit: str = ""           # the launcher's checkout (with "+dirty" for uncommitted changes)
 
 
 def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> JobSettings:
@@ -103,6 +106,10 @@ def reuse_decision(cfg: GridCell, launch: LaunchSettings) -> tuple[str, str]:
     return "run", ""
 
 
+# every job this launcher starts shares one W&B group, named after when the grid started
+GRID_RUN_GROUP = os.environ.get("WANDB_RUN_GROUP") or time.strftime("grid-%Y%m%d-%H%M%S")
+
+
 def start_job(cmd: list[str], log_path: str, job_name: str, env: dict | None = None, **popen_kwargs):
     """Start one job's command from the project root, its output (after the command line) into
     its log; return the process and the open log file."""
@@ -110,7 +117,9 @@ def start_job(cmd: list[str], log_path: str, job_name: str, env: dict | None = N
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
-                               env=(env or dict(os.environ)) | {"WANDB_NAME": job_name}, **popen_kwargs)
+                               env=(env or dict(os.environ)) | {"WANDB_NAME": job_name,
+                                                                "WANDB_RUN_GROUP": GRID_RUN_GROUP},
+                               **popen_kwargs)
     return process, log
 
 
@@ -141,13 +150,16 @@ def plan_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tu
     out = launch.output_dir
     records: list[JobRecord] = []
     queue: Queue = []
+    git = git_state()
+    commit = (git["commit"] or "") + ("+dirty" if git["dirty"] else "")
     for cfg in configs:
         data_file = cfg.data_file(launch.data_dir)
         record = JobRecord(cfg.model, cfg.hardware, cfg.tp, cfg.job_name, str(data_file), "",
                            log=str(config.log_path(out, cfg.job_name)),
                            metrics=str(config.metrics_path(out, cfg.job_name)),
                            checkpoint=str(config.checkpoint_path(out, cfg.job_name)),
-                           synthetic=str(config.synthetic_path(out, cfg.job_name)))
+                           synthetic=str(config.synthetic_path(out, cfg.job_name)),
+                           provenance=str(config.provenance_path(out, cfg.job_name)), git_commit=commit)
         records.append(record)
         if not data_file.exists():
             echo(f"WARNING: Data file not found: {data_file}")
@@ -171,6 +183,17 @@ def save_summary(output_dir: Path, records: list[JobRecord]) -> None:
     write_json(Path(output_dir) / config.SUMMARY_FILE, [asdict(r) for r in records])
 
 
+def progress_line(done: int, running: int, waiting: int, seconds: list[float], jobs: int) -> str:
+    """'3 done, 2 running, 11 waiting, about 4 min left': the mean finished job's time for every
+    job not yet done, `jobs` at a time."""
+    left = running + waiting
+    if not left:
+        return f"{done} done"
+    eta = sum(seconds) / len(seconds) * left / max(1, jobs) if seconds else float("nan")
+    when = f"about {eta / 60:.0f} min left" if eta >= 60 else f"about {eta:.0f} s left"
+    return f"{done} done, {running} running, {waiting} waiting, {when}"
+
+
 def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tuple[list[JobRecord], int | None]:
     """Run the configurations here; return their records and the signal that stopped the grid, if any."""
     threads = max(1, (os.cpu_count() or 1) // launch.jobs)
@@ -183,6 +206,7 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
     save()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
+    finished: list[float] = []
     previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped_by = None
     try:
@@ -209,6 +233,8 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
                 save()
                 echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
                      f"(log: {record.log})")
+                finished.append(record.seconds)
+                echo("       " + progress_line(len(finished), len(running), len(queue), finished, launch.jobs))
     except (Interrupted, KeyboardInterrupt) as stop:
         stopped_by = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         for process, _, _ in running.values():

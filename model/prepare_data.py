@@ -121,8 +121,8 @@ def parse_gpus(text: str | None) -> list[int] | None:
 def main() -> int:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--runs", required=True, help="folder of benchmark JSONs and power CSVs")
-    parser.add_argument("--model", required=True, choices=MODEL_KEYS)
-    parser.add_argument("--hardware", required=True, choices=HARDWARE)
+    parser.add_argument("--model", required=True, choices=MODEL_KEYS, help="the LLM the runs served")
+    parser.add_argument("--hardware", required=True, choices=HARDWARE, help="the GPU type the runs used")
     parser.add_argument("--out", default=None, help="the .npz to write (default: model/training_data/<grid name>)")
     parser.add_argument("--gpus", default=None,
                         help="nvidia-smi indices of the GPUs whose watts are summed (default 0..TP-1)")

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
 from model import config
 from model.errors import InputError
 from model.classifiers.gru import GRU_IMPLS
-from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, job_name
+from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, cell_of_data_file, job_name
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
@@ -89,6 +90,11 @@ class JobSettings:
                              f"{', '.join(MODELS_BY_KEY)}")
         if self.hardware not in HARDWARE:
             raise InputError(f"--hardware_accelerator {self.hardware!r}: known: {', '.join(HARDWARE)}")
+        named = cell_of_data_file(Path(self.data_file).name)
+        if named and named != (self.model, self.hardware):
+            raise InputError(f"{self.data_file}: its name says {named[0]} on {named[1]}, but the flags say "
+                             f"--model {self.model} --hardware_accelerator {self.hardware}; results would be "
+                             "filed under the wrong configuration")
         checks = [(self.lr > 0 and np.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
                   (self.num_epochs >= 1, f"--num_epochs must be at least 1, got {self.num_epochs}"),
                   (0 < self.val_split < 1, f"--val_split must lie in (0, 1), got {self.val_split}"),
@@ -135,7 +141,8 @@ def add_job_flags(parser: argparse.ArgumentParser, launcher: bool = False,
                                 help=f.metadata["help"])
             continue
         required = default is dataclasses.MISSING
-        shown = "" if required or f.default is None else f" (default: {f.default})"
+        # the help shows the field's own default even where the parser's differs (the demo's)
+        shown = "" if required or default == f.default else f" (default: {f.default})"
         kwargs = {"choices": f.metadata["choices"]} if f.metadata["choices"] else {}
         parser.add_argument(flag_name(f), dest=f.name, type=_field_type(f), required=required,
                             default=None if required else default,

@@ -44,7 +44,8 @@ class Tracker:
     Runs are written under WANDB_DIR, else under `run_dir` (the job's output folder).
     """
 
-    def __init__(self, name: str, run_config: dict, enabled: bool = True, run_dir: str | None = None):
+    def __init__(self, name: str, run_config: dict, enabled: bool = True, run_dir: str | None = None,
+                 tags: tuple[str, ...] = ()):
         self.mode = wandb_mode(enabled)
         self.run = None
         if self.mode == "disabled":
@@ -52,7 +53,10 @@ class Tracker:
         import wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", config.WANDB_PROJECT),
                               name=os.environ.get("WANDB_NAME", name), config=run_config,
-                              mode=self.mode, reinit="finish_previous",
+                              mode=self.mode, reinit="finish_previous", tags=list(tags),
+                              # one group per grid run (the launcher sets WANDB_RUN_GROUP), so
+                              # grids can be told apart and compared
+                              group=os.environ.get("WANDB_RUN_GROUP") or None,
                               dir=os.environ.get("WANDB_DIR") or run_dir,
                               settings=wandb.Settings(silent=True, console="off"))
         if self.mode == "offline":

@@ -1,6 +1,7 @@
 """The aggregator against hand-written metrics files, and the table through real pdflatex."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,11 +58,15 @@ def aggregate_cli(metrics_dir, out):
 def test_exact_table_statistics_and_notes(metrics_dir, tmp_path):
     proc = aggregate_cli(metrics_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "table.tex").read_text() == EXPECTED_TABLE
+    stamp, table = (tmp_path / "table.tex").read_text().split("\n", 1)
+    assert stamp.startswith("% jobs of unknown commit; table by commit ")
+    assert table == EXPECTED_TABLE
     stats = pd.read_csv(tmp_path / "stats.csv")
     assert list(stats.columns) == ["model", "val_f1_mean", "val_f1_std", "autocorr_r2_mean", "autocorr_r2_std",
                                    "transition_mae_mean", "transition_mae_std", "ece_mean", "ece_std",
-                                   "n_configs"]
+                                   "acf_mae_mean", "acf_mae_std", "energy_error_pct_mean",
+                                   "energy_error_pct_std", "n_configs"]
+    assert stats.set_index("model").loc["llama-3-8b", "energy_error_pct_mean"] == 1.0
     llama = stats.set_index("model").loc["llama-3-8b"]
     assert llama["val_f1_mean"] == pytest.approx(0.5) and llama["val_f1_std"] == pytest.approx(0.1)  # ddof=0
     assert llama["n_configs"] == 2
@@ -149,3 +154,37 @@ def test_outputs_default_beside_the_metrics_they_come_from(metrics_dir, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert (metrics_dir.parent / "table_summary.tex").exists()
     assert (metrics_dir.parent / "model_statistics.csv").exists()
+
+
+def write_provenance(metrics_dir, job, **settings):
+    base = {"lr": 0.003, "num_epochs": 30, "hidden_size": 64, "num_layers": 2, "dropout": 0.2,
+            "num_states": 6, "val_split": 0.2, "seed": 0, "gru_impl": "fused", "model": "x",
+            "hardware": "a100", "tp": 1, "data_sha256": "ab"}
+    record = {"git": {"commit": "0123456789abcdef", "dirty": False}, "data": "simulated demo data",
+              "settings": base | settings}
+    (metrics_dir / f"{job}_provenance.json").write_text(json.dumps(record))
+
+
+def test_jobs_trained_with_different_settings_are_not_pooled(metrics_dir, tmp_path):
+    write_provenance(metrics_dir, "llama-3-8b_a100_tp1", num_epochs=6)
+    write_provenance(metrics_dir, "llama-3-8b_h100_tp2", num_epochs=5)
+    write_provenance(metrics_dir, "deepseek-r1-distill-70b_h100_tp8", num_epochs=5)
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "num_epochs differs" in proc.stderr and "llama-3-8b_a100_tp1" in proc.stderr
+    assert "llama-3-8b_h100_tp2" in proc.stderr and not (tmp_path / "table.tex").exists()
+    proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--output", str(tmp_path / "t.tex"),
+                   "--csv_output", str(tmp_path / "s.csv"), "--allow_mixed_settings")
+    assert proc.returncode == 0 and "pooled despite: num_epochs differs" in proc.stdout
+
+
+def test_table_and_all_jobs_csv_say_where_the_numbers_came_from(metrics_dir, tmp_path):
+    for job in ("llama-3-8b_a100_tp1", "llama-3-8b_h100_tp2", "deepseek-r1-distill-70b_h100_tp8"):
+        write_provenance(metrics_dir, job)
+    proc = aggregate_cli(metrics_dir, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stamp = (tmp_path / "table.tex").read_text().splitlines()[0]
+    assert stamp.startswith("% jobs at commit 0123456789ab;") and "simulated demo data" in stamp
+    all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
+    assert len(all_jobs) == 3 and {"job", "val_f1", "ece", "num_epochs", "lr", "git_commit"} <= set(all_jobs.columns)
+    assert set(all_jobs["num_epochs"]) == {30}

@@ -108,6 +108,16 @@ def test_held_out_rate_beats_the_simple_baselines(held_out):
     assert summary.loc["tdp", "energy_error_pct"] > 50.0
 
 
+def test_several_streams_at_once_give_the_traces_one_at_a_time_gives(held_out):
+    _, _, _, _, ckpt_path = held_out
+    gen = Generator(load_checkpoint(ckpt_path))
+    pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
+    streams = [poisson_requests(rate, 1500.0, pool, seed=i) for i, rate in enumerate((0.5, 2.0, 1.0))]
+    together = gen.generate_many(streams, 6000, seeds=[4, 5, 6])
+    for stream, seed, trace in zip(streams, (4, 5, 6), together):
+        np.testing.assert_allclose(gen.generate(stream, 6000, seed).watts, trace.watts, rtol=0, atol=1e-6)
+
+
 def test_scoring_ranks_a_shuffled_and_an_offset_generator_below_ours(held_out):
     _, _, test_file, _, ckpt_path = held_out
     ckpt = load_checkpoint(ckpt_path)
@@ -221,7 +231,9 @@ def test_evaluate_generation_writes_one_row_per_method(held_out, tmp_path):
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_csv(out)
     assert list(frame["method"]) == ["ours", "tdp", "mean", "marginal", "measured_features"]
-    assert len(pd.read_csv(tmp_path / "scores_per_trace.csv")) == 5 * len(load_power_file(test_file).traces_for_tp(4))
+    per_trace = pd.read_csv(tmp_path / "scores_per_trace.csv")
+    assert len(per_trace) == 5 * len(load_power_file(test_file).traces_for_tp(4))
+    assert "acf_mae" in per_trace.columns and list(frame.columns)[-1] == "energy_error_pct"
     # on its own training file only the held-out validation traces are scored, and it says so
     proc = run_cli("-m", "model.evaluate_generation", "--checkpoint", str(ckpt_path), "--data_file",
                    str(train_file), "--seeds", "1")

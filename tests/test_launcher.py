@@ -1,13 +1,13 @@
 """The grid launcher."""
 from __future__ import annotations
 
-import pytest
-
 import json
 import shlex
 import shutil
 import sys
+from pathlib import Path
 
+import pytest
 
 from conftest import files_under, run_cli
 from model import config
@@ -28,7 +28,8 @@ def test_dry_run_lists_16_commands_and_writes_nothing(tmp_path):
         assert flags["--data_file"] == str(tmp_path / "data" / cfg.data_file_name)
         assert (flags["--model"], flags["--hardware_accelerator"], flags["--tp"]) == (cfg.model, cfg.hardware, str(cfg.tp))
         assert flags["--lr"] == "0.001" and flags["--num_epochs"] == "7"
-    assert "WARNING: Data file not found" in proc.stderr
+    warnings = [l for l in proc.stderr.splitlines() if l.startswith("WARNING: Data file not found")]
+    assert len(warnings) == 8 == len(set(warnings))        # once per missing file, not per job
     assert not (tmp_path / "out").exists()
 
 
@@ -58,6 +59,12 @@ def test_missing_data_and_failing_job_do_not_stop_the_grid(demo_dir, tmp_path):
     summary = {r["job_name"]: r for r in json.loads((out / "jobs_summary.json").read_text())}
     assert summary["llama-3-8b_a100_tp1"]["status"] == "succeeded"
     assert summary["llama-3-8b_a100_tp2"]["status"] == "succeeded"
+    # where the numbers came from: the commit in the summary, the rest in each job's record
+    assert len(summary["llama-3-8b_a100_tp1"]["git_commit"].split("+")[0]) == 40
+    record = json.loads(Path(summary["llama-3-8b_a100_tp1"]["provenance"]).read_text())
+    assert record["data"] == "simulated demo data" and len(record["data_sha256"]) == 64
+    assert {"torch", "numpy", "scikit-learn", "host", "cpu"} <= set(record["environment"])
+    assert record["settings"]["num_epochs"] == 1 and record["started"] <= record["finished"]
     assert summary["llama-3-8b_h100_tp1"]["status"] == "failed"
     assert summary["llama-3-8b_h100_tp1"]["returncode"] == 2
     assert "not a readable .npz" in (out / "logs" / "llama-3-8b_h100_tp1.log").read_text()
@@ -109,3 +116,10 @@ def _check_many_times(paths) -> None:
     from model.job import check_writable
     for _ in range(300):
         check_writable(paths)
+
+
+def test_progress_line_counts_jobs_and_estimates_what_is_left():
+    from model.launcher import progress_line
+    assert progress_line(2, 2, 4, [30.0, 90.0], jobs=2) == "2 done, 2 running, 4 waiting, about 3 min left"
+    assert progress_line(1, 0, 1, [20.0], jobs=1) == "1 done, 0 running, 1 waiting, about 20 s left"
+    assert progress_line(16, 0, 0, [1.0] * 16, jobs=2) == "16 done"

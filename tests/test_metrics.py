@@ -130,3 +130,24 @@ def test_autocorr_r2_not_near_one_for_a_model_that_cannot_predict():
     labels, real, means, stds, models = _scenario()
     assert _score_all(labels, real, means, stds, models["constant"])["autocorr_r2"] < 0.5
     assert _score_all(labels, real, means, stds, models["good"])["autocorr_r2"] > 0.9
+
+
+def test_acf_mae_by_hand_and_growing_when_the_lag_one_correlation_halves():
+    def ar1(phi, n=4000, seed=0):
+        e = np.random.default_rng(seed).standard_normal(n)
+        x = np.empty(n)
+        x[0] = e[0]
+        for t in range(1, n):
+            x[t] = phi * x[t - 1] + e[t]
+        return x
+
+    real = ar1(0.6)
+    assert metrics.acf_mae([real], [real]) == 0.0
+    # against a constant (no autocorrelation at all) it is the mean |ACF| of the real trace
+    expected = np.mean(np.abs(metrics.acf_lags(real)))
+    assert metrics.acf_mae([real], [np.full(len(real), 3.0)]) == pytest.approx(expected)
+    close, halved = ar1(0.6, seed=1), ar1(0.3, seed=1)
+    assert metrics.acf_mae([real], [halved]) > metrics.acf_mae([real], [close]) + 0.01
+    # autocorr_r2 hardly notices the halving: the ACF keeps its shape (the reason acf_mae exists)
+    assert metrics.autocorr_r2([real], [halved]) > 0.5
+    assert np.isnan(metrics.acf_mae([real[:50]], [real[:50]]))

@@ -100,3 +100,12 @@ def test_bad_settings_name_their_flag(field, value, message):
     settings = JobSettings(data_file="x.npz", model="llama-3-8b", hardware="a100", tp=1)
     with pytest.raises(InputError, match=message):
         dataclasses.replace(settings, **{field: value}).validate()
+
+
+def test_a_data_file_named_for_another_configuration_is_refused():
+    settings = JobSettings(data_file="/data/vllm-benchmark_llama-3-70b_h100.npz", model="llama-3-8b",
+                           hardware="a100", tp=8)
+    with pytest.raises(InputError, match="llama-3-70b on h100.*--model llama-3-8b"):
+        settings.validate()
+    dataclasses.replace(settings, model="llama-3-70b", hardware="h100").validate()     # agrees
+    dataclasses.replace(settings, data_file="/data/my_measurements.npz").validate()    # not a grid name

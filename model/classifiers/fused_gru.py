@@ -52,6 +52,14 @@ def _build_directory() -> Path:
     return Path(root) / tag / f"powertrace_gru_{_build_tag()}"
 
 
+def extension_is_built() -> bool:
+    """Whether a build for this CPU, torch and kernel source is already cached."""
+    try:
+        return _extension is not None or any(_build_directory().glob("powertrace_gru*.so"))
+    except OSError:
+        return False
+
+
 def load_extension(verbose: bool = True):
     """Build (first use) or load (cached) the C++ recurrence; raise FusedGRUUnavailable if it cannot."""
     global _extension, _build_error

@@ -85,6 +85,23 @@ def autocorr_r2(real: list[np.ndarray], synthetic: list[np.ndarray], nlags: int 
     return float(np.average(scores, weights=weights)) if scores else float("nan")
 
 
+def acf_mae(real: list[np.ndarray], synthetic: list[np.ndarray], nlags: int = config.ACF_NLAGS) -> float:
+    """Mean absolute difference of the real and synthetic ACFs over lags 1..nlags, length-weighted
+    over traces with >= 2*nlags+1 bins; NaN when none is that long.
+
+    Unlike autocorr_r2 it sees amplitude: an ACF of the right shape at half the height scores
+    badly. An undefined ACF (a constant trace) counts as zero correlation at every lag.
+    """
+    scores, weights = [], []
+    for r, s in zip(real, synthetic):
+        if len(r) < 2 * nlags + 1:
+            continue
+        acf_real, acf_syn = np.nan_to_num(acf_lags(r, nlags)), np.nan_to_num(acf_lags(s, nlags))
+        scores.append(float(np.mean(np.abs(acf_real - acf_syn))))
+        weights.append(len(r))
+    return float(np.average(scores, weights=weights)) if scores else float("nan")
+
+
 def transition_mae(real: list[np.ndarray], synthetic: list[np.ndarray], labels: list[np.ndarray]) -> float:
     """Mean |real step - synthetic step| in watts over the bins where the true state changes.
 

@@ -22,12 +22,13 @@ import pandas as pd
 from model import config
 from model.checkpoint import Checkpoint
 from model.data import Trace
-from model.generation.fidelity import FIDELITY_METRICS, fidelity
+from model.generation.fidelity import EXTRA_METRICS, FIDELITY_METRICS, fidelity
 from model.generation.generator import Generator, Requests, sample_trace
 from model.grid import GPU_TDP_W
 
 METHODS = ("ours", "tdp", "mean", "marginal", "measured_features")
 GENERATION_COLUMNS = ("method",) + FIDELITY_METRICS
+SCORED = FIDELITY_METRICS + EXTRA_METRICS
 
 # A method turns (trace, seed) into generated watts of the trace's length.
 Method = Callable[[Trace, int], np.ndarray]
@@ -35,8 +36,8 @@ Method = Callable[[Trace, int], np.ndarray]
 
 @dataclass
 class GenerationScores:
-    per_trace: pd.DataFrame    # trace, method, then FIDELITY_METRICS (median over seeds)
-    summary: pd.DataFrame      # method, then FIDELITY_METRICS (median over traces)
+    per_trace: pd.DataFrame    # trace, method, then the SCORED metrics (median over seeds)
+    summary: pd.DataFrame      # method, then the SCORED metrics (median over traces)
 
     def summary_rows(self) -> list[list]:
         return [[row["method"], *(repr(float(row[m])) for m in FIDELITY_METRICS)]
@@ -95,10 +96,9 @@ def score_methods(traces: list[Trace], methods: dict[str, Method], seeds: int,
             rows.append({"trace": trace.index, "method": name,
                          **{m: float(np.nanmedian([r[m] for r in per_seed]))
                             if not all(np.isnan(r[m]) for r in per_seed) else float("nan")
-                            for m in FIDELITY_METRICS}})
-    per_trace = pd.DataFrame(rows, columns=["trace", "method", *FIDELITY_METRICS])
-    summary = (per_trace.groupby("method", sort=False)[list(FIDELITY_METRICS)].median()
-               .reset_index())
+                            for m in SCORED}})
+    per_trace = pd.DataFrame(rows, columns=["trace", "method", *SCORED])
+    summary = per_trace.groupby("method", sort=False)[list(SCORED)].median().reset_index()
     return GenerationScores(per_trace, summary)
 
 

@@ -11,6 +11,8 @@ from scipy.stats import ks_2samp
 from model.classifiers import metrics
 
 FIDELITY_METRICS = ("ks", "acf_r2", "nrmse", "p95_error_pct", "p99_error_pct", "energy_error_pct")
+# also scored and kept per trace, outside the fixed columns of the summary CSV
+EXTRA_METRICS = ("acf_mae",)
 
 
 def ks(real: np.ndarray, gen: np.ndarray) -> float:
@@ -54,8 +56,9 @@ def energy_error_pct(real: np.ndarray, gen: np.ndarray) -> float:
 
 
 def fidelity(real: np.ndarray, gen: np.ndarray) -> dict[str, float]:
-    """Every metric of FIDELITY_METRICS for one trace."""
+    """Every metric of FIDELITY_METRICS and EXTRA_METRICS for one trace."""
     return {"ks": ks(real, gen), "acf_r2": acf_r2(real, gen), "nrmse": nrmse(real, gen),
             "p95_error_pct": percentile_error_pct(real, gen, 95),
             "p99_error_pct": percentile_error_pct(real, gen, 99),
-            "energy_error_pct": energy_error_pct(real, gen)}
+            "energy_error_pct": energy_error_pct(real, gen),
+            "acf_mae": metrics.acf_mae([real], [gen])}

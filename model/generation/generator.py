@@ -54,32 +54,52 @@ def workload_from_requests(serving: ServingModel, requests: Requests, n_bins: in
                     output_tokens=np.asarray(requests.output_tokens, dtype=np.float64))
 
 
+def _windows(T: int, window: int, context: int) -> list[tuple[int, int, int]]:
+    """(core start, core end, chunk start) of each window of a T-bin trace; every chunk is
+    window + 2 x context bins of real input, shifted inwards at the ends of the trace."""
+    span = window + 2 * context
+    return [(start, min(start + window, T), int(np.clip(start - context, 0, T - span)))
+            for start in range(0, T, window)]
+
+
 @torch.no_grad()
+def windowed_log_probabilities_many(model: PowerStateGRU, traces: list[np.ndarray],
+                                    window: int = config.INFERENCE_WINDOW,
+                                    context: int = config.INFERENCE_CONTEXT,
+                                    batch: int = config.INFERENCE_BATCH) -> list[np.ndarray]:
+    """(T_i, 6) features of several traces -> their (T_i, K) log state probabilities.
+
+    A day at 0.25 s is 345,600 steps: stepped one bin at a time it takes minutes, while cut into
+    windows of `window` bins, each read with `context` real bins on both sides (whose outputs are
+    dropped), the recurrence runs over a batch of windows at once; windows of several traces
+    share batches (at most `batch` windows each, which bounds memory). A trace no longer than
+    one window plus its context is run whole, exactly as in training.
+    """
+    span = window + 2 * context
+    out = [None] * len(traces)
+    jobs = []                                   # (trace, core start, core end, chunk start)
+    for i, features in enumerate(traces):
+        if len(features) <= span:
+            out[i] = state_log_probabilities(model, features)
+        else:
+            out[i] = np.empty((len(features), model.head.out_features))
+            jobs += [(i, *w) for w in _windows(len(features), window, context)]
+    model.eval()
+    for first in range(0, len(jobs), batch):
+        part = jobs[first:first + batch]
+        chunk = np.stack([traces[i][c:c + span] for i, _, _, c in part])
+        logits = model(torch.from_numpy(np.ascontiguousarray(chunk)))
+        log_probs = torch.log_softmax(logits.double(), dim=2).numpy()
+        for k, (i, start, end, c) in enumerate(part):
+            out[i][start:end] = log_probs[k, start - c:end - c]
+    return out
+
+
 def windowed_log_probabilities(model: PowerStateGRU, features: np.ndarray,
                                window: int = config.INFERENCE_WINDOW,
                                context: int = config.INFERENCE_CONTEXT) -> np.ndarray:
-    """(T, 6) features -> (T, K) log state probabilities, in windows run as one batch.
-
-    A day at 0.25 s is 345,600 steps: stepped one bin at a time it takes minutes, while cut
-    into windows of `window` bins, each read with `context` real bins on both sides (whose
-    outputs are dropped), the recurrence runs once over a batch. A trace no longer than one
-    window plus its context is run whole, exactly as in training.
-    """
-    T = len(features)
-    span = window + 2 * context
-    if T <= span:
-        return state_log_probabilities(model, features)
-    starts = np.arange(0, T, window)
-    chunk_starts = np.clip(starts - context, 0, T - span)
-    batch = np.stack([features[s:s + span] for s in chunk_starts])
-    model.eval()
-    logits = model(torch.from_numpy(np.ascontiguousarray(batch)))
-    log_probs = torch.log_softmax(logits.double(), dim=2).numpy()
-    out = np.empty((T, log_probs.shape[2]))
-    for i, (start, chunk_start) in enumerate(zip(starts, chunk_starts)):
-        end = min(start + window, T)
-        out[start:end] = log_probs[i, start - chunk_start:end - chunk_start]
-    return out
+    """One trace's log state probabilities (see windowed_log_probabilities_many)."""
+    return windowed_log_probabilities_many(model, [features], window, context)[0]
 
 
 def ar1_normal(n: int, rho: float, rng: np.random.Generator) -> np.ndarray:
@@ -130,9 +150,20 @@ class Generator:
         return workload_from_requests(self.serving, requests, n_bins, self.bin_s)
 
     def probabilities(self, workload: Workload) -> np.ndarray:
-        features = self.ckpt.norm.apply(raw_features(workload))
-        return np.exp(windowed_log_probabilities(self.classifier, features))
+        return self.probabilities_many([workload])[0]
+
+    def probabilities_many(self, workloads: list[Workload]) -> list[np.ndarray]:
+        """Several traces through the classifier in shared batches (a rack's nodes at once)."""
+        features = [self.ckpt.norm.apply(raw_features(w)) for w in workloads]
+        return [np.exp(lp) for lp in windowed_log_probabilities_many(self.classifier, features)]
 
     def generate(self, requests: Requests, n_bins: int, seed: int,
                  sampling: str = config.GENERATION_SAMPLING) -> GeneratedTrace:
-        return sample_trace(self.probabilities(self.workload(requests, n_bins)), self.ckpt, seed, sampling)
+        return self.generate_many([requests], n_bins, [seed], sampling)[0]
+
+    def generate_many(self, streams: list[Requests], n_bins: int, seeds: list[int],
+                      sampling: str = config.GENERATION_SAMPLING) -> list[GeneratedTrace]:
+        """One trace per request stream, each with its own seed; the same traces as generate()
+        one by one, faster."""
+        probabilities = self.probabilities_many([self.workload(r, n_bins) for r in streams])
+        return [sample_trace(p, self.ckpt, seed, sampling) for p, seed in zip(probabilities, seeds)]
