@@ -9,16 +9,20 @@ Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from model import config
 from model.aggregate import aggregate
+from model.grid import add_grid_flag, grid_from_argv
 from model.errors import ArgumentParser, EXIT_OK, run_cli
 from model.plots import write_plots
 
 
 def main() -> int:
+    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
+    add_grid_flag(parser)
     parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR),
                         help=f"the jobs' metrics folder (default: {config.RESULTS_DIR / config.METRICS_SUBDIR})")
     parser.add_argument("--output", default=None,

@@ -30,7 +30,7 @@ from model.classifiers.fused_gru import FusedGRUUnavailable, extension_is_built,
 from model.classifiers.gru import intended_gru_impl
 from model.demo_data import write_demo_files
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
-from model.grid import HARDWARE, MODEL_KEYS, data_file_name, grid
+from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_from_argv
 from model.launcher import LaunchSettings, run_grid, train_command
 from model.plots import write_plots
 from model.settings import add_job_flags, settings_from_args
@@ -40,7 +40,9 @@ EXIT_STILL_RUNNING = 3
 
 
 def parse_args() -> argparse.Namespace:
+    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
+    add_grid_flag(parser)
     parser.add_argument("--data_dir", default=None, help=f"folder of the .npz files (default {config.DATA_DIR.relative_to(config.PROJECT_ROOT)})")
     parser.add_argument("--output_dir", default=None, help=f"results folder (default {config.RESULTS_DIR})")
     parser.add_argument("--models", nargs="+", default=None, help=f"subset of: {' '.join(MODEL_KEYS)}")

@@ -29,7 +29,6 @@ from model.checkpoint import load_checkpoint
 from model.errors import ArgumentParser, InputError, run_cli
 from model.generation.generator import SAMPLINGS, Generator
 from model.generation.requests_file import poisson_requests, read_requests
-from model.grid import GPU_TDP_W
 from model.outputs import atomic_path, file_sha256, write_json
 from model.plots import STYLE, generated_day_figure, save_figure
 
@@ -102,7 +101,7 @@ def main() -> int:
     }
     write_json(out.with_name(out.name + ".json"), summary)
     if args.plot:
-        tdp = ckpt.configuration["tp"] * GPU_TDP_W[ckpt.configuration["hardware"]]
+        tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
         with matplotlib.rc_context(STYLE):
             fig = generated_day_figure(frame["time_s"].to_numpy(), trace.watts,
                                        f"{job}: generated from {len(requests)} requests ({args.sampling})",

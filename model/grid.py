@@ -1,10 +1,15 @@
-"""The 16-configuration grid: the one place it is defined (docs/design.md, "The grid").
+"""The grid of configurations: the one place it is defined (docs/design.md, "The grid").
 
-Every script imports the grid from here: model keys, data file names, TP values,
-hardware and its nameplate power, table labels and job names.
+Every script imports the grid from here: model keys, data file names, TP values, hardware and
+its nameplate power, table labels and job names. Built in: the 16 jobs of the measurement
+campaign; `--grid FILE` (TOML or JSON, docs/grid.example.toml) puts another in its place.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,22 +30,109 @@ class ModelSpec:
 
 
 # The table labels follow the published table ("Llama-3.1 (8B)"); the demo and the README call
-# the models Llama-3. If your measurements are of Llama-3, change the label here: it is the only
-# place a model's name in the table, the figures and the statistics comes from.
-MODELS: tuple[ModelSpec, ...] = (
+# the models Llama-3. If your measurements are of Llama-3, change the label here (or give a grid
+# file, below): it is the only place a model's name in the table and figures comes from.
+DEFAULT_MODELS = (
     ModelSpec("llama-3-8b", "llama-3-8b", (1, 2), r"\texttt{Llama-3.1 (8B)}"),
     ModelSpec("llama-3-70b", "llama-3-70b", (4, 8), r"\texttt{Llama-3.1 (70B)}"),
     ModelSpec("deepseek-r1-distill-8b", "deepseek-r1-8b", (1, 2), r"\texttt{DeepSeek-Distill (8B)}"),
     ModelSpec("deepseek-r1-distill-70b", "deepseek-r1-70b", (4, 8), r"\texttt{DeepSeek-Distill (70B)}"),
 )
-HARDWARE: tuple[str, ...] = ("a100", "h100")
 # Nameplate board power per GPU (SXM parts), the "TDP" baseline of generated traces.
-GPU_TDP_W: dict[str, float] = {"a100": 400.0, "h100": 700.0}
+DEFAULT_GPU_TDP_W = {"a100": 400.0, "h100": 700.0}
 
-MODEL_KEYS: tuple[str, ...] = tuple(m.key for m in MODELS)
-MODELS_BY_KEY: dict[str, ModelSpec] = {m.key: m for m in MODELS}
+# The grid in use. These are filled in place by use_grid(), so that every module that imported
+# them sees a grid file's models and hardware; nothing else may change them.
+MODELS: list[ModelSpec] = []
+HARDWARE: list[str] = []
+GPU_TDP_W: dict[str, float] = {}
+MODEL_KEYS: list[str] = []
+MODELS_BY_KEY: dict[str, ModelSpec] = {}
 # The data files spell two models differently from the flags; both name the same model.
-MODEL_ALIASES: dict[str, str] = {m.file_stem: m.key for m in MODELS if m.file_stem != m.key}
+MODEL_ALIASES: dict[str, str] = {}
+GRID_ENV = "POWERTRACE_GRID"     # a grid file's path, for commands started by a command
+
+
+def _install(models, gpu_tdp_w: dict[str, float]) -> None:
+    MODELS[:] = models
+    HARDWARE[:] = list(gpu_tdp_w)
+    GPU_TDP_W.clear()
+    GPU_TDP_W.update(gpu_tdp_w)
+    MODEL_KEYS[:] = [m.key for m in models]
+    MODELS_BY_KEY.clear()
+    MODELS_BY_KEY.update({m.key: m for m in models})
+    MODEL_ALIASES.clear()
+    MODEL_ALIASES.update({m.file_stem: m.key for m in models if m.file_stem != m.key})
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]:
+    """The models and hardware of a grid file (TOML or JSON, see docs/grid.example.toml)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise InputError(f"{path}: not a readable grid file ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(data.get("models"), list) or not data["models"] or not isinstance(data.get("hardware"), dict) \
+            or not data["hardware"]:
+        raise InputError(f"{path}: a grid file needs a list of [[models]] and a [hardware] table of TDP watts")
+    models = []
+    for i, entry in enumerate(data["models"]):
+        where = f"{path}: model {i + 1}"
+        if not isinstance(entry, dict) or not {"key", "tp", "label"} <= set(entry):
+            raise InputError(f"{where}: needs key, tp and label (file_stem is optional)")
+        key, stem = str(entry["key"]), str(entry.get("file_stem", entry["key"]))
+        if not _NAME.match(key) or not _NAME.match(stem):
+            raise InputError(f"{where}: key and file_stem may hold letters, digits, '.', '-' and '_' only")
+        tp = entry["tp"]
+        if not isinstance(tp, list) or not tp or any(not isinstance(t, int) or isinstance(t, bool) or t < 1
+                                                      for t in tp) or len(set(tp)) != len(tp):
+            raise InputError(f"{where} ({key}): tp must be a list of distinct positive integers")
+        label = re.sub(r"([&%$#_{}])", r"\\\1", str(entry["label"]))    # plain text, safe in LaTeX
+        models.append(ModelSpec(key, stem, tuple(tp), "\\texttt{" + label + "}"))
+    keys = [m.key for m in models] + [m.file_stem for m in models if m.file_stem != m.key]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"{path}: a model key or file_stem appears twice")
+    tdp = {}
+    for name, watts in data["hardware"].items():
+        if not _NAME.match(str(name)) or isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts <= 0:
+            raise InputError(f"{path}: hardware {name!r} needs a positive TDP in watts, e.g. h200 = 700")
+        tdp[str(name)] = float(watts)
+    return models, tdp
+
+
+def use_grid(path: Path | str | None) -> None:
+    """Make a grid file's models and hardware the grid (None: the built-in one), for this
+    process and (through POWERTRACE_GRID) the commands it starts."""
+    if path is None:
+        _install(list(DEFAULT_MODELS), dict(DEFAULT_GPU_TDP_W))
+        os.environ.pop(GRID_ENV, None)
+        return
+    _install(*read_grid_file(path))
+    os.environ[GRID_ENV] = str(Path(path).resolve())
+
+
+def grid_from_argv(argv: list[str]) -> None:
+    """Apply `--grid FILE` before any parser is built, so that flags' choices follow it."""
+    for i, arg in enumerate(argv):
+        if arg == "--grid" and i + 1 < len(argv):
+            use_grid(argv[i + 1])
+        elif arg.startswith("--grid="):
+            use_grid(arg.split("=", 1)[1])
+
+
+def add_grid_flag(parser) -> None:
+    parser.add_argument("--grid", default=None, metavar="FILE",
+                        help="models (with table labels), hardware (with TDP watts) and TP sizes, as "
+                             "TOML or JSON (docs/grid.example.toml); default: the built-in 16-job grid")
+
+
+_install(list(DEFAULT_MODELS), dict(DEFAULT_GPU_TDP_W))
+if os.environ.get(GRID_ENV):           # started by a command that was given --grid
+    _install(*read_grid_file(os.environ[GRID_ENV]))
 
 
 def canonical_model(name: str) -> str | None:

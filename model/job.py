@@ -30,6 +30,7 @@ from model.errors import InputError
 from model.features import FeatureNorm, raw_features, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
+from model.grid import GPU_TDP_W
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
@@ -191,7 +192,8 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
         model_args=dict(model.model_args), model_state=model.state_dict(), norm=prepared.norm,
         states=prepared.states, state_means=prepared.state_means, state_stds=prepared.state_stds,
         configuration={"model": settings.model, "hardware": settings.hardware, "tp": settings.tp,
-                       "job_name": settings.job_name, "bin_s": bin_s},
+                       "job_name": settings.job_name, "bin_s": bin_s,
+                       "gpu_tdp_w": GPU_TDP_W[settings.hardware]},
         training_watts={"min": float(train_watts.min()), "max": float(train_watts.max()),
                         "mean": float(train_watts.mean()),
                         "state_shares": (np.bincount(train_states, minlength=prepared.states.num_states)

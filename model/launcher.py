@@ -22,7 +22,7 @@ from model import config
 from model.aggregate import read_metrics_file
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
-from model.grid import GridCell
+from model.grid import GRID_ENV, GridCell
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
 from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
@@ -72,7 +72,8 @@ def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) ->
 
 def train_command(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> list[str]:
     """The train_entry command line of one job, run by the launcher's own interpreter."""
-    return [sys.executable, "-m", "model.train_entry", *job_argv(job_settings(cfg, launch, resume))]
+    grid_file = ["--grid", os.environ[GRID_ENV]] if os.environ.get(GRID_ENV) else []
+    return [sys.executable, "-m", "model.train_entry", *grid_file, *job_argv(job_settings(cfg, launch, resume))]
 
 
 def _expected_impl(settings: JobSettings) -> str:

@@ -12,6 +12,7 @@ Exit status: 0 done, 2 nothing to plot or a damaged results file (named on stder
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 from model import config
 from model.classifiers import metrics
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
-from model.grid import MODELS, MODELS_BY_KEY, cells_by_job_name
+from model.grid import MODELS, MODELS_BY_KEY, add_grid_flag, cells_by_job_name, grid_from_argv
 from model.outputs import atomic_path
 from model.validation_series import read_validation_series
 
@@ -267,7 +268,9 @@ def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
 
 
 def main() -> int:
+    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
+    add_grid_flag(parser)
     parser.add_argument("--results_dir", default=str(config.RESULTS_DIR),
                         help=f"a results folder of run_all_training.py (default {config.RESULTS_DIR})")
     args = parser.parse_args()

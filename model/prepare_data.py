@@ -15,6 +15,7 @@ Exit status: 0 written, 2 bad or inconsistent raw files (named on stderr), nothi
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from model import config
 from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
-from model.grid import HARDWARE, MODEL_KEYS, data_file_name
+from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
 from model.measurements import BenchmarkRun, PowerLog, bin_run, pair_runs, read_benchmarks, read_power_log
 from model.outputs import atomic_path, file_sha256, write_json
 
@@ -119,7 +120,9 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 
 def main() -> int:
+    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
+    add_grid_flag(parser)
     parser.add_argument("--runs", required=True, help="folder of benchmark JSONs and power CSVs")
     parser.add_argument("--model", required=True, choices=MODEL_KEYS, help="the LLM the runs served")
     parser.add_argument("--hardware", required=True, choices=HARDWARE, help="the GPU type the runs used")

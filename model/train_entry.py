@@ -16,13 +16,15 @@ from dataclasses import replace
 
 from model.data import load_power_file
 from model.errors import ArgumentParser, InputError, run_cli
-from model.grid import MODELS_BY_KEY
+from model.grid import MODELS_BY_KEY, add_grid_flag, grid_from_argv
 from model.job import run_job
 from model.settings import add_job_flags, settings_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    grid_from_argv(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(__doc__)
+    add_grid_flag(parser)
     add_job_flags(parser)     # one flag per field of model/settings.py's JobSettings
     return parser.parse_args(argv)
 

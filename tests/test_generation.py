@@ -54,7 +54,7 @@ def test_checkpoint_rebuilds_the_classifier_without_training_code(held_out):
     probs = np.concatenate([gen.probabilities(t.workload) for t in val])
     np.testing.assert_allclose(probs, saved["probabilities"], atol=1e-5)
     assert ckpt.configuration == {"model": "llama-3-70b", "hardware": "a100", "tp": 4,
-                                  "job_name": "llama-3-70b_a100_tp4", "bin_s": 0.25}
+                                  "job_name": "llama-3-70b_a100_tp4", "bin_s": 0.25, "gpu_tdp_w": 400.0}
     assert len(ckpt.input_tokens) == len(ckpt.output_tokens) > 0
 
 

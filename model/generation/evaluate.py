@@ -24,7 +24,6 @@ from model.checkpoint import Checkpoint
 from model.data import Trace
 from model.generation.fidelity import EXTRA_METRICS, FIDELITY_METRICS, fidelity
 from model.generation.generator import Generator, Requests, sample_trace
-from model.grid import GPU_TDP_W
 
 METHODS = ("ours", "tdp", "mean", "marginal", "measured_features")
 GENERATION_COLUMNS = ("method",) + FIDELITY_METRICS
@@ -59,7 +58,7 @@ def trace_seed(base_seed: int, seed_index: int, trace: Trace) -> int:
 def standard_methods(ckpt: Checkpoint, sampling: str) -> dict[str, Method]:
     """`ours` and the four baselines for one checkpoint."""
     gen = Generator(ckpt)
-    tdp = ckpt.configuration["tp"] * GPU_TDP_W[ckpt.configuration["hardware"]]
+    tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
     mean = float(ckpt.training_watts["mean"])
     shares = np.asarray(ckpt.training_watts["state_shares"], dtype=np.float64)
     cache: dict[tuple[str, int], np.ndarray] = {}

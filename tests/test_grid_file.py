@@ -1,0 +1,65 @@
+"""A grid of one's own (--grid FILE): read, checked, and used by every command."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli
+from model import grid as grid_module
+from model.errors import InputError
+
+
+@pytest.fixture
+def restore_grid():
+    yield
+    grid_module.use_grid(None)
+
+
+def test_the_example_grid_file_is_read_and_replaces_the_built_in_one(restore_grid):
+    grid_module.use_grid(ROOT / "docs" / "grid.example.toml")
+    cells = grid_module.grid()
+    assert len(cells) == 12 and grid_module.HARDWARE == ["h100", "h200"]
+    assert grid_module.GPU_TDP_W["h200"] == 700.0
+    assert grid_module.MODELS_BY_KEY["qwen-2.5-32b"].display_name == "Qwen-2.5 (32B)"
+    assert [c.tp for c in cells if c.model == "qwen-2.5-32b" and c.hardware == "h200"] == [2, 4]
+    grid_module.use_grid(None)
+    assert len(grid_module.grid()) == 16 and "a100" in grid_module.HARDWARE
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n", "[hardware]"),
+    ("[[models]]\nkey='a'\ntp=[0]\nlabel='A'\n[hardware]\nx=1\n", "distinct positive integers"),
+    ("[[models]]\nkey='a'\ntp=[1]\n[hardware]\nx=1\n", "needs key, tp and label"),
+    ("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[[models]]\nkey='a'\ntp=[2]\nlabel='B'\n[hardware]\nx=1\n", "twice"),
+    ("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=-5\n", "positive TDP"),
+    ("[[models]\n", "not a readable grid file"),
+])
+def test_a_bad_grid_file_is_one_line_naming_the_problem(tmp_path, text, problem, restore_grid):
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem.replace("[", r"\[")):
+        grid_module.read_grid_file(path)
+
+
+@pytest.mark.slow
+def test_launcher_jobs_and_aggregator_all_follow_the_grid_file(demo_dir, tmp_path):
+    (tmp_path / "my_grid.json").write_text(
+        '{"models": [{"key": "my-llm", "file_stem": "llama-3-8b", "tp": [1], "label": "My LLM & Co"}],'
+        ' "hardware": {"a100": 400}}')
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(demo_dir / "vllm-benchmark_llama-3-8b_a100.npz", data)
+    out = tmp_path / "out"
+    proc = run_cli("run_all_training.py", "--grid", str(tmp_path / "my_grid.json"), "--data_dir", str(data),
+                   "--output_dir", str(out), "--num_epochs", "1", "--no_wandb")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "metrics" / "my-llm_a100_tp1_metrics.csv").exists()
+    proc = run_cli("aggregate_metrics.py", "--grid", str(tmp_path / "my_grid.json"),
+                   "--metrics_dir", str(out / "metrics"))
+    assert proc.returncode == 0, proc.stderr
+    assert r"\texttt{My LLM \& Co}" in (out / "table_summary.tex").read_text()
+    assert list(pd.read_csv(out / "model_statistics.csv")["model"]) == ["my-llm"]
+    # without the grid file the same results are not this grid's: nothing to tabulate
+    assert run_cli("aggregate_metrics.py", "--metrics_dir", str(out / "metrics")).returncode == 2
