@@ -8,6 +8,7 @@ population std (ddof=0) over its configurations, NaN values left out (and said s
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
     known = cells_by_job_name()
     rows, notes = [], []
+    diverged = diverged_jobs(metrics_dir.parent / config.SUMMARY_FILE)
     for path in sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}")):
         job = path.name[: -len(METRICS_SUFFIX)]
         cfg = known.get(job)
@@ -80,10 +82,24 @@ def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
             values = read_metrics_file(path)
         except (ValueError, OSError) as err:
             raise InputError(f"{path}: {err}") from None
+        # a model whose loss is not finite learned nothing: its scores would only blur the table
+        if job in diverged or not math.isfinite(values.get("final_train_loss", float("nan"))):
+            notes.append(f"left out {job}: its training diverged (loss not finite)"
+                         + (" in the last run; its metrics file is from an earlier one" if job in diverged else ""))
+            continue
         rows.append({"model": cfg.model, "hardware": cfg.hardware, "tp": cfg.tp, "job": job, **values})
     if not rows:
         raise InputError(f"{metrics_dir}: no metrics files (*{METRICS_SUFFIX}) of the grid's jobs")
     return pd.DataFrame(rows), notes
+
+
+def diverged_jobs(summary_path: Path) -> set[str]:
+    """Jobs the launcher's summary records as diverged (none without a readable summary)."""
+    try:
+        records = json.loads(Path(summary_path).read_text())
+        return {r["job_name"] for r in records if r.get("status") == "diverged"}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
 
 
 # settings a table may pool over: the ones that make a cell of the grid (and its data file)
@@ -189,9 +205,10 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
     """One row per (configuration, method) of the jobs' generation CSVs; empty if there are none."""
     known = cells_by_job_name()
     frames = []
+    diverged = diverged_jobs(Path(metrics_dir).parent / config.SUMMARY_FILE)
     for path in sorted(Path(metrics_dir).glob(f"*{GENERATION_SUFFIX}")):
         cfg = known.get(path.name[: -len(GENERATION_SUFFIX)])
-        if cfg is None:
+        if cfg is None or cfg.job_name in diverged:     # the table's note says why
             continue
         try:
             frame = pd.read_csv(path)

@@ -28,7 +28,7 @@ from model.outputs import atomic_path
 from model.states import PowerStates
 
 FORMAT = "powertrace-classifier"
-VERSION = 2
+VERSION = 3      # 3: configuration records the GPU nameplate watts
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
             "configuration", "training_watts", "token_pool", "serving_model")

@@ -82,6 +82,12 @@ def losses_path(output_dir: Path | str, job: str) -> Path:
     return Path(output_dir) / METRICS_SUBDIR / f"{job}_losses.csv"
 
 
+def val_losses_path(output_dir: Path | str, job: str) -> Path:
+    """Validation loss at the epochs it was computed (every VAL_EVERY and the last), beside the
+    train losses, whose two-column file stays as it is."""
+    return Path(output_dir) / METRICS_SUBDIR / f"{job}_val_losses.csv"
+
+
 def checkpoint_path(output_dir: Path | str, job: str) -> Path:
     return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.pt"
 

@@ -9,6 +9,7 @@ Every defect raises DataError naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,49 @@ def true_length(timestamps: np.ndarray) -> int:
     return int(bad[0] + 1) if len(bad) else len(ts)
 
 
+def _bins_after_cut(timestamps: np.ndarray, length: int) -> int:
+    """How many bins of data a cut at `length` drops: none when the rest is padding (zeros or a
+    ramp falling to 0), else the bins up to the last one that still increases."""
+    rest = np.asarray(timestamps[length:], dtype=np.float64)
+    increasing = np.flatnonzero(np.diff(rest) > 0)
+    return int(increasing[-1] + 2) if len(increasing) else 0
+
+
+def _check_declared_sizes(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse a member whose header declares more data than the member holds, before numpy
+    allocates what the header says (a few bytes can declare hundreds of GiB)."""
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        key = info.filename[:-4]
+        try:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                header_bytes = member.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(path, f"key {key!r} has a damaged array header: {err}") from None
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared > info.file_size - header_bytes:
+            raise DataError(path, f"key {key!r} declares {declared:,} bytes of data (shape {shape}) but "
+                                  f"holds {info.file_size - header_bytes:,}; damaged or crafted file")
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(path, "is a symbolic link that leads nowhere (a loop, or its target is gone)")
         raise DataError(path, "file not found")
     if path.is_dir():
         raise DataError(path, "is a directory, not an .npz file")
+    try:
+        # is_zipfile() answers False for a file it cannot open, which would read as "not a zip"
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise DataError(path, f"cannot be read: {err.strerror or err}") from None
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
     if not zipfile.is_zipfile(path):
@@ -122,6 +161,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise DataError(path, "is a single .npy array, not an .npz archive")
             keys = list(npz.files)
+            _check_declared_sizes(path, npz.zip)
             missing = [k for k in REQUIRED_KEYS if k not in keys]
             if missing:
                 raise DataError(path, f"missing key {missing[0]!r}; keys found: {', '.join(keys) or 'none'}")
@@ -186,12 +226,21 @@ def load_power_file(path: Path | str) -> PowerData:
         if np.any(lengths < 1) or np.any(lengths > bin_shape[1]) or np.any(lengths != np.round(lengths)):
             raise DataError(path, f"'trace_lengths' must be integers in 1..{bin_shape[1]}")
 
-    traces = []
+    traces, notes = [], []
     for i in range(n):
         length = int(lengths[i]) if lengths is not None else true_length(arrays["timestamps"][i])
         if length < 2:
             raise DataError(path, f"trace {i} has {length} valid bins (timestamps must be "
                                   "positive and increasing)")
+        if lengths is None:
+            dropped = _bins_after_cut(arrays["timestamps"][i], length)
+            if dropped > length:
+                raise DataError(path, f"trace {i}: timestamps stop increasing at bin {length}, but "
+                                      f"{dropped} more bins of data follow; fix the timestamps or give "
+                                      "'trace_lengths'")
+            if dropped:
+                notes.append(f"trace {i}: timestamps stop increasing at bin {length}; the {dropped} "
+                             "bins after it are dropped")
         ts = arrays["timestamps"][i, :length].astype(np.float64)
         if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
             raise DataError(path, f"trace {i}: timestamps are not finite and strictly increasing "
@@ -204,6 +253,17 @@ def load_power_file(path: Path | str) -> PowerData:
                 raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
                                       f"{bad[0]} ({values[bad[0]]!r})")
         request_mask = arrays["request_timestamps"][i] > 0
+        times = arrays["request_timestamps"][i][request_mask]
+        # the last bin is one median step wide; requests after a cut were counted with its bins
+        span_end = max(ts[-1], float(np.nanmax(arrays["timestamps"][i]))) + float(np.median(np.diff(ts)))
+        outside = int(np.sum((times < ts[0]) | (times >= span_end)))
+        if outside and outside * 2 > len(times):
+            raise DataError(path, f"trace {i}: {outside} of {len(times)} requests arrive outside the "
+                                  f"trace's time span [{ts[0]:.6g}, {span_end:.6g}) s; are "
+                                  "'request_timestamps' on the same clock as 'timestamps'?")
+        if outside:
+            notes.append(f"trace {i}: {outside} of {len(times)} requests arrive outside the trace's "
+                         "time span and count as no arrivals")
         for key in REQUEST_KEYS:
             values = arrays[key][i][request_mask]
             if not np.all(np.isfinite(values)) or np.any(values < 0):
@@ -218,6 +278,8 @@ def load_power_file(path: Path | str) -> PowerData:
             output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64))
         traces.append(Trace(index=i, tp=int(tp[i]), workload=workload,
                             power=arrays["power_traces"][i, :length].astype(np.float64)))
+    for note in notes:
+        print(f"note: {path}: {note}", file=sys.stderr)
     return PowerData(path=path, traces=traces, simulated="simulated" in arrays)
 
 

@@ -174,6 +174,15 @@ def simulate_file(seed: int, model_index: int, hardware: str, scale: str,
     return files_runs, tps, run_rates
 
 
+def is_demo_file(path: Path) -> bool:
+    """Whether `path` is a data file this module wrote (it carries the `simulated` mark)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "simulated" in npz.files
+    except Exception:    # unreadable, not an npz, a directory: not ours
+        return False
+
+
 def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
                      models: list[str] | None = None, hardware: list[str] | None = None,
                      rates: tuple[float, ...] = POISSON_RATES) -> list[Path]:
@@ -188,23 +197,26 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out_dir}: cannot create the output folder: {err.strerror}") from None
+    targets = [(model_index, spec, hw, out_dir / data_file_name(spec.key, hw))
+               for model_index, spec in enumerate(MODELS) if not models or spec.key in models
+               for hw in HARDWARE if not hardware or hw in hardware]
+    # measured data must never be replaced by simulated data: refuse before writing anything
+    for *_, path in targets:
+        if (path.exists() or path.is_symlink()) and not is_demo_file(path):
+            raise InputError(f"{path}: exists and was not written by the demo generator (no "
+                             "'simulated' mark); refusing to overwrite it with demo data; "
+                             "choose another folder")
     written = []
-    for model_index, spec in enumerate(MODELS):
-        if models and spec.key not in models:
-            continue
-        for hw in HARDWARE:
-            if hardware and hw not in hardware:
-                continue
-            path = out_dir / data_file_name(spec.key, hw)
-            runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
-            try:
-                # `simulated` marks the file as demo data wherever its results go (provenance, table)
-                write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates),
-                                                         "simulated": np.array(1)},
-                                 pad_timestamps="ramp")
-            except OSError as err:
-                raise InputError(f"{path}: cannot write: {err.strerror}") from None
-            written.append(path)
+    for model_index, spec, hw, path in targets:
+        runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
+        try:
+            # `simulated` marks the file as demo data wherever its results go (provenance, table)
+            write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates),
+                                                     "simulated": np.array(1)},
+                             pad_timestamps="ramp")
+        except OSError as err:
+            raise InputError(f"{path}: cannot write: {err.strerror}") from None
+        written.append(path)
     return written
 
 

@@ -6,14 +6,20 @@ import sys
 from typing import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_DIVERGED = 4     # training ran but its loss stopped being finite; the launcher tells it apart
 
 
 class InputError(Exception):
     """The user's input (a file, a flag, a directory) is wrong; not a bug in the pipeline."""
 
 
+class TrainingDiverged(Exception):
+    """The training loss stopped being finite: the settings (usually --lr) do not train."""
+
+
 def run_cli(main: Callable[[], int], prog: str) -> None:
-    """Run a command-line main(); bad input becomes one stderr line and exit status 2.
+    """Run a command-line main(); bad input becomes one stderr line and exit status 2, a
+    diverged training one line and exit status 4.
 
     Any other exception is a bug: Python prints its traceback and exits 1.
     """
@@ -22,6 +28,9 @@ def run_cli(main: Callable[[], int], prog: str) -> None:
     except InputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         status = EXIT_BAD_INPUT
+    except TrainingDiverged as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        status = EXIT_DIVERGED
     sys.exit(status)
 
 

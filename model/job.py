@@ -12,6 +12,7 @@ validation traces' watts are used to label them (nearest centroid) and to score.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from model.classifiers import metrics
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
-from model.classifiers.train import FitResult, fit
+from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
 from model.data import DataError, PowerData, Trace, load_power_file
-from model.errors import InputError
+from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
@@ -68,6 +69,8 @@ class Evaluation:
     probs: list[np.ndarray]
     synthetic: list[np.ndarray]
     values: dict[str, float]
+    # the states each synthetic trace was drawn from, per validation trace (for the figures)
+    sampled_states: list[np.ndarray] = field(default_factory=list)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -108,6 +111,24 @@ def check_writable(paths: dict[str, Path]) -> None:
                              f"{err.strerror or err}") from None
 
 
+def check_output_paths(settings: JobSettings, paths: dict[str, Path]) -> None:
+    """Refuse outputs that would overwrite the data file or each other, or land on a folder."""
+    def same(a: Path, b: Path) -> bool:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+
+    for kind, path in paths.items():
+        folder_name = kind == "checkpoint" and (settings.weights_path or "").endswith(("/", os.sep))
+        if path.is_dir() or folder_name:
+            raise InputError(f"--weights_path {path}: is a directory; give a file name"
+                             if kind == "checkpoint" else f"{path}: is a directory, not a file")
+        if same(path, Path(settings.data_file)):
+            raise InputError(f"{path}: is the data file; the job's {kind} would overwrite it")
+        for other, other_path in paths.items():
+            if other != kind and same(path, other_path):
+                raise InputError(f"{path}: the job's {kind} and {other} would be the same file; "
+                                 "give --weights_path a name of its own")
+
+
 def check_trace_lengths(data_path: str, traces: list[Trace], tp: int) -> None:
     """The autocorrelation metric needs 2 x lags + 1 bins in every trace."""
     short = [t for t in traces if len(t) < config.MIN_ACF_BINS]
@@ -140,15 +161,23 @@ def train(settings: JobSettings, prepared: Prepared, device: torch.device, gru_i
     train_x, train_y = tensors(prepared.train, prepared.train_labels)
     val_x, val_y = tensors(prepared.val, prepared.val_labels)
     torch.manual_seed(settings.seed)
-    model = PowerStateGRU(settings.num_states, settings.hidden_size, settings.num_layers,
-                          settings.dropout, gru_impl=gru_impl).to(device)
-    result = fit(model, train_x, train_y, val_x, val_y, lr=settings.lr, num_epochs=settings.num_epochs,
-                 seed=settings.seed, val_every=settings.val_every, tracker=tracker, state_file=state_file,
-                 checkpoint_every=settings.checkpoint_every, resume=settings.resume,
-                 fingerprint=run_fingerprint, progress=settings.progress)
+    try:
+        model = PowerStateGRU(settings.num_states, settings.hidden_size, settings.num_layers,
+                              settings.dropout, gru_impl=gru_impl).to(device)
+        result = fit(model, train_x, train_y, val_x, val_y, lr=settings.lr, num_epochs=settings.num_epochs,
+                     seed=settings.seed, val_every=settings.val_every, tracker=tracker, state_file=state_file,
+                     checkpoint_every=settings.checkpoint_every, resume=settings.resume,
+                     fingerprint=run_fingerprint, progress=settings.progress)
+    except (MemoryError, RuntimeError) as err:
+        # the model's size is the user's choice: running out of memory is bad input, not a bug
+        if not isinstance(err, MemoryError) and not any(
+                s in str(err).lower() for s in ("out of memory", "can't allocate memory", "cannot allocate memory")):
+            raise
+        raise InputError(f"not enough {device.type} memory for the model (--hidden_size {settings.hidden_size}, "
+                         f"--num_layers {settings.num_layers}); make it smaller") from None
     if not np.all(np.isfinite(result.train_losses)):
-        raise InputError(f"training diverged (loss {result.train_losses[-1]}); lower --lr "
-                         f"(now {settings.lr})")
+        raise TrainingDiverged(f"training diverged (loss {result.train_losses[-1]}); lower --lr "
+                               f"(now {settings.lr})")
     return model.eval(), result
 
 
@@ -159,8 +188,9 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
     log_probs = [state_log_probabilities(model, x) for x in prepared.features(prepared.val)]
     probs = [np.exp(lp) for lp in log_probs]
     real = [t.power for t in prepared.val]
-    synthetic = [synthesize(p, prepared.state_means, prepared.state_stds, settings.seed + t.index)
-                 for p, t in zip(probs, prepared.val)]
+    drawn = [synthesize(p, prepared.state_means, prepared.state_stds, settings.seed + t.index,
+                        return_states=True) for p, t in zip(probs, prepared.val)]
+    synthetic = [watts for watts, _ in drawn]
     true_states = prepared.val_labels
     all_probs, all_true = np.concatenate(probs), np.concatenate(true_states)
     scores = metrics.classification_scores(all_true, all_probs.argmax(axis=1), settings.num_states)
@@ -180,7 +210,9 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
         "n_train_traces": len(prepared.train),
         "n_val_traces": len(prepared.val),
     }
-    return Evaluation(log_probs, probs, synthetic, values)
+    if not np.isfinite(values["energy_error_pct"]):
+        print("note: the validation traces draw 0 W in total; energy_error_pct is NaN", file=sys.stderr)
+    return Evaluation(log_probs, probs, synthetic, values, [states for _, states in drawn])
 
 
 def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepared, serving: dict,
@@ -229,9 +261,13 @@ def save(paths: dict[str, Path], settings: JobSettings, checkpoint: Checkpoint, 
          record: dict) -> None:
     """Write the job's files; the metrics file marks a finished job, so it goes last."""
     write_validation_series(paths["synthetic"], prepared.val, evaluation.probs, prepared.val_labels,
-                            evaluation.synthetic, prepared.state_means, prepared.state_stds)
+                            evaluation.synthetic, prepared.state_means, prepared.state_stds,
+                            sampled_states=evaluation.sampled_states,
+                            state_centroids=prepared.states.centroids)
     write_csv(paths["losses"], ["epoch", "train_loss"],
               [[i + 1, repr(loss)] for i, loss in enumerate(fit_result.train_losses)])
+    write_csv(config.val_losses_path(settings.output_dir, settings.job_name), ["epoch", "val_loss"],
+              [[epoch, repr(loss)] for epoch, loss in sorted(fit_result.val_losses.items())])
     write_csv(paths["generation"], list(GENERATION_COLUMNS), generation_rows)
     save_checkpoint(paths["checkpoint"], checkpoint)
     write_json(paths["provenance"], record)
@@ -251,6 +287,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     data = data or load_power_file(settings.data_file)
     prepared = prepare(settings, data)
     paths = output_paths(settings)
+    check_output_paths(settings, paths)
     check_writable(paths)
     gru_impl = resolve_gru_impl(settings.gru_impl, device)
     for path in paths.values():
@@ -277,6 +314,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         record = provenance(run_fingerprint, settings.data_file, data.simulated, started, now())
         save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
+        paths["state"].with_name(paths["state"].name + DISCARDED_SUFFIX).unlink(missing_ok=True)
     except BaseException:
         if own_tracker:
             tracker.finish(exit_code=1)

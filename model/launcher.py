@@ -7,9 +7,11 @@ so a killed launcher leaves an honest record of what finished.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from model import config
 from model.aggregate import read_metrics_file
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
+from model.errors import EXIT_DIVERGED, InputError
 from model.grid import GRID_ENV, GridCell
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
@@ -64,6 +67,12 @@ class JobRecord:
     git_commit: str = ""           # the launcher's checkout (with "+dirty" for uncommitted changes)
 
 
+def job_status(returncode: int | None) -> str:
+    """A finished job's status from its exit status: train_entry exits EXIT_DIVERGED when the
+    loss stopped being finite, which is no result at all rather than a bad one."""
+    return {0: "succeeded", EXIT_DIVERGED: "diverged"}.get(returncode, "failed")
+
+
 def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> JobSettings:
     return replace(launch.job, data_file=str(cfg.data_file(launch.data_dir)), model=cfg.model,
                    hardware=cfg.hardware, tp=cfg.tp, output_dir=str(launch.output_dir),
@@ -86,8 +95,12 @@ def reuse_decision(cfg: GridCell, launch: LaunchSettings) -> tuple[str, str]:
     settings = job_settings(cfg, launch)
     metrics_file = config.metrics_path(launch.output_dir, cfg.job_name)
     checkpoint = config.checkpoint_path(launch.output_dir, cfg.job_name)
-    expected = fingerprint(settings, file_sha256(settings.data_file), _expected_impl(settings))
     if metrics_file.exists():
+        try:
+            data_sha256 = file_sha256(settings.data_file)
+        except OSError as err:     # the job itself then fails with one line; the grid goes on
+            return "run", f"the data file cannot be read ({err.strerror or err})"
+        expected = fingerprint(settings, data_sha256, _expected_impl(settings))
         try:
             read_metrics_file(metrics_file)
             for path in (config.synthetic_path(launch.output_dir, cfg.job_name),
@@ -114,7 +127,8 @@ GRID_RUN_GROUP = os.environ.get("WANDB_RUN_GROUP") or time.strftime("grid-%Y%m%d
 def start_job(cmd: list[str], log_path: str, job_name: str, env: dict | None = None, **popen_kwargs):
     """Start one job's command from the project root, its output (after the command line) into
     its log; return the process and the open log file."""
-    log = open(log_path, "w")
+    # paths are bytes to the OS: a name that is not UTF-8 goes into the log as it is
+    log = open(log_path, "w", errors="surrogateescape")
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
@@ -180,6 +194,36 @@ def plan_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tu
     return records, queue
 
 
+LOCK_FILE = ".launcher.lock"
+_held_locks: list = []     # open lock files: the OS releases them when this process ends
+
+
+def lock_output_dir(output_dir: Path) -> None:
+    """Hold the output folder for this launcher's lifetime: two launchers on one folder would
+    run the same jobs twice and overwrite each other's summary. InputError naming the holder
+    when another launcher has it."""
+    path = Path(output_dir) / LOCK_FILE
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise InputError(f"{path}: cannot create the output folder's lock: {err.strerror or err}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another launcher"
+        handle.close()
+        raise InputError(f"{output_dir}: in use by {holder}; wait for it to finish or choose another "
+                         "--output_dir") from None
+    except OSError:
+        return      # a file system without locks: go on unlocked, as before
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"launcher pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    _held_locks.append(handle)
+
+
 def save_summary(output_dir: Path, records: list[JobRecord]) -> None:
     write_json(Path(output_dir) / config.SUMMARY_FILE, [asdict(r) for r in records])
 
@@ -230,7 +274,7 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
                 record = records[index]
                 record.returncode = process.returncode
                 record.seconds = round(time.perf_counter() - started, 2)
-                record.status = "succeeded" if process.returncode == 0 else "failed"
+                record.status = job_status(process.returncode)
                 save()
                 echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
                      f"(log: {record.log})")
@@ -238,6 +282,15 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
                 echo("       " + progress_line(len(finished), len(running), len(queue), finished, launch.jobs))
     except (Interrupted, KeyboardInterrupt) as stop:
         stopped_by = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+
+        def kill_now(signum, frame):
+            # a second signal (a second Ctrl-C; coreutils timeout signals twice) hurries the
+            # stop along instead of breaking it: the summary must still be written
+            for process, _, _ in running.values():
+                if process.poll() is None:
+                    process.kill()
+        for s in previous:
+            signal.signal(s, kill_now)
         for process, _, _ in running.values():
             if process.poll() is None:
                 process.terminate()
@@ -255,5 +308,7 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
         save()
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # once stopped, the caller only reports and exits: a late repeat of the signal must
+            # not turn that into a traceback
+            signal.signal(s, signal.SIG_IGN if stopped_by is not None else handler)
     return records, stopped_by

@@ -5,35 +5,65 @@ An interrupted run never leaves a half-written file behind under the real name.
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from model.errors import InputError
+
 TEMP_MARK = ".tmp-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _write_failure(path: Path, err: OSError) -> InputError:
+    """One line for an output that cannot be written (a full disk, a read-only folder, a folder
+    where the file should be): the environment's problem, not the pipeline's."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on device" + (" (disk quota)" if err.errno == errno.EDQUOT else "")
+    elif path.is_dir():
+        reason = "is a directory, not a file"
+    else:
+        reason = err.strerror or str(err)
+    return InputError(f"{path}: cannot write: {reason}")
+
+
+def _writer_tag() -> str:
+    # who writes a temporary file: stale-file cleanup removes only files whose writer is gone
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix); rename it into place on success."""
+    """Yield a temporary path beside `path` (same suffix); rename it into place on success.
+    An OSError while writing becomes an InputError naming `path` (a full disk says so)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=path.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the file normal permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}{_writer_tag()}",
+                                   suffix=path.suffix)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the file normal permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise _write_failure(path, err) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -68,8 +98,37 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def _writer_state(temp_name: str) -> str:
+    """'alive' or 'gone' for the process that writes this temporary file, 'elsewhere' when it
+    ran on another host (which cannot be asked)."""
+    tag = temp_name.split(TEMP_MARK, 1)[1] if TEMP_MARK in temp_name else ""
+    host, _, rest = tag.partition("-")
+    pid = rest.partition("-")[0]
+    if not pid.isdigit():
+        return "gone"             # no writer recorded (an older version's file)
+    if host != socket.gethostname().replace("-", "_"):
+        return "elsewhere"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return "gone"
+    except OSError:               # alive, but another user's
+        pass
+    return "alive"
+
+
+STALE_ELSEWHERE_S = 24 * 3600
+
+
 def remove_stale_temp_files(directory: Path | str, name_prefix: str) -> None:
-    """Remove temporary files a killed run left for outputs whose names start with name_prefix."""
+    """Remove temporary files a killed run left for outputs whose names start with name_prefix;
+    never one whose writer is still running (another job or launcher on the same folder)."""
     for stale in glob.glob(os.path.join(glob.escape(str(directory)),
                                         f".{glob.escape(name_prefix)}*{TEMP_MARK}*")):
-        Path(stale).unlink(missing_ok=True)
+        writer = _writer_state(os.path.basename(stale))
+        try:
+            if writer == "gone" or (writer == "elsewhere"
+                                    and time.time() - os.path.getmtime(stale) > STALE_ELSEWHERE_S):
+                Path(stale).unlink(missing_ok=True)
+        except OSError:
+            continue

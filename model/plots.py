@@ -1,11 +1,13 @@
 """Figures to look at before trusting the table: loss curves, real vs synthetic traces, their
-autocorrelation functions, and the reliability diagrams behind the ECE.
+autocorrelation functions, the reliability diagrams behind the ECE, each job's watts against its
+state boundaries and its confusion matrix, and an overview of every configuration's metrics.
 
     python -m model.plots --results_dir demo/training_results
     python3 aggregate_metrics.py --plots          # the same, after the table
 
-Reads DIR/metrics/*_losses.csv and DIR/synthetic/*.npz; writes PNG and PDF under DIR/plots/:
-loss_curves, reliability, and per job {job}_trace and {job}_acf. Sized for a two-column paper
+Reads DIR/metrics/*_losses.csv, *_val_losses.csv, *_metrics.csv and DIR/synthetic/*.npz; writes
+PNG and PDF under DIR/plots/: loss_curves, reliability, overview, and per job {job}_trace,
+{job}_acf, {job}_watts and {job}_confusion. Sized for a two-column paper
 (3.5 in single column, 7 in across), 8 pt text, the Okabe-Ito colour-blind-safe palette.
 Exit status: 0 done, 2 nothing to plot or a damaged results file (named on stderr).
 """
@@ -19,8 +21,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator
+from sklearn.metrics import confusion_matrix
 
 from model import config
+from model.aggregate import read_metrics_file
 from model.classifiers import metrics
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import MODELS, MODELS_BY_KEY, add_grid_flag, cells_by_job_name, grid_from_argv
@@ -43,28 +49,88 @@ LEGEND_BESIDE = {"frameon": False, "loc": "upper left", "bbox_to_anchor": (1.0, 
 LEGEND_ABOVE = {"frameon": False, "loc": "lower right", "bbox_to_anchor": (1.0, 1.0), "ncols": 2,
                 "borderaxespad": 0.1}
 LOSSES_SUFFIX = "_losses.csv"
+VAL_LOSSES_SUFFIX = "_val_losses.csv"
+METRICS_SUFFIX = "_metrics.csv"
+# the overview's panels: metric, axis label (short: the panels are about an inch tall)
+OVERVIEW_METRICS = (("val_f1", "F1 \u2191"), ("autocorr_r2", "ACF $R^2$ \u2191"),
+                    ("transition_mae", "trans. MAE (W) \u2193"), ("ece", "ECE \u2193"),
+                    ("energy_error_pct", "energy err. (%) \u2193"))
 
 
 # ---------------------------------------------------------------- reading results
 
-def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
-    """Every grid job's loss CSV as rows of job, model, hardware, tp, epoch, train_loss."""
+def _read_loss_files(metrics_dir: Path | str, suffix: str, column: str) -> pd.DataFrame:
+    """Every grid job's {job}{suffix} CSV (header 'epoch,{column}') as rows of job, model,
+    hardware, tp, epoch, column."""
     known = cells_by_job_name()
     frames = []
-    for path in sorted(Path(metrics_dir).glob(f"*{LOSSES_SUFFIX}")):
-        cfg = known.get(path.name[: -len(LOSSES_SUFFIX)])
+    for path in sorted(Path(metrics_dir).glob(f"*{suffix}")):
+        # *_losses.csv also matches {job}_val_losses.csv, whose stem {job}_val is no grid job
+        cfg = known.get(path.name[: -len(suffix)])
         if cfg is None:
             continue
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             raise InputError(f"{path}: not a readable loss CSV") from None
-        if (list(frame.columns) != ["epoch", "train_loss"] or frame.empty
-                or frame["train_loss"].dtype.kind not in "fi"):
-            raise InputError(f"{path}: expected a header 'epoch,train_loss' and a number per epoch")
+        if (list(frame.columns) != ["epoch", column] or frame.empty
+                or frame[column].dtype.kind not in "fi"):
+            raise InputError(f"{path}: expected a header 'epoch,{column}' and a number per epoch")
         frames.append(frame.assign(job=cfg.job_name, model=cfg.model, hardware=cfg.hardware, tp=cfg.tp))
-    columns = ["job", "model", "hardware", "tp", "epoch", "train_loss"]
+    columns = ["job", "model", "hardware", "tp", "epoch", column]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
+    """Every grid job's loss CSV as rows of job, model, hardware, tp, epoch, train_loss."""
+    return _read_loss_files(metrics_dir, LOSSES_SUFFIX, "train_loss")
+
+
+def read_val_losses(metrics_dir: Path | str) -> pd.DataFrame:
+    """Every grid job's validation-loss CSV as rows of job, model, hardware, tp, epoch, val_loss
+    (jobs run before it was written have none)."""
+    return _read_loss_files(metrics_dir, VAL_LOSSES_SUFFIX, "val_loss")
+
+
+def read_job_metrics(metrics_dir: Path | str) -> pd.DataFrame:
+    """One row per grid job with a metrics file, in grid order: job, model, hardware, tp and the
+    overview's metrics (NaN for one a file lacks)."""
+    rows = []
+    for job, cfg in cells_by_job_name().items():
+        path = Path(metrics_dir) / f"{job}{METRICS_SUFFIX}"
+        if not path.is_file():
+            continue
+        try:
+            values = read_metrics_file(path)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: {err}") from None
+        rows.append({"job": job, "model": cfg.model, "hardware": cfg.hardware, "tp": cfg.tp,
+                     **{m: values.get(m, math.nan) for m, _ in OVERVIEW_METRICS}})
+    return pd.DataFrame(rows, columns=["job", "model", "hardware", "tp", *(m for m, _ in OVERVIEW_METRICS)])
+
+
+def state_boundaries(centroids: np.ndarray) -> np.ndarray:
+    """The watts where nearest-centroid labelling changes state: midpoints of sorted centroids."""
+    ordered = np.sort(np.asarray(centroids, dtype=float))
+    return (ordered[:-1] + ordered[1:]) / 2.0
+
+
+def confusion_counts(traces: list[dict], num_states: int) -> np.ndarray:
+    """(K, K) bin counts over a job's validation traces: row = true state, column = predicted."""
+    return confusion_matrix(np.concatenate([t["true_states"] for t in traces]),
+                            np.concatenate([t["predicted_states"] for t in traces]),
+                            labels=np.arange(num_states))
+
+
+def row_normalised(counts: np.ndarray) -> np.ndarray:
+    """Each row as shares of its total; NaN for a state no validation bin has."""
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
+
+
+def state_tick_labels(state_means: np.ndarray) -> list[str]:
+    return [f"{s}: {watts:.0f} W" for s, watts in enumerate(state_means)]
 
 
 # ---------------------------------------------------------------- figures
@@ -73,29 +139,54 @@ def _label(hardware: str, tp: int) -> str:
     return f"{hardware.upper()} TP{tp}"
 
 
-def _panel_grid(n: int, height_per_row: float) -> tuple[Figure, list]:
+def job_title(model: str, hardware: str, tp: int) -> str:
+    return f"{MODELS_BY_KEY[model].display_name}, {_label(hardware, tp)}"
+
+
+def trace_title(model: str, hardware: str, tp: int, traces: list[dict], shown: dict) -> str:
+    """Which validation trace a figure shows: its place among the job's validation traces and
+    its row in the data file (the trace index), which are different numbers."""
+    position = next(i for i, trace in enumerate(traces) if trace is shown) + 1
+    return (f"{job_title(model, hardware, tp)}\nvalidation trace {position} of {len(traces)}, "
+            f"row {shown['trace_index']} of the data file")
+
+
+def _panel_grid(n: int, height_per_row: float, sharey: bool = False) -> tuple[Figure, list]:
     cols = 1 if n == 1 else 2
     rows = math.ceil(n / cols)
     width = COLUMN_WIDTH_IN if n == 1 else PAGE_WIDTH_IN
     fig = Figure(figsize=(width, height_per_row * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
 
 
-def loss_curves_figure(losses: pd.DataFrame) -> Figure:
-    """Train loss per epoch: one panel per model, one line per hardware/TP."""
+def loss_curves_figure(losses: pd.DataFrame, val_losses: pd.DataFrame | None = None) -> Figure:
+    """Train loss per epoch (solid) and validation loss where it was computed (dashed, markers,
+    the same colour): one panel per model on one shared y-axis, one colour per hardware/TP."""
     models = [m for m in MODELS if m.key in set(losses["model"])]
-    fig, axes = _panel_grid(len(models), 1.9)
+    fig, axes = _panel_grid(len(models), 1.9, sharey=True)
+    has_val = val_losses is not None and not val_losses.empty
     for ax, spec in zip(axes, models):
         subset = losses[losses["model"] == spec.key]
         for colour, ((hardware, tp), run) in zip(PALETTE, subset.groupby(["hardware", "tp"], sort=True)):
             ax.plot(run["epoch"], run["train_loss"], color=colour, label=_label(hardware, tp))
+            if has_val:
+                val = val_losses[val_losses["job"] == run["job"].iloc[0]]
+                # a leading underscore keeps these out of the legend: the colour says which run
+                ax.plot(val["epoch"], val["val_loss"], color=colour, linestyle="--", marker="o",
+                        markersize=2.5, label=f"_{_label(hardware, tp)} validation")
         ax.set_title(spec.display_name)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("train loss (nats)")
-        ax.legend(**LEGEND_BESIDE)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("cross-entropy (nats)")
+        handles, labels = ax.get_legend_handles_labels()
+        if has_val:
+            handles += [Line2D([], [], color="#777777"),
+                        Line2D([], [], color="#777777", linestyle="--", marker="o", markersize=2.5)]
+            labels += ["train", "validation"]
+        ax.legend(handles, labels, **LEGEND_BESIDE)
     return fig
 
 
@@ -113,12 +204,22 @@ def trace_figure(trace: dict[str, np.ndarray], title: str) -> Figure:
     states_ax.step(time, trace["true_states"], where="post", color=TRUE_COLOUR, label="true state")
     states_ax.step(time, trace["predicted_states"], where="post", color=PREDICTED_COLOUR,
                    label="predicted state", linestyle="--")
+    if "sampled_states" in trace:
+        # drawn independently per bin, so dots rather than a line, under the other two
+        states_ax.plot(time, trace["sampled_states"], linestyle="none", marker=".", markersize=1.5,
+                       color=SYNTHETIC_COLOUR, alpha=0.6, zorder=1,
+                       label="sampled state (synthetic line)")
     num_states = trace["probabilities"].shape[1]
     states_ax.set_yticks(range(num_states))
     states_ax.set_ylim(-0.5, num_states - 0.5)
     states_ax.set_ylabel("state (0 = lowest W)")
     states_ax.set_xlabel("time since trace start (s)")
-    states_ax.legend(**LEGEND_ABOVE)
+    if "state_means" in trace:
+        # the watts the synthetic line draws around in each state (training traces' means)
+        watts_axis = states_ax.secondary_yaxis("right")
+        watts_axis.set_yticks(range(num_states), labels=state_tick_labels(trace["state_means"]))
+    handles = states_ax.get_legend_handles_labels()
+    states_ax.legend(*handles, **(LEGEND_ABOVE | {"ncols": len(handles[0])}))
     return fig
 
 
@@ -142,12 +243,23 @@ def acf_figure(trace: dict[str, np.ndarray], title: str, nlags: int = config.ACF
 
 def reliability_figure(by_model: dict[str, tuple[np.ndarray, np.ndarray, int]],
                        n_bins: int = config.ECE_BINS) -> Figure:
-    """Accuracy against confidence per model, validation bins of all its jobs pooled.
+    """Accuracy against confidence per model, validation bins of all its jobs pooled, and under
+    it the number of bins in each confidence bin.
 
     by_model: model key -> (probabilities (N, K), true states (N,), number of jobs pooled).
     """
     models = [m for m in MODELS if m.key in by_model]
-    fig, axes = _panel_grid(len(models), 2.3)
+    cols = 1 if len(models) == 1 else 2
+    rows = math.ceil(len(models) / cols)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN, 2.6 * rows + 0.4),
+                 layout="constrained")
+    # each model: accuracy above, the number of validation bins in each confidence bin below
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+    axes, count_axes = [], {}
+    for i, spec in enumerate(models):
+        row, col = divmod(i, cols)
+        axes.append(fig.add_subplot(grid[2 * row, col]))
+        count_axes[spec.key] = fig.add_subplot(grid[2 * row + 1, col], sharex=axes[-1])
     centres = (np.arange(n_bins) + 0.5) / n_bins
     for ax, spec in zip(axes, models):
         probabilities, labels, n_jobs = by_model[spec.key]
@@ -159,11 +271,95 @@ def reliability_figure(by_model: dict[str, tuple[np.ndarray, np.ndarray, int]],
         ax.plot([0, 1], [0, 1], color=PALETTE[1], linestyle="--", label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (top-state probability)")
+        ax.tick_params(labelbottom=False)
         ax.set_ylabel("accuracy")
-        pooled = f"{n_jobs} jobs pooled" if n_jobs > 1 else "1 job"
-        ax.set_title(f"{spec.display_name}: ECE {ece:.3f}, {pooled}", loc="left")
+        # ECE over all the model's bins at once: not the table's mean of per-job ECEs
+        pooled = f"pooled ECE {ece:.3f} over {n_jobs} jobs" if n_jobs > 1 else f"ECE {ece:.3f}, 1 job"
+        ax.set_title(f"{spec.display_name}\n{pooled}", loc="left")
+        count_ax = count_axes[spec.key]
+        # log scale: most bins are confident, and the sparse bins are the ones to doubt
+        count_ax.bar(centres[filled], counts[filled], width=1.0 / n_bins, color="#999999",
+                     edgecolor="white", linewidth=0.5)
+        count_ax.set_yscale("log")
+        count_ax.yaxis.set_major_locator(LogLocator(numticks=3))
+        count_ax.set_ylim(0.8, max(10.0, counts.max() * 2.0))
+        count_ax.set_ylabel("bins")
+        count_ax.set_xlabel("confidence (top-state probability)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def watts_figure(traces: list[dict], title: str) -> Figure:
+    """Histogram of the job's validation watts with the state boundaries the k-means centroids
+    (fitted on the training watts) put on them, each state's number at its centroid."""
+    centroids = np.sort(traces[0]["state_centroids"])
+    watts = np.concatenate([t["real_watts"] for t in traces])
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.4), layout="constrained")
+    ax = fig.subplots()
+    heights, _, _ = ax.hist(watts, bins=60, color=PALETTE[0], alpha=0.8)
+    for boundary in state_boundaries(centroids):
+        ax.axvline(boundary, color=PALETTE[1], linestyle="--", linewidth=0.8)
+    # headroom above the tallest bar for the state numbers
+    ax.set_ylim(0, heights.max() * 1.18)
+    for state, centroid in enumerate(centroids):
+        ax.text(centroid, 0.98, str(state), transform=ax.get_xaxis_transform(), ha="center",
+                va="top", fontsize=7, color=PALETTE[1])
+    ax.set_xlabel(f"power of the {len(traces)} validation traces (W)")
+    ax.set_ylabel("bins")
+    ax.set_title(f"{title}\nstates at their centroids, boundaries dashed", loc="left")
+    return fig
+
+
+def confusion_figure(traces: list[dict], title: str) -> Figure:
+    """True against predicted state over the job's validation bins: colour is the share of the
+    true state's bins (rows sum to 1), the number in each cell the bins."""
+    num_states = traces[0]["probabilities"].shape[1]
+    counts = confusion_counts(traces, num_states)
+    shares = row_normalised(counts)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 3.0), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (true, predicted), count in np.ndenumerate(counts):
+        dark = not np.isnan(shares[true, predicted]) and shares[true, predicted] > 0.6
+        ax.text(predicted, true, str(count), ha="center", va="center", fontsize=6,
+                color="white" if dark else "black")
+    ax.set_xticks(range(num_states))
+    ax.set_yticks(range(num_states))
+    ax.set_xlabel("predicted state")
+    ax.set_ylabel("true state (0 = lowest W)")
+    ax.spines[["top", "right"]].set_visible(True)
+    ax.set_title(f"{title}\n{counts.sum()} validation bins", loc="left")
+    fig.colorbar(image, ax=ax, label="share of the true state's bins", shrink=0.8)
+    return fig
+
+
+def overview_figure(job_metrics: pd.DataFrame) -> Figure:
+    """One panel per metric, one point per configuration found, grouped by model (colour)."""
+    models = [m for m in MODELS if m.key in set(job_metrics["model"])]
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 1.0 * len(OVERVIEW_METRICS) + 0.9), layout="constrained")
+    axes = fig.subplots(len(OVERVIEW_METRICS), 1, sharex=True, squeeze=False)[:, 0]
+    positions, tick_labels, x = {}, [], 0.0
+    for spec in models:   # a gap between models keeps each model's group together
+        for row in job_metrics[job_metrics["model"] == spec.key].itertuples():
+            positions[row.job] = x
+            tick_labels.append(f"{row.hardware.upper()}\nTP{row.tp}")
+            x += 1.0
+        x += 0.6
+    ticks = list(positions.values())
+    for ax, (metric, label) in zip(axes, OVERVIEW_METRICS):
+        for colour, spec in zip(PALETTE, models):
+            subset = job_metrics[job_metrics["model"] == spec.key]
+            ax.plot([positions[j] for j in subset["job"]], subset[metric], linestyle="none", marker="o",
+                    markersize=3.5, color=colour, label=spec.display_name)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", color="#dddddd", linewidth=0.5)
+    axes[-1].set_xticks(ticks, labels=tick_labels)
+    axes[-1].set_xlim(min(ticks) - 0.6, max(ticks) + 0.6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(models),
+               frameon=False)
+    axes[0].set_title(f"{len(job_metrics)} of the grid's {len(cells_by_job_name())} configurations, "
+                      "each scored on its validation traces (\u2191 higher is better, \u2193 lower)",
+                      loc="left")
     return fig
 
 
@@ -237,31 +433,40 @@ def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
     """Every figure the results allow; returns the files written."""
     results_dir = Path(results_dir)
     losses = read_losses(results_dir / config.METRICS_SUBDIR)
+    val_losses = read_val_losses(results_dir / config.METRICS_SUBDIR)
+    job_metrics = read_job_metrics(results_dir / config.METRICS_SUBDIR)
     known = cells_by_job_name()
     series_files = sorted(p for p in (results_dir / config.SYNTHETIC_SUBDIR).glob("*.npz")
                           if p.stem in known)
-    if losses.empty and not series_files:
-        raise InputError(f"{results_dir}: nothing to plot (no {config.METRICS_SUBDIR}/*{LOSSES_SUFFIX} "
+    if losses.empty and not series_files and job_metrics.empty:
+        raise InputError(f"{results_dir}: nothing to plot (no {config.METRICS_SUBDIR}/*{LOSSES_SUFFIX}, "
+                         f"no {config.METRICS_SUBDIR}/*{METRICS_SUFFIX} "
                          f"and no {config.SYNTHETIC_SUBDIR}/*.npz of the grid's jobs)")
     series = {path.stem: read_validation_series(path) for path in series_files}   # all read before any is drawn
     plots_dir = results_dir / config.PLOTS_SUBDIR
     written: list[Path] = []
     with matplotlib.rc_context(STYLE):
         if not losses.empty:
-            written += save_figure(loss_curves_figure(losses), plots_dir, "loss_curves")
+            written += save_figure(loss_curves_figure(losses, val_losses), plots_dir, "loss_curves")
         pooled: dict[str, list] = {}
         for job, traces in series.items():
             if not traces:
                 continue
             cfg = known[job]
             shown = shown_trace(traces)
-            title = (f"{MODELS_BY_KEY[cfg.model].display_name}, {_label(cfg.hardware, cfg.tp)}, "
-                     f"validation trace {shown['trace_index']}")
+            title = trace_title(cfg.model, cfg.hardware, cfg.tp, traces, shown)
             written += save_figure(trace_figure(shown, title), plots_dir, f"{job}_trace")
             written += save_figure(acf_figure(shown, title), plots_dir, f"{job}_acf")
+            if "state_centroids" in shown:   # files from before centroids were saved have none
+                written += save_figure(watts_figure(traces, job_title(cfg.model, cfg.hardware, cfg.tp)),
+                                       plots_dir, f"{job}_watts")
+            written += save_figure(confusion_figure(traces, job_title(cfg.model, cfg.hardware, cfg.tp)),
+                                   plots_dir, f"{job}_confusion")
             pooled.setdefault(cfg.model, []).append(traces)
         if pooled:
             written += save_figure(reliability_figure(pooled_by_model(pooled)), plots_dir, "reliability")
+        if not job_metrics.empty:
+            written += save_figure(overview_figure(job_metrics), plots_dir, "overview")
     echo(f"figures:    {plots_dir}/ ({len(written) // len(FORMATS)} figures, "
          f"{' and '.join(f.upper() for f in FORMATS)})")
     return written

@@ -23,8 +23,8 @@ import submitit
 from model import config
 from model.errors import InputError
 from model.grid import GridCell
-from model.launcher import (Interrupted, JobRecord, LaunchSettings, plan_grid, raise_interrupted,
-                            save_summary, start_job)
+from model.launcher import (Interrupted, JobRecord, LaunchSettings, job_status, plan_grid,
+                            raise_interrupted, save_summary, start_job)
 
 SLURM_SUBDIR = "slurm"
 JOB_NAME = "powertrace"
@@ -99,7 +99,7 @@ def _task_outcome(job) -> tuple[str, int | None, float, str]:
     except Exception as err:      # submitit recorded the task's own exception
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         return "failed", None, 0.0, f"{died} ({reason})"
-    status = "succeeded" if result["returncode"] == 0 else "failed"
+    status = job_status(result["returncode"])
     return status, result["returncode"], result["seconds"], ""
 
 
@@ -132,6 +132,37 @@ def _finished(job, queued: dict[str, str] | None, gone_since: dict | None = None
     return time.monotonic() - first_seen >= RESULT_GRACE_S
 
 
+def _sinfo_cpus() -> str:
+    """`sinfo`'s partitions and CPUs per node ('' when sinfo cannot be asked: then no check)."""
+    try:
+        output = subprocess.run(["sinfo", "-h", "-o", "%P %c"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return output.stdout if output.returncode == 0 else ""
+
+
+def partition_cpu_problem(sinfo_output: str, partition: str | None, cpus_per_task: int) -> str | None:
+    """Why tasks asking for `cpus_per_task` CPUs could never start in `partition` (None: the
+    cluster's default, marked '*'), from `sinfo -h -o "%P %c"` lines; None when they can, or
+    when the output does not say. Slurm itself keeps such tasks PENDING (PartitionConfig) forever."""
+    cpus: dict[str, int] = {}
+    default = None
+    for line in sinfo_output.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].rstrip("+").isdigit():
+            continue
+        name = parts[0].rstrip("*")
+        if parts[0].endswith("*"):
+            default = name
+        cpus[name] = max(cpus.get(name, 0), int(parts[1].rstrip("+")))
+    wanted = partition or default
+    if wanted not in cpus or cpus_per_task <= cpus[wanted]:
+        return None
+    return (f"partition {wanted} has nodes of at most {cpus[wanted]} CPUs, but each task asks for "
+            f"{cpus_per_task} (--slurm_cpus_per_job); its tasks would wait forever; pass "
+            f"--slurm_cpus_per_job {cpus[wanted]} or less")
+
+
 def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
                 echo=print) -> tuple[list[JobRecord], int | None]:
     """Submit the configurations as one array; wait for them unless `wait` is False."""
@@ -144,6 +175,9 @@ def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSet
     except RuntimeError as err:
         raise InputError(f"--launcher slurm: {err}") from None
     executor.update_parameters(**sbatch_parameters(slurm))
+    problem = partition_cpu_problem(_sinfo_cpus(), slurm.partition, slurm.cpus_per_job)
+    if problem:
+        raise InputError(f"--launcher slurm: {problem}")
     try:
         jobs = executor.map_array(run_task, [cmd for _, _, cmd in queue],
                                   [records[i].log for i, _, _ in queue], [cfg.job_name for _, cfg, _ in queue])
@@ -185,6 +219,8 @@ def _wait(records: list[JobRecord], jobs: dict, output_dir: Path, echo) -> int |
             if pending:
                 time.sleep(POLL_S)
     except (Interrupted, KeyboardInterrupt) as stop:
+        for s in previous:        # a second signal must not cut the cancelling short
+            signal.signal(s, signal.SIG_IGN)
         for index, job in pending.items():
             job.cancel(check=False)
             records[index].status, records[index].note = "interrupted", "Slurm task cancelled"

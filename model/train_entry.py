@@ -5,7 +5,8 @@
 
 `--tp -1` trains every TP in the file, one job after the other. Outputs go under
 --output_dir (default ./training_results): metrics/{job}_metrics.csv, metrics/{job}_losses.csv,
-checkpoints/{job}.pt. Exit status: 0 done, 1 a job failed, 2 bad usage or bad input.
+checkpoints/{job}.pt. Exit status: 0 done, 1 a job failed, 2 bad usage or bad input (nothing
+written), 4 the training diverged (loss not finite), 130/143 interrupted by SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import replace
 from model.data import load_power_file
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import MODELS_BY_KEY, add_grid_flag, grid_from_argv
-from model.job import run_job
+from model.job import check_output_paths, output_paths, prepare, run_job
 from model.settings import add_job_flags, settings_from_args
 
 
@@ -29,7 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_stopped_by = [signal.SIGINT]
+
+
 def _terminate(signum, frame):
+    _stopped_by[0] = signum   # exit 128 + the signal: 143 for SIGTERM, as for any killed process
     raise KeyboardInterrupt   # unwinds like Ctrl-C: temporary files are removed, wandb is closed
 
 
@@ -47,6 +52,11 @@ def main() -> int:
         raise InputError(f"--tp must be a positive TP size or -1 for all, got {args.tp}")
     else:
         tps = [args.tp]
+    # every TP is checked before any is trained: a bad one must not leave the others half done
+    for tp in tps if len(tps) > 1 else []:
+        job_settings = replace(settings, tp=tp)
+        prepare(job_settings, data)
+        check_output_paths(job_settings, output_paths(job_settings))
     for tp in tps:
         if tp not in MODELS_BY_KEY[settings.model].tp_values:
             print(f"note: TP {tp} is not in the grid for {settings.model}; aggregate_metrics.py will not "
@@ -68,4 +78,4 @@ if __name__ == "__main__":
         run_cli(main, "train_entry")
     except KeyboardInterrupt:
         print("train_entry: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + _stopped_by[0])

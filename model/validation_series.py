@@ -1,9 +1,13 @@
 """The `synthetic/{job}.npz` file: a job's validation traces for the figures; writer and reader.
 
-    write_validation_series(path, val_traces, log_probs, true_states, synthetic, means, stds)
+    write_validation_series(path, val_traces, log_probs, true_states, synthetic, means, stds,
+                            sampled_states=sampled, state_centroids=centroids)
     traces = read_validation_series(path)     # one dict of arrays per validation trace
 
-Per-bin series are concatenated in trace order; `trace_lengths` splits them again.
+Per-bin series are concatenated in trace order; `trace_lengths` splits them again. The per-job
+arrays (state_means, state_stds, state_centroids) come with every trace's dict. Files written
+before `sampled_states` and `state_centroids` were saved still load: those keys are then absent
+from the dicts, and the figures that need them leave them out.
 """
 from __future__ import annotations
 
@@ -20,11 +24,20 @@ from model.outputs import write_npz
 SERIES_KEYS = ("trace_indices", "trace_lengths", "time_s", "real_watts", "synthetic_watts",
                "true_states", "predicted_states", "probabilities")
 PER_TRACE_KEYS = ("trace_indices", "trace_lengths")
+OPTIONAL_PER_BIN_KEYS = ("sampled_states",)
+PER_STATE_KEYS = ("state_means", "state_stds", "state_centroids")   # one value per state, all optional
 
 
 def write_validation_series(path: Path | str, val: list[Trace], probabilities: list[np.ndarray],
                             true_states: list[np.ndarray], synthetic: list[np.ndarray],
-                            state_means: np.ndarray, state_stds: np.ndarray) -> None:
+                            state_means: np.ndarray, state_stds: np.ndarray, *,
+                            sampled_states: list[np.ndarray] | None = None,
+                            state_centroids: np.ndarray | None = None) -> None:
+    optional = {}
+    if sampled_states is not None:
+        optional["sampled_states"] = np.concatenate(sampled_states).astype(np.int64)
+    if state_centroids is not None:
+        optional["state_centroids"] = np.asarray(state_centroids, dtype=float)
     write_npz(path, {
         "trace_indices": np.array([t.index for t in val], dtype=np.int64),
         "trace_lengths": np.array([len(t) for t in val], dtype=np.int64),
@@ -36,6 +49,7 @@ def write_validation_series(path: Path | str, val: list[Trace], probabilities: l
         "probabilities": np.concatenate(probabilities),
         "state_means": np.asarray(state_means, dtype=float),
         "state_stds": np.asarray(state_stds, dtype=float),
+        **optional,
     })
 
 
@@ -51,12 +65,18 @@ def read_validation_series(path: Path | str) -> list[dict[str, np.ndarray]]:
         raise InputError(f"{path}: key {missing[0]!r} is missing")
     lengths = arrays["trace_lengths"]
     n_bins = int(lengths.sum())
-    per_bin = [k for k in SERIES_KEYS if k not in PER_TRACE_KEYS]
+    per_bin = [k for k in SERIES_KEYS + OPTIONAL_PER_BIN_KEYS if k not in PER_TRACE_KEYS and k in arrays]
     wrong = [k for k in per_bin if len(arrays[k]) != n_bins]
     if wrong or len(arrays["trace_indices"]) != len(lengths) or arrays["probabilities"].ndim != 2:
         raise InputError(f"{path}: the arrays disagree in length ({wrong[0] if wrong else 'trace_indices'} "
                          f"against trace_lengths, which sum to {n_bins})")
+    num_states = arrays["probabilities"].shape[1]
+    per_state = [k for k in PER_STATE_KEYS if k in arrays]
+    wrong = [k for k in per_state if arrays[k].shape != (num_states,)]
+    if wrong:
+        raise InputError(f"{path}: {wrong[0]!r} has {arrays[wrong[0]].size} values for {num_states} states")
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     return [{"trace_index": int(arrays["trace_indices"][i]),
-             **{k: arrays[k][bounds[i]:bounds[i + 1]] for k in per_bin}}
+             **{k: arrays[k][bounds[i]:bounds[i + 1]] for k in per_bin},
+             **{k: arrays[k] for k in per_state}}
             for i in range(len(lengths))]

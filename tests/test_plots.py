@@ -14,26 +14,35 @@ from matplotlib.text import Text
 from conftest import files_under, load_arrays, run_cli
 from model import config
 from model.aggregate import read_metrics_file
+from model.checkpoint import load_checkpoint
 from model.classifiers import metrics
+from model.classifiers.synthetic import synthesize
 from model.data import load_power_file
 from model.job import run_job
 from model.settings import JobSettings
-from model.plots import (STYLE, acf_figure, loss_curves_figure, pooled_by_model, read_losses,
-                         reliability_figure, shown_trace, trace_figure)
+from model.plots import (OVERVIEW_METRICS, STYLE, acf_figure, confusion_counts, confusion_figure,
+                         loss_curves_figure, overview_figure, pooled_by_model, read_job_metrics,
+                         read_losses, read_val_losses, reliability_figure, row_normalised,
+                         shown_trace, state_boundaries, trace_figure, trace_title, watts_figure,
+                         write_plots)
 from model.validation_series import read_validation_series
 
 pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 JOBS = (("llama-3-8b", "a100", 1), ("llama-3-8b", "a100", 2), ("deepseek-r1-distill-70b", "h100", 4))
+# the first job trains past two validation epochs (every 10) to a last one that is not a multiple
+EPOCHS = (21, 4, 4)
+SEED = 0
 
 
 @pytest.fixture(scope="module")
 def results(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("plots_results")
-    for model, hardware, tp in JOBS:
+    for (model, hardware, tp), epochs in zip(JOBS, EPOCHS):
         data_file = next(demo_dir.glob(f"*_{model.replace('-distill', '')}_{hardware}.npz"))
         run_job(JobSettings(data_file=str(data_file), model=model, hardware=hardware, tp=tp, lr=3e-3,
-                            num_epochs=4, output_dir=str(out), use_wandb=False, progress=False))
+                            num_epochs=epochs, seed=SEED, output_dir=str(out), use_wandb=False,
+                            progress=False))
     return out, demo_dir
 
 
@@ -66,7 +75,8 @@ def test_every_figure_is_written_as_a_sensible_png_and_a_pdf(results, tmp_path):
     out, _ = results
     proc = run_cli("-m", "model.plots", "--results_dir", str(out))
     assert proc.returncode == 0, proc.stderr
-    names = {"loss_curves", "reliability"} | {f"{j}_{kind}" for j in job_names() for kind in ("trace", "acf")}
+    names = {"loss_curves", "reliability", "overview"} | {
+        f"{j}_{kind}" for j in job_names() for kind in ("trace", "acf", "watts", "confusion")}
     assert files_under(out / "plots") == {f"{n}.{fmt}" for n in names for fmt in ("png", "pdf")}
     for name in names:
         image = matplotlib.image.imread(out / "plots" / f"{name}.png")
@@ -91,6 +101,10 @@ def test_plotted_series_are_the_saved_ones(results):
     np.testing.assert_array_equal(watts_ax.lines[1].get_ydata(), saved["synthetic_watts"][start:start + n])
     np.testing.assert_array_equal(states_ax.lines[0].get_ydata(), saved["true_states"][start:start + n])
     np.testing.assert_array_equal(states_ax.lines[1].get_ydata(), saved["predicted_states"][start:start + n])
+    np.testing.assert_array_equal(states_ax.lines[2].get_ydata(), saved["sampled_states"][start:start + n])
+    (watts_axis,) = states_ax.child_axes          # the state axis' right-hand side: each state's watts
+    assert [t.get_text() for t in watts_axis.get_yticklabels()] == \
+        [f"{s}: {w:.0f} W" for s, w in enumerate(saved["state_means"])]
 
     (acf_ax,) = acf_figure(shown, "t").axes
     real_acf = metrics.acf_lags(saved["real_watts"][start:start + n])
@@ -100,21 +114,29 @@ def test_plotted_series_are_the_saved_ones(results):
         metrics.autocorr_r2([shown["real_watts"]], [shown["synthetic_watts"]]))
 
     losses = read_losses(out / "metrics")
-    loss_axes = loss_curves_figure(losses).axes
+    loss_axes = loss_curves_figure(losses, read_val_losses(out / "metrics")).axes
     assert len(loss_axes) == 2                      # one panel per model present
-    plotted = {line.get_label(): line.get_ydata() for line in loss_axes[0].lines}
-    assert set(plotted) == {"A100 TP1", "A100 TP2"}
-    np.testing.assert_array_equal(plotted["A100 TP2"],
+    assert loss_axes[0].get_shared_y_axes().joined(loss_axes[0], loss_axes[1])
+    plotted = {line.get_label(): line for line in loss_axes[0].lines}
+    assert set(plotted) == {"A100 TP1", "A100 TP2", "_A100 TP1 validation", "_A100 TP2 validation"}
+    np.testing.assert_array_equal(plotted["A100 TP2"].get_ydata(),
                                   pd.read_csv(config.losses_path(out, job_names()[1]))["train_loss"])
+    val = pd.read_csv(config.val_losses_path(out, job_names()[0]))
+    np.testing.assert_array_equal(plotted["_A100 TP1 validation"].get_xdata(), val["epoch"])
+    np.testing.assert_array_equal(plotted["_A100 TP1 validation"].get_ydata(), val["val_loss"])
+    assert plotted["_A100 TP1 validation"].get_color() == plotted["A100 TP1"].get_color()
 
     jobs = {"llama-3-8b": [read_validation_series(config.synthetic_path(out, j)) for j in job_names()[:2]]}
-    (rel_ax,) = reliability_figure(pooled_by_model(jobs)).axes
+    rel_ax, count_ax = reliability_figure(pooled_by_model(jobs)).axes
     probabilities = np.concatenate([load_arrays(config.synthetic_path(out, j))["probabilities"] for j in job_names()[:2]])
     labels = np.concatenate([load_arrays(config.synthetic_path(out, j))["true_states"] for j in job_names()[:2]])
     counts, accuracy, _ = metrics.reliability_bins(probabilities, labels)
     np.testing.assert_allclose([bar.get_height() for bar in rel_ax.patches[: (counts > 0).sum()]],
                                accuracy[counts > 0])
-    assert f"ECE {metrics.expected_calibration_error(probabilities, labels):.3f}" in rel_ax.get_title(loc="left")
+    assert [bar.get_height() for bar in count_ax.patches] == list(counts[counts > 0])
+    assert sum(bar.get_height() for bar in count_ax.patches) == len(labels)
+    ece = metrics.expected_calibration_error(probabilities, labels)
+    assert f"pooled ECE {ece:.3f} over 2 jobs" in rel_ax.get_title(loc="left")
 
 
 def _undrawn_tick_labels(fig) -> set[int]:
@@ -137,13 +159,18 @@ def _overlaps(a, b) -> bool:
 def test_no_text_overlaps_and_legends_stay_off_the_data(results):
     out, _ = results
     traces = {j: read_validation_series(config.synthetic_path(out, j)) for j in job_names()}
+    shown = shown_trace(traces[job_names()[0]])
+    title = trace_title(*JOBS[0], traces[job_names()[0]], shown)
     with matplotlib.rc_context(STYLE):
         figures = {
             "loss_curves": loss_curves_figure(read_losses(out / "metrics")),
             "reliability": reliability_figure(pooled_by_model(
                 {"llama-3-8b": [traces[j] for j in job_names()[:2]], "deepseek-r1-distill-70b": [traces[job_names()[2]]]})),
-            "trace": trace_figure(shown_trace(traces[job_names()[0]]), "Llama-3.1 (8B), A100 TP1, validation trace 12"),
-            "acf": acf_figure(shown_trace(traces[job_names()[0]]), "Llama-3.1 (8B), A100 TP1, validation trace 12"),
+            "trace": trace_figure(shown_trace(traces[job_names()[0]]), title),
+            "acf": acf_figure(shown_trace(traces[job_names()[0]]), title),
+            "watts": watts_figure(traces[job_names()[2]], "DeepSeek-Distill (70B), H100 TP4"),
+            "confusion": confusion_figure(traces[job_names()[2]], "DeepSeek-Distill (70B), H100 TP4"),
+            "overview": overview_figure(read_job_metrics(out / "metrics")),
         }
     for name, fig in figures.items():
         canvas = FigureCanvasAgg(fig)
@@ -182,3 +209,112 @@ def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
     np.savez(damaged / "synthetic" / f"{job}.npz", **arrays)
     proc = run_cli("-m", "model.plots", "--results_dir", str(damaged))
     assert proc.returncode == 2 and "'probabilities' is missing" in proc.stderr
+
+
+def test_validation_loss_is_saved_every_10_epochs_and_after_the_last(results):
+    out, _ = results
+    for job, epochs in zip(job_names(), EPOCHS):
+        path = config.val_losses_path(out, job)
+        assert path.read_text().splitlines()[0] == "epoch,val_loss"
+        saved = pd.read_csv(path)
+        expected = sorted(set(range(config.VAL_EVERY, epochs + 1, config.VAL_EVERY)) | {epochs})
+        assert list(saved["epoch"]) == expected                     # 10, 20, 21 and 4
+        assert np.all(np.isfinite(saved["val_loss"])) and np.all(saved["val_loss"] > 0)
+        # the train losses keep their own two-column file, one row per epoch
+        losses = pd.read_csv(config.losses_path(out, job))
+        assert list(losses.columns) == ["epoch", "train_loss"] and list(losses["epoch"]) == list(range(1, epochs + 1))
+        # after the last epoch the model is the one scored: its loss is the metrics file's
+        scored = read_metrics_file(config.metrics_path(out, job))
+        assert saved["val_loss"].iloc[-1] == pytest.approx(scored["final_val_loss"], rel=1e-4)
+    assert list(read_val_losses(out / "metrics")["job"].unique()) == sorted(job_names())
+
+
+def test_sampled_states_are_the_ones_the_synthetic_watts_were_drawn_from(results):
+    out, _ = results
+    for job in job_names():
+        saved = load_arrays(config.synthetic_path(out, job))
+        states = saved["sampled_states"]
+        assert len(states) == len(saved["synthetic_watts"])
+        z = (saved["synthetic_watts"] - saved["state_means"][states]) / saved["state_stds"][states]
+        assert np.abs(z).max() < 6.0
+        # and exactly: drawing again with the job's seed gives the same states and watts
+        bounds = np.cumsum(np.r_[0, saved["trace_lengths"]])
+        for i, index in enumerate(saved["trace_indices"]):
+            part = slice(bounds[i], bounds[i + 1])
+            watts, again = synthesize(saved["probabilities"][part], saved["state_means"], saved["state_stds"],
+                                      SEED + int(index), return_states=True)
+            np.testing.assert_array_equal(again, states[part])
+            np.testing.assert_array_equal(watts, saved["synthetic_watts"][part])
+    # the sampled states are a draw, not the classifier's argmax
+    assert not np.array_equal(states, saved["predicted_states"])
+
+
+def test_old_series_files_without_sampled_states_or_centroids_still_load_and_plot(results, tmp_path):
+    out, _ = results
+    job = job_names()[0]
+    arrays = load_arrays(config.synthetic_path(out, job))
+    del arrays["sampled_states"], arrays["state_centroids"]
+    (tmp_path / "synthetic").mkdir()
+    np.savez(tmp_path / "synthetic" / f"{job}.npz", **arrays)
+    traces = read_validation_series(tmp_path / "synthetic" / f"{job}.npz")
+    assert not {"sampled_states", "state_centroids"} & set(traces[0])
+    _, states_ax = trace_figure(shown_trace(traces), "t").axes
+    assert len(states_ax.lines) == 2                 # true and predicted, no sampled line
+    written = {p.name for p in write_plots(tmp_path, echo=lambda _: None)}
+    assert f"{job}_trace.png" in written and f"{job}_confusion.png" in written
+    assert f"{job}_watts.png" not in written         # no centroids, no boundaries to draw
+
+
+def test_confusion_counts_sum_to_the_validation_bins(results):
+    out, _ = results
+    for job in job_names():
+        traces = read_validation_series(config.synthetic_path(out, job))
+        saved = load_arrays(config.synthetic_path(out, job))
+        num_states = saved["probabilities"].shape[1]
+        counts = confusion_counts(traces, num_states)
+        assert counts.shape == (num_states, num_states)
+        assert counts.sum() == len(saved["true_states"])
+        assert counts[2, 1] == np.sum((saved["true_states"] == 2) & (saved["predicted_states"] == 1))
+        np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(saved["true_states"], minlength=num_states))
+        shares = row_normalised(counts)
+        present = counts.sum(axis=1) > 0
+        np.testing.assert_allclose(shares[present].sum(axis=1), 1.0)
+        assert np.all(np.isnan(shares[~present]))
+        (ax, _colourbar) = confusion_figure(traces, "t").axes
+        np.testing.assert_array_equal(ax.images[0].get_array().filled(np.nan), shares)
+        assert sum(int(t.get_text()) for t in ax.texts) == len(saved["true_states"])
+
+
+def test_watts_histogram_boundaries_are_midpoints_of_the_centroids(results):
+    out, _ = results
+    job = job_names()[2]
+    saved = load_arrays(config.synthetic_path(out, job))
+    # the saved centroids are the job's k-means centroids, which the checkpoint also holds
+    np.testing.assert_array_equal(saved["state_centroids"], load_checkpoint(config.checkpoint_path(out, job)).states.centroids)
+    centroids = np.sort(saved["state_centroids"])
+    np.testing.assert_allclose(state_boundaries(saved["state_centroids"][::-1]), (centroids[:-1] + centroids[1:]) / 2)
+    (ax,) = watts_figure(read_validation_series(config.synthetic_path(out, job)), "t").axes
+    drawn = [line.get_xdata()[0] for line in ax.lines]
+    np.testing.assert_allclose(drawn, (centroids[:-1] + centroids[1:]) / 2)
+    assert sum(bar.get_height() for bar in ax.patches) == len(saved["real_watts"])   # validation watts
+    assert "validation" in ax.get_xlabel()
+
+
+def test_overview_has_one_point_per_configuration_found(results, tmp_path):
+    out, _ = results
+    found = read_job_metrics(out / "metrics")
+    assert list(found["job"]) == [j for j in job_names() if j in set(found["job"])] and len(found) == len(JOBS)
+    axes = overview_figure(found).axes
+    assert [ax.get_ylabel() for ax in axes] == [label for _, label in OVERVIEW_METRICS]
+    for ax, (metric, _) in zip(axes, OVERVIEW_METRICS):
+        points = [line for line in ax.lines if not line.get_label().startswith("_")]
+        assert sum(len(line.get_ydata()) for line in points) == len(JOBS)
+        drawn = sorted(np.concatenate([line.get_ydata() for line in points]))
+        expected = sorted(read_metrics_file(config.metrics_path(out, j))[metric] for j in job_names())
+        np.testing.assert_allclose(drawn, expected)
+    # one configuration fewer: one point fewer
+    (tmp_path / "metrics").mkdir()
+    for job in job_names()[1:]:
+        (tmp_path / "metrics" / config.metrics_path(out, job).name).write_bytes(config.metrics_path(out, job).read_bytes())
+    fewer = overview_figure(read_job_metrics(tmp_path / "metrics")).axes[0]
+    assert sum(len(line.get_ydata()) for line in fewer.lines if not line.get_label().startswith("_")) == 2

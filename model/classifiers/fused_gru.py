@@ -46,10 +46,31 @@ def _build_tag() -> str:
     return hashlib.sha256(key).hexdigest()[:10]
 
 
-def _build_directory() -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+def _build_directory(root: Path | str | None = None) -> Path:
+    root = root or os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.replace('+', '_')}"
     return Path(root) / tag / f"powertrace_gru_{_build_tag()}"
+
+
+def _writable_build_directory() -> Path:
+    """The usual cache folder, or, where it cannot be created (a read-only or missing HOME), one
+    in the temporary folder, with one notice; FusedGRUUnavailable when neither can be."""
+    import tempfile
+    usual = _build_directory()
+    try:
+        usual.mkdir(parents=True, exist_ok=True)
+        return usual
+    except OSError as err:
+        problem = f"{usual}: {err.strerror or err}"
+    fallback = _build_directory(Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}")
+    try:
+        fallback.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FusedGRUUnavailable(f"cannot create a cache folder for the fused GRU kernel ({problem}; "
+                                  f"{fallback}: {err.strerror or err}); set TORCH_EXTENSIONS_DIR") from None
+    print(f"notice: cannot use the kernel cache ({problem}); building in {fallback} instead "
+          "(set TORCH_EXTENSIONS_DIR to choose)", file=sys.stderr, flush=True)
+    return fallback
 
 
 def extension_is_built() -> bool:
@@ -68,8 +89,11 @@ def load_extension(verbose: bool = True):
     if _build_error is not None:
         raise FusedGRUUnavailable(_build_error)
     from torch.utils import cpp_extension
-    build_dir = _build_directory()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        build_dir = _writable_build_directory()
+    except FusedGRUUnavailable as err:
+        _build_error = str(err)
+        raise
     cached = any(build_dir.glob("powertrace_gru*.so"))
     started = time.perf_counter()
     try:

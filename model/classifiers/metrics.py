@@ -116,7 +116,10 @@ def transition_mae(real: list[np.ndarray], synthetic: list[np.ndarray], labels: 
 
 
 def energy_error_pct(real: list[np.ndarray], synthetic: list[np.ndarray]) -> float:
-    """100 x |total synthetic energy - total real energy| / total real energy."""
+    """100 x |total synthetic energy - total real energy| / total real energy; NaN when the real
+    energy is 0 (a relative error of nothing is undefined)."""
     total_real = float(sum(r.sum() for r in real))
     total_syn = float(sum(s.sum() for s in synthetic))
+    if total_real == 0:
+        return float("nan")
     return 100.0 * abs(total_syn - total_real) / total_real

@@ -9,6 +9,7 @@ continues from it to the same result an uninterrupted run gives.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,15 +52,37 @@ def _save_state(path: Path, model, optimizer, shuffle_rng, epoch: int, result: F
         torch.save(state, tmp)
 
 
+DISCARDED_SUFFIX = ".discarded"
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Keep a state that cannot be resumed under another name, saying why, so that the new run
+    does not overwrite it before it has finished (fit's caller removes it then)."""
+    aside = path.with_name(path.name + DISCARDED_SUFFIX)
+    path.replace(aside)
+    print(f"notice: not resuming from {path}: {why}; starting over (the old state is kept as "
+          f"{aside} until this run finishes)", file=sys.stderr, flush=True)
+
+
 def _load_state(path: Path, model, optimizer, shuffle_rng, fingerprint: dict) -> tuple[int, FitResult] | None:
-    """Restore a saved training state; None if there is none or it was made with other settings."""
+    """Restore a saved training state; None if there is none, or (with a notice, the file set
+    aside) when it is damaged or was made with other settings."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:   # a damaged state file is not worth keeping: start over
+        # the output folder may hold files we did not write: never unpickle code from it
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "fingerprint"} <= state.keys():
+            raise ValueError("not a training state of this pipeline")
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        _set_aside(path, f"the file is damaged or not a training state ({reason})")
         return None
     if state.get("fingerprint") != fingerprint:
+        saved = state.get("fingerprint") or {}
+        changed = [k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)]
+        _set_aside(path, "it was made with other settings (" + ", ".join(
+            f"{k} {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed) + ")")
         return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
