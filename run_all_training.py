@@ -10,7 +10,8 @@
 Writes training_results/ (or --output_dir): jobs_summary.json, metrics/, checkpoints/, synthetic/,
 logs/; with --demo also the table and plots/.
 Exit status: 0 every job succeeded or was reused (or was submitted, with --no_wait), 1 a job
-failed or had no data, 2 bad usage, 3 (--collect) some Slurm tasks are still queued or running,
+failed, diverged or had no data (--collect: or was interrupted), 2 bad usage (or another launcher
+holds --output_dir), 3 (--collect) some Slurm tasks are still queued or running,
 130/143 interrupted by SIGINT/SIGTERM.
 """
 from __future__ import annotations
@@ -29,9 +30,11 @@ from model.aggregate import aggregate
 from model.classifiers.fused_gru import FusedGRUUnavailable, extension_is_built, load_extension
 from model.classifiers.gru import intended_gru_impl
 from model.demo_data import write_demo_files
+from model.facility import build_site
+from model.facility import parse_args as facility_args
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_from_argv
-from model.launcher import LaunchSettings, run_grid, train_command
+from model.launcher import LaunchSettings, lock_output_dir, run_grid, train_command
 from model.plots import write_plots
 from model.settings import add_job_flags, settings_from_args
 from model.slurm import SlurmSettings, collect, submission_preview, submit_grid
@@ -93,6 +96,19 @@ def prebuild_kernel(template) -> None:
             pass             # each job says why and falls back to nn.GRU
 
 
+def demo_site(output_dir: Path, jobs: int) -> None:
+    """The demo's last step: a small site (2 rows x 2 racks x 4 servers, one hour) of one
+    demo configuration, sized by its generated traces against TDP and mean power."""
+    job = "llama-3-70b_h100_tp8"
+    if not config.checkpoint_path(output_dir, job).exists():
+        return
+    print(f"\na small site of {job} servers, one hour of Poisson traffic at 0.5 requests/s each:")
+    build_site(facility_args(["--config", job, "--results_dir", str(output_dir), "--rows", "2",
+                              "--racks_per_row", "2", "--nodes_per_rack", "4", "--rate_per_node", "0.5",
+                              "--duration", "3600", "--row_limit_kw", "40", "--jobs", str(jobs),
+                              "--out", str(output_dir / "facility"), "--no_progress"]))
+
+
 def next_steps(output_dir: Path) -> str:
     lines = [f"\nresults: {output_dir}/",
              f"next:    python3 aggregate_metrics.py --metrics_dir {output_dir / config.METRICS_SUBDIR} --plots"]
@@ -108,7 +124,13 @@ def collect_submitted(output_dir: Path) -> int:
     print(f"summary: {output_dir / config.SUMMARY_FILE}")
     if any(s in ("submitted", "running") for s in statuses):
         return EXIT_STILL_RUNNING
-    return EXIT_FAILED if any(s in ("failed", "missing_data") for s in statuses) else EXIT_OK
+    unfinished = {s: statuses.count(s) for s in dict.fromkeys(statuses)
+                  if s in ("failed", "missing_data", "interrupted", "diverged")}
+    if unfinished:
+        print(f"{sum(unfinished.values())} of {len(statuses)} jobs did not finish: "
+              + ", ".join(f"{n} {s}" for s, n in unfinished.items()), file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def main() -> int:
@@ -164,6 +186,7 @@ def main() -> int:
         raise InputError(f"{output_dir}: cannot create the output folder: {err.strerror}") from None
     if not os.access(output_dir, os.W_OK):
         raise InputError(f"{output_dir}: the output folder is not writable")
+    lock_output_dir(output_dir)
 
     if args.launcher == "slurm":
         records, stopped_by = submit_grid(configs, launch, slurm, wait=not args.no_wait)
@@ -181,7 +204,7 @@ def main() -> int:
         print(f"\nNo data file was found in {data_dir} (expected names like "
               f"{data_file_name(configs[0].model, configs[0].hardware)}).\n"
               f"To try the pipeline on generated demo data: python3 run_all_training.py --demo")
-    failed = counts.get("failed", 0) + counts.get("missing_data", 0)
+    failed = counts.get("failed", 0) + counts.get("missing_data", 0) + counts.get("diverged", 0)
     if not args.demo and counts.get("succeeded", 0):
         print(next_steps(output_dir))
     if args.demo and counts.get("succeeded", 0) + counts.get("skipped_existing", 0) > 0:
@@ -189,9 +212,14 @@ def main() -> int:
         aggregate(output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,
                   output_dir / config.STATISTICS_FILE, print_table=True)
         write_plots(output_dir)
+        demo_site(output_dir, jobs)
         print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":
-    run_cli(main, "run_all_training.py")
+    try:
+        run_cli(main, "run_all_training.py")
+    except KeyboardInterrupt:     # Ctrl-C outside the grid's own handling (planning, the demo's table)
+        print("run_all_training.py: interrupted", file=sys.stderr)
+        sys.exit(130)

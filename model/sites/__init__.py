@@ -1,0 +1,1 @@
+"""From servers to sites: generated nodes rolled up into racks, rows and a facility."""

@@ -1,0 +1,181 @@
+"""A whole site's load: every node generated, rolled up into racks, rows and the facility.
+
+    result = run_site(plan, jobs=2)          # plan: layout, configurations, traffic, period
+    rows = site_metrics(plan, result)        # method, level, resolution_s, metric, value
+
+Each rack is generated in one worker (its nodes' request streams batched through the classifier),
+and only rack sums, node statistics and counts come back: memory holds the racks and the site,
+never every node at full resolution (`save_nodes_dir` writes the nodes to disk instead).
+Node = GPU watts + non-GPU watts; rack = sum of its nodes; row = sum of its racks; site IT =
+sum of the rows; site total = IT x PUE. Baselines: `tdp` (every node at TP x GPU nameplate
+power + non-GPU) and `mean` (every node at its training mean + non-GPU).
+"""
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.generation.generator import Generator, Requests
+from model.outputs import write_npz
+from model.sites.layout import Layout, poisson_node_requests
+from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
+
+LEVELS = ("node", "rack", "row", "site")
+
+
+@dataclass
+class Plan:
+    layout: Layout
+    rack_jobs: list[str]                  # the configuration (job name) of each rack
+    checkpoints: dict[str, Path]          # job name -> checkpoint file
+    n_bins: int
+    bin_s: float
+    non_gpu_w: float
+    pue: float
+    seed: int
+    sampling: str
+    node_requests: list[Requests] | None = None     # a site request stream split over the nodes
+    rate_per_node: float | None = None              # or Poisson traffic per node ...
+    diurnal: np.ndarray | None = None               # ... shaped by the hour of the day
+    save_nodes_dir: Path | None = None
+
+
+@dataclass
+class SiteResult:
+    racks: np.ndarray                     # (racks, bins) watts, GPU + non-GPU
+    node_peaks: np.ndarray                # (nodes, resolutions) each node's own peak
+    node_metrics: list[dict]              # per node: resolution -> profile metrics
+    requests: np.ndarray                  # (nodes, 3) requests, input tokens, output tokens served
+    constants: dict[str, np.ndarray] = field(default_factory=dict)   # baseline -> (nodes,) watts
+
+
+_generators: dict[Path, Generator] = {}
+
+
+def _generator(path: Path) -> Generator:
+    if path not in _generators:          # one load per worker process and checkpoint
+        _generators[path] = Generator(load_checkpoint(path))
+    return _generators[path]
+
+
+def baseline_watts(ckpt: Checkpoint, non_gpu_w: float) -> dict[str, float]:
+    """One node's constant watts under each baseline."""
+    return {"tdp": ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"] + non_gpu_w,
+            "mean": float(ckpt.training_watts["mean"]) + non_gpu_w}
+
+
+def generate_rack(plan: Plan, rack: int) -> tuple:
+    """One rack's nodes: their summed watts, each node's statistics and served requests."""
+    torch.set_num_threads(1)             # one worker per core
+    gen = _generator(plan.checkpoints[plan.rack_jobs[rack]])
+    nodes = list(plan.layout.nodes_of_rack(rack))
+    if plan.node_requests is not None:
+        streams = [plan.node_requests[n] for n in nodes]
+    else:
+        pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
+        streams = [poisson_node_requests(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
+                                         plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
+    traces = gen.generate_many(streams, plan.n_bins, [plan.seed + n for n in nodes], plan.sampling)
+    rack_watts = np.zeros(plan.n_bins)
+    peaks, stats, served = [], [], []
+    for node, stream, trace in zip(nodes, streams, traces):
+        watts = trace.watts + plan.non_gpu_w
+        rack_watts += watts
+        levels = at_resolutions(watts, plan.bin_s)
+        stats.append({r: profile_metrics(w) for r, w in levels.items()})
+        peaks.append([levels[r].max() for r in levels])
+        served.append([len(stream), stream.input_tokens.sum(), stream.output_tokens.sum()])
+        if plan.save_nodes_dir is not None:
+            write_npz(Path(plan.save_nodes_dir) / f"node_{node:05d}.npz",
+                      {"watts": watts.astype(np.float32), "states": trace.states.astype(np.int8),
+                       "bin_s": np.array(plan.bin_s), "rack": np.array(rack)})
+    return rack, rack_watts, peaks, stats, served
+
+
+def _run(args):
+    return generate_rack(*args)
+
+
+def run_site(plan: Plan, jobs: int = 1, progress: bool = True) -> SiteResult:
+    """Every rack, `jobs` worker processes at a time; the same numbers whatever `jobs` is."""
+    layout = plan.layout
+    racks = np.zeros((layout.n_racks, plan.n_bins))
+    node_peaks = np.zeros((layout.n_nodes, len(RESOLUTIONS_S)))
+    node_metrics: list[dict] = [None] * layout.n_nodes
+    served = np.zeros((layout.n_nodes, 3))
+    tasks = [(plan, rack) for rack in range(layout.n_racks)]
+    bar = tqdm(total=layout.n_racks, desc="racks", unit="rack", disable=not progress)
+    if jobs > 1:
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        results = pool.imap_unordered(_run, tasks)
+    else:
+        pool, results = None, map(_run, tasks)
+    try:
+        for rack, rack_watts, peaks, stats, counts in results:
+            racks[rack] = rack_watts
+            for i, node in enumerate(layout.nodes_of_rack(rack)):
+                node_peaks[node], node_metrics[node], served[node] = peaks[i], stats[i], counts[i]
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    constants = {}
+    for name in ("tdp", "mean"):
+        per_job = {job: baseline_watts(_generator(path).ckpt, plan.non_gpu_w)[name]
+                   for job, path in plan.checkpoints.items()}
+        constants[name] = np.array([per_job[plan.rack_jobs[n // layout.nodes_per_rack]]
+                                    for n in range(layout.n_nodes)])
+    return SiteResult(racks, node_peaks, node_metrics, served, constants)
+
+
+def rows_of(plan: Plan, racks: np.ndarray) -> np.ndarray:
+    return racks.reshape(plan.layout.rows, plan.layout.racks_per_row, -1).sum(axis=1)
+
+
+def _mean_of(stats: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+
+
+def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
+    """Rows of (method, level, resolution_s, metric, value). Node, rack and row values are the
+    mean over the units of that level; site values are of the total (IT x PUE) watts."""
+    layout = plan.layout
+    out = []
+    it = result.racks.sum(axis=0)
+    rows = rows_of(plan, result.racks)
+    per_res = {level: at_resolutions(series, plan.bin_s) for level, series in
+               (("racks", result.racks), ("rows", rows), ("site", it * plan.pue))}
+    for j, resolution in enumerate(RESOLUTIONS_S):
+        node_peaks = result.node_peaks[:, j]
+        levels = {
+            "node": _mean_of([m[resolution] for m in result.node_metrics]) | {"diversity_factor": 1.0},
+            "rack": _mean_of([profile_metrics(w) | {"diversity_factor": diversity_factor(
+                w.max(), node_peaks[list(layout.nodes_of_rack(r))])}
+                for r, w in enumerate(per_res["racks"][resolution])]),
+            "row": _mean_of([profile_metrics(w) | {"diversity_factor": diversity_factor(
+                w.max(), node_peaks[r * layout.racks_per_row * layout.nodes_per_rack:
+                                    (r + 1) * layout.racks_per_row * layout.nodes_per_rack])}
+                for r, w in enumerate(per_res["rows"][resolution])]),
+            "site": profile_metrics(per_res["site"][resolution])
+            | {"diversity_factor": diversity_factor(per_res["site"][resolution].max() / plan.pue, node_peaks)},
+        }
+        for level in LEVELS:
+            out += [["ours", level, resolution, m, levels[level][m]] for m in METRICS]
+    for name, node_watts in result.constants.items():
+        rack_w = node_watts.reshape(layout.n_racks, layout.nodes_per_rack).sum(axis=1)
+        row_w = rack_w.reshape(layout.rows, layout.racks_per_row).sum(axis=1)
+        constant = {"node": node_watts, "rack": rack_w, "row": row_w,
+                    "site": np.array([node_watts.sum() * plan.pue])}
+        for resolution in RESOLUTIONS_S:
+            for level in LEVELS:
+                # a constant load: its peak is its average, it never ramps, and every unit peaks at once
+                stats = _mean_of([profile_metrics(np.full(2, w)) for w in constant[level]])
+                out += [[name, level, resolution, m, stats.get(m, 1.0)] for m in METRICS]
+    return out

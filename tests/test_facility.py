@@ -1,0 +1,147 @@
+"""Sites: roll-ups that add up, baselines that are their definitions, reproducible files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import files_under, run_cli
+from model import config
+from model.checkpoint import load_checkpoint
+from model.errors import InputError
+from model.generation.generator import Requests
+from model.job import run_job
+from model.settings import JobSettings
+from model.sites.layout import Layout, assign_configs, parse_mix, split_requests
+from model.sites.rollup import at_resolutions, diversity_factor, profile_metrics, window_means
+from model.sites.site import baseline_watts
+
+JOB = "llama-3-70b_h100_tp4"
+
+
+def test_coarser_resolutions_are_window_means_of_finer_ones():
+    watts = np.random.default_rng(0).uniform(100, 200, 3600 * 4)
+    levels = at_resolutions(watts, 0.25)
+    assert sorted(levels) == [0.25, 1.0, 60.0, 900.0]
+    np.testing.assert_allclose(levels[1.0][:2], [watts[:4].mean(), watts[4:8].mean()])
+    np.testing.assert_allclose(levels[60.0], window_means(levels[1.0], 60))
+    np.testing.assert_allclose(levels[900.0], window_means(levels[60.0], 15))
+    for series, step in ((levels[r], r) for r in levels):          # energy is the same at every resolution
+        assert series.sum() * step == pytest.approx(watts.sum() * 0.25)
+
+
+def test_profile_metrics_by_hand():
+    m = profile_metrics(np.array([100.0, 300.0, 200.0, 200.0]))
+    assert m["peak_w"] == 300 and m["average_w"] == 200 and m["par"] == 1.5
+    assert m["load_factor"] == pytest.approx(2 / 3)
+    assert m["ramp_max_up_w"] == 200 and m["ramp_max_down_w"] == 100
+    assert m["ldc_p99_w"] == pytest.approx(np.percentile([100, 300, 200, 200], 99))
+    flat = profile_metrics(np.full(5, 7.0))
+    assert flat["par"] == 1 and flat["ramp_p99_w"] == 0
+    assert diversity_factor(500.0, [300.0, 300.0]) == pytest.approx(500 / 600)
+
+
+def test_racks_get_configurations_by_share_reproducibly_and_requests_are_conserved():
+    layout = Layout(10, 6, 4)
+    racks = assign_configs(layout, parse_mix(["a:0.5", "b:0.25", "c:0.25"]), seed=3)
+    assert sorted({n: racks.count(n) for n in set(racks)}.items()) == [("a", 30), ("b", 15), ("c", 15)]
+    assert racks == assign_configs(layout, parse_mix(["a:0.5", "b:0.25", "c:0.25"]), seed=3)
+    assert racks != assign_configs(layout, parse_mix(["a:0.5", "b:0.25", "c:0.25"]), seed=4)
+    rng = np.random.default_rng(0)
+    requests = Requests(np.sort(rng.uniform(0, 100, 500)), rng.integers(1, 900, 500).astype(float),
+                        rng.integers(1, 900, 500).astype(float))
+    parts = split_requests(requests, layout.n_nodes, seed=1)
+    assert sum(len(p) for p in parts) == 500
+    assert sum(p.input_tokens.sum() for p in parts) == requests.input_tokens.sum()
+    with pytest.raises(InputError, match="sum to 0.9"):
+        parse_mix(["a:0.5", "b:0.4"])
+    with pytest.raises(InputError, match="--rows"):
+        Layout(0, 6, 4)
+
+
+@pytest.fixture(scope="module")
+def results(demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("facility_results")
+    run_job(JobSettings(data_file=str(demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"), model="llama-3-70b",
+                        hardware="h100", tp=4, lr=3e-3, num_epochs=3, output_dir=str(out), use_wandb=False,
+                        progress=False))
+    return out
+
+
+def facility(results, out, *extra):
+    return run_cli("-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "2",
+                   "--racks_per_row", "2", "--nodes_per_rack", "2", "--out", str(out), "--no_progress", *extra)
+
+
+@pytest.mark.slow
+def test_the_tdp_baseline_is_its_definition(results):
+    ckpt = load_checkpoint(config.checkpoint_path(results, JOB))
+    # the published layout: 240 servers of 4 H100s and 1 kW beside them, PUE 1.3
+    assert 240 * baseline_watts(ckpt, 1000.0)["tdp"] * 1.3 == pytest.approx(1_185_600.0)
+
+
+@pytest.mark.slow
+def test_site_is_the_sum_of_its_racks_and_reruns_give_identical_files(results, tmp_path):
+    proc = facility(results, tmp_path / "a", "--rate_per_node", "1", "--duration", "1200", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    racks = np.load(tmp_path / "a" / "racks_1s.npz")["watts"].astype(np.float64)
+    site = pd.read_csv(tmp_path / "a" / "site_power.csv")
+    assert len(site) == 1800                                     # 20 min rounded up to whole 15 min
+    np.testing.assert_allclose(site["it_w"], racks.sum(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(site["total_w"], site["it_w"] * 1.3, rtol=1e-9)
+    quarter = pd.read_csv(tmp_path / "a" / "site_power_15min.csv")
+    np.testing.assert_allclose(quarter["it_w"], window_means(site["it_w"].to_numpy(), 900), rtol=1e-6)
+    metrics = pd.read_csv(tmp_path / "a" / "facility_metrics.csv")
+    ours = metrics[(metrics.method == "ours") & (metrics.level == "site")]
+    average = ours[(ours.resolution_s == 1.0) & (ours.metric == "average_w")]["value"].item()
+    assert average == pytest.approx(site["total_w"].mean(), rel=1e-6)     # energy = power x time
+    tdp = metrics[(metrics.method == "tdp") & (metrics.level == "site") & (metrics.metric == "peak_w")]
+    assert set(tdp["value"].round(6)) == {8 * (4 * 700 + 1000) * 1.3}
+    again = facility(results, tmp_path / "b", "--rate_per_node", "1", "--duration", "1200", "--seed", "5")
+    assert again.returncode == 0
+    for name in ("site_power.csv", "facility_metrics.csv", "sizing_table.tex", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(results, tmp_path):
+    rng = np.random.default_rng(2)
+    n = 400
+    pd.DataFrame({"arrival_time_s": np.sort(rng.uniform(0, 600, n)), "input_tokens": rng.integers(10, 900, n),
+                  "output_tokens": rng.integers(10, 900, n)}).to_csv(tmp_path / "req.csv", index=False)
+    frame = pd.read_csv(tmp_path / "req.csv")
+    proc = facility(results, tmp_path / "out", "--requests", str(tmp_path / "req.csv"), "--row_limit_kw", "12")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["requests_served"] == [n, frame["input_tokens"].sum(), frame["output_tokens"].sum()]
+    assert manifest["largest_row_racks"]["tdp"] == int(12_000 // (2 * (4 * 700 + 1000)))
+    assert (tmp_path / "out" / "oversubscription.csv").exists() and (tmp_path / "out" / "rack_heatmap.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,problem", [
+    ([], "give the traffic"),
+    (["--rate_per_node", "1"], "--duration"),
+    (["--rate_per_node", "1", "--duration", "60", "--pue", "0.5"], "--pue"),
+    (["--rate_per_node", "1", "--duration", "60", "--config", "nope_a100_tp1"], "checkpoint not found"),
+    (["--rate_per_node", "1", "--duration", "60", "--rows", "0"], "--rows"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, flags, problem):
+    args = [a for a in flags]
+    if "--config" in args:      # replace the configuration, not add to it
+        proc = run_cli("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"), *args)
+    else:
+        proc = facility(results, tmp_path / "out", *args)
+    assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert files_under(tmp_path / "out") == set()
+
+
+def test_row_sizing_finds_the_largest_row_under_the_limit():
+    from model.sites.rollup import p95_peaks_of_random_rows
+    traces = np.tile(np.array([[10.0, 30.0, 10.0]]), (5, 1))       # every rack peaks at 30 W
+    curve = p95_peaks_of_random_rows(traces, limit=100.0, draws=7, rng=np.random.default_rng(0))
+    assert curve == [30.0, 60.0, 90.0, 120.0]                       # stops at the first row over the limit
+    spread = np.array([[30.0, 10.0], [10.0, 30.0]])                 # peaks at different times
+    assert p95_peaks_of_random_rows(spread, 1e9, 50, np.random.default_rng(1), most=10)[-1] < 10 * 30.0
