@@ -144,7 +144,8 @@ def test_same_seed_same_metrics_and_losses(demo_dir, tmp_path):
 
 def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env |= {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wb"), "NETRC": str(tmp_path / "none")}
+    env |= {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wb"), "NETRC": str(tmp_path / "none"),
+            "WANDB_RUN_GROUP": "grid-20261125-test"}        # what the launcher sets for a grid
     proc = subprocess.run([sys.executable, "-m", "model.train_entry", "--data_file", str(demo_file),
                            "--model", "llama-3-8b", "--tp", "1", "--hardware_accelerator", "a100",
                            "--num_epochs", "5", "--output_dir", str(tmp_path / "out")],
@@ -159,6 +160,7 @@ def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
     assert len(runs) == 1
     blob = runs[0].read_bytes()
     assert b"final_metrics/val_f1" in blob and b"train_loss" in blob and b"llama-3-8b_a100_tp1" in blob
+    assert b"grid-20261125-test" in blob        # runs of one grid share a group, so grids compare
 
 
 def test_wandb_disabled_writes_no_run(demo_file, tmp_path):
