@@ -40,6 +40,25 @@ def test_float64_outputs_and_every_gradient_match_nn_gru(batch, length, hidden):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("hidden", [64, 13])
+def test_inference_without_grad_matches_nn_gru_and_keeps_nothing_for_backward(hidden):
+    torch.manual_seed(3)
+    gru = nn.GRU(6, hidden, num_layers=2, bidirectional=True, batch_first=True).double().eval()
+    # large inputs saturate the gates, where sigmoid's exp over- and underflows
+    x = 30 * torch.randn(3, 41, 6, dtype=torch.float64)
+    with torch.no_grad():
+        got = fused_gru_forward(gru, x)
+        expected, _ = gru(x)
+    assert got.grad_fn is None
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    gi = torch.zeros(2, 1, 5, 3 * hidden, dtype=torch.float64)
+    weights = [gru.weight_hh_l0, gru.weight_hh_l0_reverse]
+    biases = [gru.bias_ih_l0, gru.bias_ih_l0_reverse]
+    _, gates, ghn = load_extension().forward(gi, [w.detach() for w in weights], [b.detach() for b in biases],
+                                             [b.detach() for b in biases], keep_for_backward=False)
+    assert gates.numel() == 0 and ghn.numel() == 0
+
+
 @pytest.mark.parametrize("directions,hidden,batch", [(1, 4, 2), (2, 4, 2), (2, 11, 1)])
 def test_gradcheck_layer(directions, hidden, batch):
     torch.manual_seed(1)

@@ -196,11 +196,24 @@ def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * noise.div_(1 - p)
 
 
+def _layer_inference(x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """GRULayer.forward without anything kept for a backward pass (no gradient wanted)."""
+    w_ih, w_hh, b_ih, b_hh = ([p.detach() for p in params[i::4]] for i in range(4))
+    batch, steps, inputs = x.shape
+    x_rows = x.reshape(batch * steps, inputs)
+    gi = x.new_empty(len(w_ih), batch * steps, w_ih[0].shape[0])
+    for d, w in enumerate(w_ih):
+        torch.mm(x_rows, w.t(), out=gi[d])
+    return load_extension().forward(gi.view(len(w_ih), batch, steps, -1), w_hh, b_ih, b_hh,
+                                    keep_for_backward=False)[0]
+
+
 def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     """Output of `gru(x)[0]` for a batch_first, zero-initial-state nn.GRU, with the fused kernel.
 
     Dropout between layers draws its mask exactly as nn.GRU's CPU path does, so with the
-    same RNG state both implementations train identically.
+    same RNG state both implementations train identically. Under torch.no_grad (validation,
+    generation) nothing is kept for backward.
     """
     if not gru.batch_first or not gru.bias:
         raise ValueError("fused_gru_forward supports batch_first GRUs with biases")
@@ -208,5 +221,8 @@ def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     for layer in range(gru.num_layers):
         if layer > 0 and gru.dropout > 0 and gru.training:
             out = _dropout(out, gru.dropout)
-        out = GRULayer.apply(out, *_layer_parameters(gru, layer))
+        if torch.is_grad_enabled():
+            out = GRULayer.apply(out, *_layer_parameters(gru, layer))
+        else:
+            out = _layer_inference(out.contiguous(), _layer_parameters(gru, layer))
     return out

@@ -17,7 +17,11 @@
 // last N % NB columns stay in the original matrix.
 template <typename T>
 struct BlockedMatrix {
-  typedef T Vec __attribute__((vector_size(32), aligned(alignof(T))));
+  // may_alias and the element's alignment: a Vec may be read and written straight from any T
+  // array. Copying through a Vec temporary instead (memcpy) let gcc 12 tuned for AMD Zen split
+  // each load into two 16-byte stores and one 32-byte reload, a store-forwarding stall on every
+  // product term that made the whole kernel many times slower (python -m model.benchmark shows it).
+  typedef T Vec __attribute__((vector_size(32), aligned(alignof(T)), may_alias));
   static constexpr int64_t L = 32 / sizeof(T), NV = 8, NB = NV * L;   // eight 256-bit vectors
 
   BlockedMatrix(const T* mat, int64_t K, int64_t N) : mat(mat), K(K), N(N), blocks(N / NB) {
@@ -37,18 +41,14 @@ struct BlockedMatrix {
       const int64_t blk = backwards ? blocks - 1 - b : b, n0 = blk * NB;
       const T* slab = slabs.data() + blk * K * NB;
       Vec acc[NV];
-      for (int64_t i = 0; i < NV; ++i) std::memcpy(&acc[i], init + n0 + i * L, sizeof(Vec));
+      for (int64_t i = 0; i < NV; ++i) acc[i] = *reinterpret_cast<const Vec*>(init + n0 + i * L);
       for (int64_t j = 0; j < K; ++j) {
         const int64_t k = backwards ? K - 1 - j : j;
         const T v = vec[k];
         const T* row = slab + k * NB;
-        for (int64_t i = 0; i < NV; ++i) {
-          Vec w;
-          std::memcpy(&w, row + i * L, sizeof(Vec));
-          acc[i] += w * v;
-        }
+        for (int64_t i = 0; i < NV; ++i) acc[i] += *reinterpret_cast<const Vec*>(row + i * L) * v;
       }
-      for (int64_t i = 0; i < NV; ++i) std::memcpy(out + n0 + i * L, &acc[i], sizeof(Vec));
+      for (int64_t i = 0; i < NV; ++i) *reinterpret_cast<Vec*>(out + n0 + i * L) = acc[i];
     }
     const int64_t rest = blocks * NB;
     if (rest == N) return;
@@ -74,8 +74,9 @@ template <typename T>
 static inline void forward_gates(const T* __restrict__ x, const T* __restrict__ b_in, const T* __restrict__ gh,
                                  T* __restrict__ h, T* __restrict__ g, T* __restrict__ ghn, T* __restrict__ out,
                                  int64_t H) {
-  for (int64_t j = 0; j < 2 * H; ++j) g[j] = std::exp(-(x[j] + gh[j]));
-  for (int64_t j = 0; j < 2 * H; ++j) g[j] = T(1) / (T(1) + g[j]);          // r, then z
+  // sigmoid(v) = (1 + tanh(v / 2)) / 2: the vector tanh saturates quietly, while the vector exp
+  // hands every lane whose exp over- or underflows (a saturated gate) to the scalar exp
+  for (int64_t j = 0; j < 2 * H; ++j) g[j] = T(0.5) * std::tanh(T(0.5) * (x[j] + gh[j])) + T(0.5);   // r, z
   for (int64_t j = 0; j < H; ++j) g[2 * H + j] = x[2 * H + j] + b_in[j] + g[j] * gh[2 * H + j];
   for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j]);   // n
   for (int64_t j = 0; j < H; ++j) {
@@ -113,7 +114,8 @@ static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_ih, const T*
   const int64_t H = FixedH ? FixedH : hidden, G = 3 * H;
   // the r and z biases of both kinds simply add, so they start the W_hh sums; b_in stays
   // outside the reset gate's product and b_hn inside it, as in nn.GRU
-  std::vector<T> gh(G), h(H), bias(b_hh, b_hh + G);
+  std::vector<T> gh(G), h(H), bias(b_hh, b_hh + G), g_scratch(G), ghn_scratch(H);
+  const bool keep = gates != nullptr;     // inference keeps only hs: one step's scratch instead
   for (int64_t j = 0; j < 2 * H; ++j) bias[j] += b_ih[j];
   const BlockedMatrix<T> w(w_hh_t, H, G);
   for (int64_t b = 0; b < B; ++b) {
@@ -121,8 +123,8 @@ static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_ih, const T*
     for (int64_t step = 0; step < S; ++step) {
       const int64_t row = b * S + (reverse ? S - 1 - step : step);
       w.matvec_add(h.data(), bias.data(), gh.data(), step & 1);       // gh = bias + W_hh h
-      forward_gates(gi + row * G, b_ih + 2 * H, gh.data(), h.data(), gates + row * G, ghn + row * H,
-                    hs + row * ld_hs, H);
+      forward_gates(gi + row * G, b_ih + 2 * H, gh.data(), h.data(), keep ? gates + row * G : g_scratch.data(),
+                    keep ? ghn + row * H : ghn_scratch.data(), hs + row * ld_hs, H);
     }
   }
 }
@@ -176,17 +178,19 @@ constexpr int64_t kTunedHidden = 64;
 // One layer with D = len(w_hh) directions (the second one reverse), as nn.GRU lays them out:
 // gi: (D, B, S, 3H) input products W_ih x without b_ih; w_hh[d]: (3H, H); b_ih[d], b_hh[d]: (3H).
 // Returns the layer output hs (B, S, D x H) and what backward needs: gates (D, B, S, 3H) =
-// (r, z, n) and ghn (D, B, S, H) = W_hn h + b_hn.
+// (r, z, n) and ghn (D, B, S, H) = W_hn h + b_hn (both empty when keep_for_backward is false).
 std::vector<torch::Tensor> gru_forward(torch::Tensor gi, std::vector<torch::Tensor> w_hh,
-                                       std::vector<torch::Tensor> b_ih, std::vector<torch::Tensor> b_hh) {
+                                       std::vector<torch::Tensor> b_ih, std::vector<torch::Tensor> b_hh,
+                                       bool keep_for_backward = true) {
   const int64_t D = w_hh.size();
   TORCH_CHECK(gi.dim() == 4 && gi.is_contiguous() && !gi.is_cuda(), "gi must be contiguous (D,B,S,3H) on CPU");
   TORCH_CHECK(gi.size(0) == D && b_ih.size() == (size_t)D && b_hh.size() == (size_t)D, "one W_hh and biases per direction");
   const int64_t B = gi.size(1), S = gi.size(2), H = w_hh[0].size(1), G = 3 * H;
   TORCH_CHECK(gi.size(3) == G, "gi must have 3H columns");
   auto hs = torch::empty({B, S, D * H}, gi.options());
-  auto gates = torch::empty({D, B, S, G}, gi.options());
-  auto ghn = torch::empty({D, B, S, H}, gi.options());
+  // without backward (inference) the gates are not kept: 3H + H values a step less to write
+  auto gates = keep_for_backward ? torch::empty({D, B, S, G}, gi.options()) : torch::empty({0}, gi.options());
+  auto ghn = keep_for_backward ? torch::empty({D, B, S, H}, gi.options()) : torch::empty({0}, gi.options());
   for (int64_t d = 0; d < D; ++d) {
     TORCH_CHECK(w_hh[d].size(0) == G && w_hh[d].size(1) == H && b_ih[d].numel() == G && b_hh[d].numel() == G,
                 "W_hh and bias shapes");
@@ -196,7 +200,8 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, std::vector<torch::Tens
       auto kernel = H == kTunedHidden ? forward_kernel<scalar_t, kTunedHidden> : forward_kernel<scalar_t>;
       kernel(gi[d].data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(), bi.data_ptr<scalar_t>(),
              bh.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>() + d * H, D * H,
-             gates[d].data_ptr<scalar_t>(), ghn[d].data_ptr<scalar_t>(), B, S, H, d == 1);
+             keep_for_backward ? gates[d].data_ptr<scalar_t>() : nullptr,
+             keep_for_backward ? ghn[d].data_ptr<scalar_t>() : nullptr, B, S, H, d == 1);
     });
   }
   return {hs, gates, ghn};
@@ -231,7 +236,8 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, std::vector<torch
 void bernoulli_mask_(torch::Tensor out, double p);   // dropout_mask.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &gru_forward, "GRU layer recurrence forward, all directions (CPU)");
+  m.def("forward", &gru_forward, "GRU layer recurrence forward, all directions (CPU)", py::arg("gi"),
+        py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("keep_for_backward") = true);
   m.def("backward", &gru_backward, "GRU layer recurrence backward, all directions (CPU)");
   m.def("bernoulli_mask_", &bernoulli_mask_, "out.bernoulli_(p) with the same draws, faster (CPU)");
 }
