@@ -2,6 +2,7 @@
 
     python -m model.benchmark                 # paper scale, one thread, about 1-2 minutes
     python -m model.benchmark --rounds 9
+    python -m model.benchmark --generation    # a day of one server through the classifier instead
 
 Generates paper-scale demo data (about 30 traces of about 2,450 bins per TP), then times, in
 this one run, training (batch size 1, Adam, clipping) with `--gru_impl torch` and `fused`, in
@@ -16,6 +17,11 @@ as they do for most of a grid, so it includes their contention for memory and ca
 runs one small grid (two paper-scale jobs, --grid_epochs each) through the real launcher with
 --jobs 1 and then --jobs <cores>, and prints the measured wall-time ratio; short jobs like these
 are partly start-up, so that ratio is lower than the steady state of a long grid.
+
+--generation times inference instead, as the generator and model.facility run it: one server's
+day (345,600 bins of 0.25 s, the demo traces' features end to end) through the windowed
+classifier with stock nn.GRU (batches of windows) and with the fused kernel (window by window),
+alternating in rounds, and prints seconds per server-day and their ratio.
 """
 from __future__ import annotations
 
@@ -82,6 +88,24 @@ def jobs_speedup(data_dir: Path, work_dir: Path, cores: int, epochs: int) -> flo
     return walls[1] / walls[cores]
 
 
+def generation_benchmark(features: np.ndarray, num_states: int, rounds: int) -> None:
+    """Seconds per server-day of windowed inference, stock vs fused, in alternating rounds."""
+    from model.generation.generator import windowed_log_probabilities_many
+    torch.manual_seed(0)
+    model = PowerStateGRU(num_states).eval()
+    seconds = {"torch": [], "fused": []}
+    print(f"one server-day: {len(features)} bins; {'round':>5}{'stock s':>10}{'fused s':>10}{'ratio':>8}")
+    for round_ in range(rounds):
+        for impl in seconds:
+            model.gru_impl = impl
+            seconds[impl].append(timed(windowed_log_probabilities_many, model, [features]))
+        print(f"{round_ + 1:5d}{seconds['torch'][-1]:10.2f}{seconds['fused'][-1]:10.2f}"
+              f"{seconds['torch'][-1] / seconds['fused'][-1]:7.2f}x", flush=True)
+    stock, fused = (float(np.median(seconds[impl])) for impl in ("torch", "fused"))
+    ratio = float(np.median(np.array(seconds["torch"]) / np.array(seconds["fused"])))
+    print(f"median: stock {stock:.2f} s, fused {fused:.2f} s per server-day; speed-up, side by side: {ratio:.2f}x")
+
+
 def main() -> int:
     parser = ArgumentParser(__doc__)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the grid uses 1 per job)")
@@ -89,6 +113,7 @@ def main() -> int:
     parser.add_argument("--together_epochs", type=int, default=3,
                         help="fused epochs per training when <cores> run at once")
     parser.add_argument("--grid_epochs", type=int, default=3, help="epochs per job of the --jobs comparison")
+    parser.add_argument("--generation", action="store_true", help="time a day of inference instead of training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolve_gru_impl("fused", torch.device("cpu"))    # builds the kernel now, not inside a timing
@@ -105,6 +130,11 @@ def main() -> int:
     bins = np.mean([len(t) for t in traces])
     print(f"paper-scale data: {len(traces)} traces of {bins:.0f} bins on average; an epoch trains on "
           f"{n_train}; {args.threads} torch thread(s)")
+    if args.generation:
+        day = np.concatenate([x[0].numpy() for x in xs])
+        generation_benchmark(np.resize(day, (345_600, day.shape[1])), states.num_states, args.rounds)
+        tmp.cleanup()
+        return 0
 
     models = {}
     for impl in ("fused", "torch"):

@@ -56,9 +56,13 @@ GENERATION_SAMPLING = "independent"
 # inference on long traces runs in windows of this many bins, each with CONTEXT bins of
 # real input on both sides that are computed and dropped (tests/test_generation.py holds
 # the windowed probabilities to the whole-sequence ones)
-INFERENCE_WINDOW = 4096
 INFERENCE_CONTEXT = 512
-INFERENCE_BATCH = 96          # windows per forward pass: bounds the activations kept in memory
+# window length and windows per forward pass, by GRU implementation: nn.GRU runs a batch's
+# windows side by side and is faster the more there are (the batch bounds the activations kept
+# in memory); the fused kernel steps windows one after another, so batching buys it nothing and
+# long windows cut the context computed twice to 6 % (python -m model.benchmark --generation)
+INFERENCE_WINDOW = {"torch": 4096, "fused": 16384}
+INFERENCE_BATCH = {"torch": 96, "fused": 1}
 
 # Output tree (docs/design.md, "Outputs")
 METRICS_SUBDIR = "metrics"

@@ -22,3 +22,12 @@ def test_benchmark_runs_and_reports_every_figure():
     assert re.search(r"fused with \d+ one-thread trainings at once: [\d.]+ s/trace", out), out
     assert re.search(r"fused: --jobs 1 ~[\d.]+ h, --jobs \d+ ~[\d.]+ h", out), out
     assert re.search(r"torch: --jobs 1 ~[\d.]+ h", out), out
+
+
+def test_generation_benchmark_reports_both_implementations_and_their_ratio():
+    proc = subprocess.run([sys.executable, "-m", "model.benchmark", "--generation", "--rounds", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "one server-day: 345600 bins" in proc.stdout
+    assert re.search(r"median: stock [\d.]+ s, fused [\d.]+ s per server-day; speed-up, side by side: [\d.]+x",
+                     proc.stdout), proc.stdout

@@ -69,21 +69,30 @@ def test_a_checkpoint_from_before_generation_is_refused_naming_what_is_missing(h
         load_checkpoint(old)
 
 
-def test_windowed_inference_stays_close_to_the_whole_sequence(held_out):
+@pytest.mark.parametrize("gru_impl", ["torch", "fused"])
+def test_windowed_inference_stays_close_to_the_whole_sequence(held_out, gru_impl):
     """A bidirectional GRU remembers far back, so windows cannot match a whole pass exactly;
     what matters for a trace is the most likely state and the expected watts."""
     _, _, _, _, ckpt_path = held_out
-    gen = Generator(load_checkpoint(ckpt_path))
-    requests = poisson_requests(1.0, 6000.0, (gen.ckpt.input_tokens, gen.ckpt.output_tokens), seed=0)
-    features = gen.ckpt.norm.apply(raw_features(gen.workload(requests, 24_000)))
+    gen = Generator(load_checkpoint(ckpt_path), gru_impl=gru_impl)
+    requests = poisson_requests(1.0, 12000.0, (gen.ckpt.input_tokens, gen.ckpt.output_tokens), seed=0)
+    features = gen.ckpt.norm.apply(raw_features(gen.workload(requests, 48_000)))
     whole = np.exp(windowed_log_probabilities(gen.classifier, features, window=10**9, context=0))
     windowed = np.exp(windowed_log_probabilities(gen.classifier, features))     # the defaults
     assert np.mean(np.abs(whole - windowed)) < 0.01
     assert np.mean(whole.argmax(axis=1) == windowed.argmax(axis=1)) > 0.97
     expected = lambda p: float(np.sum(p @ gen.ckpt.state_means))
     assert expected(windowed) == pytest.approx(expected(whole), rel=0.005)
-    # and the windows are really used: a day-long input is cut into several
-    assert len(features) > config.INFERENCE_WINDOW + 2 * config.INFERENCE_CONTEXT
+    # a generator runs the fused kernel wherever it builds
+    from model.classifiers.fused_gru import FusedGRUUnavailable, load_extension
+    try:
+        load_extension()
+        builds = True
+    except FusedGRUUnavailable:
+        builds = False
+    assert Generator(gen.ckpt).classifier.gru_impl == ("fused" if builds else "torch")
+    # and the windows are really used: the input is cut into several
+    assert len(features) > config.INFERENCE_WINDOW[gen.classifier.gru_impl] + 2 * config.INFERENCE_CONTEXT
 
 
 def test_generation_is_deterministic_per_seed(held_out):

@@ -18,7 +18,7 @@ from scipy.special import ndtr
 
 from model import config
 from model.checkpoint import Checkpoint
-from model.classifiers.gru import PowerStateGRU, state_log_probabilities
+from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
 from model.data import Workload
 from model.features import raw_features
@@ -64,17 +64,21 @@ def _windows(T: int, window: int, context: int) -> list[tuple[int, int, int]]:
 
 @torch.no_grad()
 def windowed_log_probabilities_many(model: PowerStateGRU, traces: list[np.ndarray],
-                                    window: int = config.INFERENCE_WINDOW,
+                                    window: int | None = None,
                                     context: int = config.INFERENCE_CONTEXT,
-                                    batch: int = config.INFERENCE_BATCH) -> list[np.ndarray]:
+                                    batch: int | None = None) -> list[np.ndarray]:
     """(T_i, 6) features of several traces -> their (T_i, K) log state probabilities.
 
-    A day at 0.25 s is 345,600 steps: stepped one bin at a time it takes minutes, while cut into
-    windows of `window` bins, each read with `context` real bins on both sides (whose outputs are
-    dropped), the recurrence runs over a batch of windows at once; windows of several traces
-    share batches (at most `batch` windows each, which bounds memory). A trace no longer than
-    one window plus its context is run whole, exactly as in training.
+    A day at 0.25 s is 345,600 steps: stock nn.GRU stepping it as one sequence takes minutes,
+    while cut into windows of `window` bins, each read with `context` real bins on both sides
+    (whose outputs are dropped), its recurrence runs over a batch of windows at once; windows of
+    several traces share batches (at most `batch` windows each, which bounds memory). The fused
+    kernel is as fast on one window, so it takes longer windows one at a time (the defaults
+    depend on model.gru_impl). A trace no longer than one window plus its context is run whole,
+    exactly as in training.
     """
+    window = window or config.INFERENCE_WINDOW[model.gru_impl]
+    batch = batch or config.INFERENCE_BATCH[model.gru_impl]
     span = window + 2 * context
     out = [None] * len(traces)
     jobs = []                                   # (trace, core start, core end, chunk start)
@@ -96,7 +100,7 @@ def windowed_log_probabilities_many(model: PowerStateGRU, traces: list[np.ndarra
 
 
 def windowed_log_probabilities(model: PowerStateGRU, features: np.ndarray,
-                               window: int = config.INFERENCE_WINDOW,
+                               window: int | None = None,
                                context: int = config.INFERENCE_CONTEXT) -> np.ndarray:
     """One trace's log state probabilities (see windowed_log_probabilities_many)."""
     return windowed_log_probabilities_many(model, [features], window, context)[0]
@@ -138,11 +142,13 @@ def sample_trace(probabilities: np.ndarray, ckpt: Checkpoint, seed: int, samplin
 
 
 class Generator:
-    """One configuration's generator, rebuilt from its checkpoint."""
+    """One configuration's generator, rebuilt from its checkpoint. The classifier runs on the CPU,
+    with the fused GRU kernel where it builds (`gru_impl`, as a job's --gru_impl)."""
 
-    def __init__(self, ckpt: Checkpoint):
+    def __init__(self, ckpt: Checkpoint, gru_impl: str = "auto"):
         self.ckpt = ckpt
         self.classifier = ckpt.classifier
+        self.classifier.gru_impl = resolve_gru_impl(gru_impl, torch.device("cpu"))
         self.serving = ServingModel.from_dict(ckpt.serving_model)
         self.bin_s = float(ckpt.configuration["bin_s"])
 
