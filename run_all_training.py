@@ -37,7 +37,7 @@ from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid
 from model.launcher import LaunchSettings, lock_output_dir, run_grid, train_command
 from model.plots import write_plots
 from model.settings import add_job_flags, settings_from_args
-from model.slurm import SlurmSettings, collect, submission_preview, submit_grid
+from model.slurm import add_slurm_flags, collect, slurm_settings, submission_preview, submit_grid
 
 EXIT_STILL_RUNNING = 3
 
@@ -61,20 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dry_run", action="store_true", help="print the commands and write nothing")
     parser.add_argument("--demo", action="store_true",
                         help="generate demo data, train the grid briefly, print the table")
-    slurm = parser.add_argument_group("Slurm (--launcher slurm): one job array, one task per configuration")
-    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                       help="run the jobs here, or submit them to Slurm")
-    slurm.add_argument("--slurm_partition", default=None, help="default: the cluster's default partition")
-    slurm.add_argument("--slurm_time", type=int, default=SlurmSettings.time_min, help="minutes per task")
-    slurm.add_argument("--slurm_gpus_per_job", type=int, default=SlurmSettings.gpus_per_job,
-                       help="GPUs per task")
-    slurm.add_argument("--slurm_cpus_per_job", type=int, default=SlurmSettings.cpus_per_job,
-                       help="CPUs per task, also its torch thread count")
-    slurm.add_argument("--slurm_mem_gb", type=float, default=SlurmSettings.mem_gb, help="memory per task, GB")
-    slurm.add_argument("--slurm_array_parallelism", type=int, default=SlurmSettings.array_parallelism,
-                       help="tasks running at once")
-    slurm.add_argument("--slurm_setup", action="append", default=[], metavar="LINE",
-                       help="a shell line run before each task, e.g. 'module load cuda' (repeatable)")
+    slurm = add_slurm_flags(parser, "configuration")
     slurm.add_argument("--no_wait", action="store_true", help="return after submitting; see --collect")
     slurm.add_argument("--collect", action="store_true",
                        help="update jobs_summary.json in --output_dir from a --no_wait submission's tasks")
@@ -152,12 +139,8 @@ def main() -> int:
     template.validate()
     launch = LaunchSettings(data_dir=data_dir.absolute(), output_dir=output_dir, job=template, jobs=jobs,
                             skip_existing=args.skip_existing)
-    slurm = SlurmSettings(args.slurm_partition, args.slurm_time, args.slurm_gpus_per_job,
-                          args.slurm_cpus_per_job, args.slurm_mem_gb, args.slurm_array_parallelism,
-                          args.slurm_setup)
-    if args.launcher == "slurm":
-        slurm.validate()
-    elif args.no_wait:
+    slurm = slurm_settings(args)
+    if args.launcher != "slurm" and args.no_wait:
         raise InputError("--no_wait is for --launcher slurm")
 
     if args.dry_run:

@@ -55,6 +55,37 @@ class SlurmSettings:
             raise InputError(f"--slurm_mem_gb must be positive, got {self.mem_gb}")
 
 
+def add_slurm_flags(parser, what: str, gpus: bool = True):
+    """The --launcher and --slurm_* flags, for run_all_training.py and model.facility alike;
+    `what` says what one array task is. Returns the argument group."""
+    slurm = parser.add_argument_group(f"Slurm (--launcher slurm): one job array, one task per {what}")
+    slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                       help="run here, or submit to Slurm")
+    slurm.add_argument("--slurm_partition", default=None, help="default: the cluster's default partition")
+    slurm.add_argument("--slurm_time", type=int, default=SlurmSettings.time_min, help="minutes per task")
+    if gpus:
+        slurm.add_argument("--slurm_gpus_per_job", type=int, default=SlurmSettings.gpus_per_job,
+                           help="GPUs per task")
+    slurm.add_argument("--slurm_cpus_per_job", type=int, default=SlurmSettings.cpus_per_job,
+                       help="CPUs per task, also its torch threads (or worker processes)")
+    slurm.add_argument("--slurm_mem_gb", type=float, default=SlurmSettings.mem_gb, help="memory per task, GB")
+    slurm.add_argument("--slurm_array_parallelism", type=int, default=SlurmSettings.array_parallelism,
+                       help="tasks running at once")
+    slurm.add_argument("--slurm_setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each task, e.g. 'module load cuda' (repeatable)")
+    return slurm
+
+
+def slurm_settings(args) -> SlurmSettings:
+    """SlurmSettings from add_slurm_flags' flags (validated when --launcher slurm)."""
+    settings = SlurmSettings(args.slurm_partition, args.slurm_time, getattr(args, "slurm_gpus_per_job", 0),
+                             args.slurm_cpus_per_job, args.slurm_mem_gb, args.slurm_array_parallelism,
+                             list(args.slurm_setup))
+    if args.launcher == "slurm":
+        settings.validate()
+    return settings
+
+
 def sbatch_parameters(slurm: SlurmSettings) -> dict:
     """submitit's SlurmExecutor parameters (Slurm's own names)."""
     threads = str(slurm.cpus_per_job)
@@ -163,6 +194,72 @@ def partition_cpu_problem(sinfo_output: str, partition: str | None, cpus_per_tas
             f"--slurm_cpus_per_job {cpus[wanted]} or less")
 
 
+class TasksFailed(Exception):
+    """Some tasks of a run_array array ended without a result; the message names them."""
+
+
+def _executor(folder: Path, slurm: SlurmSettings):
+    """submitit's executor for one array, or InputError when there is no Slurm to submit to or
+    its tasks could never start."""
+    try:
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    except RuntimeError as err:
+        raise InputError(f"--launcher slurm: {err}") from None
+    executor.update_parameters(**sbatch_parameters(slurm))
+    problem = partition_cpu_problem(_sinfo_cpus(), slurm.partition, slurm.cpus_per_job)
+    if problem:
+        raise InputError(f"--launcher slurm: {problem}")
+    return executor
+
+
+def _submit(executor, function, *arguments) -> list:
+    try:
+        return executor.map_array(function, *arguments)
+    except Exception as err:       # sbatch refused: unknown partition, too many resources, ...
+        raise InputError(f"--launcher slurm: submission failed: {str(err).strip().splitlines()[-1]}") from None
+
+
+def array_results(function, arguments: list[tuple], folder: Path, slurm: SlurmSettings, echo=print):
+    """function(*args) for each args in `arguments` as the tasks of one Slurm array: yields
+    (task index, return value) as each task ends, so the caller never holds them all. Tasks
+    that fail or die raise TasksFailed once every task ended; SIGINT/SIGTERM cancel the array
+    (and raise Interrupted or KeyboardInterrupt here)."""
+    executor = _executor(Path(folder), slurm)
+    jobs = _submit(executor, function, *zip(*arguments))
+    echo(f"submitted {len(jobs)} tasks as Slurm job {jobs[0].job_id.split('_')[0]} (files: {folder})")
+    failures = []
+    pending = dict(enumerate(jobs))
+    gone_since: dict[str, float] = {}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending:
+            queued = queued_tasks([job.job_id for job in pending.values()])
+            for index, job in list(pending.items()):
+                if not _finished(job, queued, gone_since):
+                    continue
+                del pending[index]
+                try:
+                    value = job.result()
+                except Exception as err:      # the task raised, or died without a result
+                    reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                    failures.append(f"task {index} ({reason}; see {job.paths.stdout})")
+                    continue
+                yield index, value
+            if pending:
+                time.sleep(POLL_S)
+    except (Interrupted, KeyboardInterrupt, GeneratorExit):    # stopped, or the caller gave up on us
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        for job in pending.values():
+            job.cancel(check=False)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if failures:
+        raise TasksFailed(f"{len(failures)} of {len(jobs)} Slurm tasks failed: " + "; ".join(failures))
+
+
 def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSettings, wait: bool = True,
                 echo=print) -> tuple[list[JobRecord], int | None]:
     """Submit the configurations as one array; wait for them unless `wait` is False."""
@@ -170,19 +267,9 @@ def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSet
     save_summary(launch.output_dir, records)
     if not queue:
         return records, None
-    try:
-        executor = submitit.SlurmExecutor(folder=launch.output_dir / SLURM_SUBDIR, max_num_timeout=0)
-    except RuntimeError as err:
-        raise InputError(f"--launcher slurm: {err}") from None
-    executor.update_parameters(**sbatch_parameters(slurm))
-    problem = partition_cpu_problem(_sinfo_cpus(), slurm.partition, slurm.cpus_per_job)
-    if problem:
-        raise InputError(f"--launcher slurm: {problem}")
-    try:
-        jobs = executor.map_array(run_task, [cmd for _, _, cmd in queue],
-                                  [records[i].log for i, _, _ in queue], [cfg.job_name for _, cfg, _ in queue])
-    except Exception as err:       # sbatch refused: unknown partition, too many resources, ...
-        raise InputError(f"--launcher slurm: submission failed: {str(err).strip().splitlines()[-1]}") from None
+    executor = _executor(launch.output_dir / SLURM_SUBDIR, slurm)
+    jobs = _submit(executor, run_task, [cmd for _, _, cmd in queue], [records[i].log for i, _, _ in queue],
+                   [cfg.job_name for _, cfg, _ in queue])
     for (index, _, _), job in zip(queue, jobs):
         records[index].slurm_job_id, records[index].status = job.job_id, "submitted"
     save_summary(launch.output_dir, records)

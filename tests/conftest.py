@@ -26,6 +26,21 @@ def demo_file(demo_dir) -> Path:
     return demo_dir / "vllm-benchmark_llama-3-8b_a100.npz"
 
 
+SITE_JOB = "llama-3-70b_h100_tp4"
+
+
+@pytest.fixture(scope="session")
+def site_results(demo_dir, tmp_path_factory) -> Path:
+    """A results folder holding one briefly trained configuration (SITE_JOB) for site tests."""
+    from model.job import run_job
+    from model.settings import JobSettings
+    out = tmp_path_factory.mktemp("site_results")
+    run_job(JobSettings(data_file=str(demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"), model="llama-3-70b",
+                        hardware="h100", tp=4, lr=3e-3, num_epochs=3, output_dir=str(out), use_wandb=False,
+                        progress=False))
+    return out
+
+
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}

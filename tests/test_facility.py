@@ -2,23 +2,25 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import files_under, run_cli
+from conftest import ROOT, SITE_JOB, files_under, run_cli
 from model import config
 from model.checkpoint import load_checkpoint
 from model.errors import InputError
 from model.generation.generator import Requests
-from model.job import run_job
-from model.settings import JobSettings
-from model.sites.layout import Layout, assign_configs, parse_mix, split_requests
+from model.sites.layout import Layout, assign_configs, parse_mix, poisson_node_requests, split_requests
 from model.sites.rollup import at_resolutions, diversity_factor, profile_metrics, window_means
 from model.sites.site import baseline_watts
 
-JOB = "llama-3-70b_h100_tp4"
+JOB = SITE_JOB
 
 
 def test_coarser_resolutions_are_window_means_of_finer_ones():
@@ -62,12 +64,8 @@ def test_racks_get_configurations_by_share_reproducibly_and_requests_are_conserv
 
 
 @pytest.fixture(scope="module")
-def results(demo_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("facility_results")
-    run_job(JobSettings(data_file=str(demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"), model="llama-3-70b",
-                        hardware="h100", tp=4, lr=3e-3, num_epochs=3, output_dir=str(out), use_wandb=False,
-                        progress=False))
-    return out
+def results(site_results):
+    return site_results
 
 
 def facility(results, out, *extra):
@@ -109,13 +107,17 @@ def test_site_is_the_sum_of_its_racks_and_reruns_give_identical_files(results, t
 def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(results, tmp_path):
     rng = np.random.default_rng(2)
     n = 400
-    pd.DataFrame({"arrival_time_s": np.sort(rng.uniform(0, 600, n)), "input_tokens": rng.integers(10, 900, n),
+    pd.DataFrame({"arrival_time_s": np.sort(rng.uniform(0, 2000, n)), "input_tokens": rng.integers(10, 900, n),
                   "output_tokens": rng.integers(10, 900, n)}).to_csv(tmp_path / "req.csv", index=False)
     frame = pd.read_csv(tmp_path / "req.csv")
-    proc = facility(results, tmp_path / "out", "--requests", str(tmp_path / "req.csv"), "--row_limit_kw", "12")
+    proc = facility(results, tmp_path / "out", "--requests", str(tmp_path / "req.csv"), "--row_limit_kw", "12",
+                    "--time_scale", "0.5")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["requests_served"] == [n, frame["input_tokens"].sum(), frame["output_tokens"].sum()]
+    # arrivals compressed to under 1000 s (+60 s to finish): one 15-minute window would not hold
+    # them, two do; unscaled (2000 s) they would need three
+    assert len(pd.read_csv(tmp_path / "out" / "site_power.csv")) == 1800
     assert manifest["largest_row_racks"]["tdp"] == int(12_000 // (2 * (4 * 700 + 1000)))
     assert (tmp_path / "out" / "oversubscription.csv").exists() and (tmp_path / "out" / "rack_heatmap.png").exists()
 
@@ -127,15 +129,41 @@ def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(result
     (["--rate_per_node", "1", "--duration", "60", "--pue", "0.5"], "--pue"),
     (["--rate_per_node", "1", "--duration", "60", "--config", "nope_a100_tp1"], "checkpoint not found"),
     (["--rate_per_node", "1", "--duration", "60", "--rows", "0"], "--rows"),
+    (["--rate_per_node", "1", "--duration", "60", "--non_gpu_w", "-5"], "--non_gpu_w"),
+    (["--rate_per_node", "1", "--duration", "60", "--config", f"{JOB}:0.8"], "sum to 0.8"),
+    (["--requests", "REQ="], "the requests file is empty"),
+    (["--requests", "REQ=arrival_time_s,input_tokens,output_tokens\n"], "holds no requests"),
+    (["--requests", "REQ=time,in,out\n1,2,3\n"], "names neither"),
+    (["--requests", "REQ=arrival_time_s,input_tokens,output_tokens\n0.5,12,x\n"], "non-numeric value 'x' at row 2"),
+    (["--requests", "missing.csv"], "requests file not found"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, flags, problem):
     args = [a for a in flags]
+    for i, arg in enumerate(args):
+        if arg.startswith("REQ="):      # a requests file with these bytes
+            (tmp_path / "requests.csv").write_text(arg[4:])
+            args[i] = str(tmp_path / "requests.csv")
+        elif arg == "missing.csv":
+            args[i] = str(tmp_path / arg)
     if "--config" in args:      # replace the configuration, not add to it
-        proc = run_cli("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"), *args)
+        proc = run_cli("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"),
+                       "--no_progress", *args)
     else:
         proc = facility(results, tmp_path / "out", *args)
     assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert files_under(tmp_path / "out") == set()
+
+
+def test_diurnal_multipliers_shape_the_arrival_rate_by_hour():
+    pool = (np.array([100.0]), np.array([50.0]))
+    hours = np.zeros(24)
+    hours[[0, 2]] = [1.0, 0.5]                      # full rate in hour 0, half in hour 2, none else
+    arrivals = poisson_node_requests(2.0, 4 * 3600.0, pool, seed=0, diurnal=hours).arrival_s
+    per_hour = np.bincount((arrivals // 3600).astype(int), minlength=4)
+    assert per_hour[1] == 0 and per_hour[3] == 0
+    assert per_hour[0] == pytest.approx(7200, rel=0.05) and per_hour[2] == pytest.approx(3600, rel=0.05)
+    flat = poisson_node_requests(2.0, 4 * 3600.0, pool, seed=0).arrival_s
+    assert len(flat) == pytest.approx(4 * 7200, rel=0.03)
 
 
 def test_row_sizing_finds_the_largest_row_under_the_limit():
@@ -145,3 +173,23 @@ def test_row_sizing_finds_the_largest_row_under_the_limit():
     assert curve == [30.0, 60.0, 90.0, 120.0]                       # stops at the first row over the limit
     spread = np.array([[30.0, 10.0], [10.0, 30.0]])                 # peaks at different times
     assert p95_peaks_of_random_rows(spread, 1e9, 50, np.random.default_rng(1), most=10)[-1] < 10 * 30.0
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_writes_nothing_and_a_rerun_completes(results, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "1",
+            "--racks_per_row", "2", "--nodes_per_rack", "4", "--rate_per_node", "1", "--duration", "43200",
+            "--out", str(out), "--no_progress"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "nodes in" in proc.stdout.readline()       # generation has started
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "interrupted; nothing written" in stderr and "Traceback" not in stderr
+    assert files_under(out) == set()                  # not a file, not a temporary one
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert {"site_power.csv", "manifest.json", "facility_metrics.csv"} <= files_under(out)
+    assert not any(".tmp-" in name for name in files_under(out))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, files_under, run_cli
+from conftest import ROOT, SITE_JOB, files_under, run_cli
 from model import config
 
 pytestmark = pytest.mark.slow   # every test here starts a process or trains
@@ -146,6 +147,31 @@ def test_interrupted_launcher_cancels_its_tasks(cluster, demo_dir, tmp_path):
         assert time.time() < deadline, "the launcher's Slurm tasks are still queued"
         time.sleep(1)
     assert [r["status"] for r in summary(out)] == ["interrupted"] * 2
+
+
+def test_a_site_generated_by_slurm_tasks_equals_the_local_one(cluster, site_results, tmp_path):
+    site = ("-m", "model.facility", "--config", SITE_JOB, "--results_dir", str(site_results), "--rows", "1",
+            "--racks_per_row", "3", "--nodes_per_rack", "2", "--rate_per_node", "1", "--duration", "900",
+            "--seed", "3", "--no_progress")
+    local = run_cli(*site, "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    proc = run_cli(*site, "--out", str(tmp_path / "slurm"), "--launcher", "slurm", "--racks_per_task", "2",
+                   "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "submitted 2 tasks as Slurm job" in proc.stdout         # racks 0-1 and rack 2
+    ours = {f for f in files_under(tmp_path / "slurm") if not f.startswith("slurm/")}
+    assert ours == files_under(tmp_path / "local")
+    for name in ("site_power.csv", "site_power_15min.csv", "facility_metrics.csv", "sizing_table.tex"):
+        assert (tmp_path / "slurm" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+
+    # a task that fails (here: its checkpoint is gone when it runs) fails the run, which writes nothing
+    broken = tmp_path / "broken_results"
+    shutil.copytree(site_results, broken)
+    sabotage = ["--slurm_setup", f"rm -f {config.checkpoint_path(broken, SITE_JOB)}"]
+    proc = run_cli(*site[:5], str(broken), *site[6:], "--out", str(tmp_path / "failed"), "--launcher", "slurm",
+                   "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20", *sabotage)
+    assert proc.returncode == 1 and "Slurm tasks failed" in proc.stderr, proc.stdout + proc.stderr
+    assert {f for f in files_under(tmp_path / "failed") if not f.startswith("slurm/")} == set()
 
 
 def test_dry_run_shows_the_submission_and_submits_nothing(tmp_path):

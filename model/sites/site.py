@@ -1,11 +1,14 @@
 """A whole site's load: every node generated, rolled up into racks, rows and the facility.
 
     result = run_site(plan, jobs=2)          # plan: layout, configurations, traffic, period
+    result = run_site_on_slurm(plan, slurm, racks_per_task=8, folder=out / "slurm")
     rows = site_metrics(plan, result)        # method, level, resolution_s, metric, value
 
-Each rack is generated in one worker (its nodes' request streams batched through the classifier),
-and only rack sums, node statistics and counts come back: memory holds the racks and the site,
-never every node at full resolution (`save_nodes_dir` writes the nodes to disk instead).
+Each rack is generated in one worker (its nodes' request streams through the classifier in
+turn), and only rack sums, node statistics and counts come back: memory holds the racks and the
+site, never every node at full resolution (`save_nodes_dir` writes the nodes to disk instead).
+Workers are local processes or the tasks of one Slurm array; assemble() joins their racks
+either way, so both give the same numbers.
 Node = GPU watts + non-GPU watts; rack = sum of its nodes; row = sum of its racks; site IT =
 sum of the rows; site total = IT x PUE. Baselines: `tdp` (every node at TP x GPU nameplate
 power + non-GPU) and `mean` (every node at its training mean + non-GPU).
@@ -13,7 +16,7 @@ power + non-GPU) and `mean` (every node at its training mean + non-GPU).
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.generation.generator import Generator, Requests
 from model.outputs import write_npz
 from model.sites.layout import Layout, poisson_node_requests
+from model.slurm import SlurmSettings, array_results
 from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
 
 LEVELS = ("node", "rack", "row", "site")
@@ -102,37 +106,89 @@ def _run(args):
     return generate_rack(*args)
 
 
-def run_site(plan: Plan, jobs: int = 1, progress: bool = True) -> SiteResult:
-    """Every rack, `jobs` worker processes at a time; the same numbers whatever `jobs` is."""
-    layout = plan.layout
-    racks = np.zeros((layout.n_racks, plan.n_bins))
-    node_peaks = np.zeros((layout.n_nodes, len(RESOLUTIONS_S)))
-    node_metrics: list[dict] = [None] * layout.n_nodes
-    served = np.zeros((layout.n_nodes, 3))
-    tasks = [(plan, rack) for rack in range(layout.n_racks)]
-    bar = tqdm(total=layout.n_racks, desc="racks", unit="rack", disable=not progress)
-    if jobs > 1:
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
-        results = pool.imap_unordered(_run, tasks)
-    else:
-        pool, results = None, map(_run, tasks)
+def rack_results(plan: Plan, racks, jobs: int = 1):
+    """generate_rack of each rack in `racks`, `jobs` worker processes at a time, as they finish."""
+    tasks = [(plan, rack) for rack in racks]
+    if jobs <= 1:
+        yield from map(_run, tasks)
+        return
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
     try:
-        for rack, rack_watts, peaks, stats, counts in results:
-            racks[rack] = rack_watts
-            for i, node in enumerate(layout.nodes_of_rack(rack)):
-                node_peaks[node], node_metrics[node], served[node] = peaks[i], stats[i], counts[i]
-            bar.update()
+        yield from pool.imap_unordered(_run, tasks)
     finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-    constants = {}
+        pool.terminate()
+
+
+def run_shard(plan: Plan, racks: list[int], jobs: int = 1) -> list[tuple]:
+    """One Slurm task's share of a site: its racks' results, for assemble() to join."""
+    return list(rack_results(plan, racks, jobs))
+
+
+def baselines(plan: Plan) -> dict[str, np.ndarray]:
+    """Baseline name -> (nodes,) constant watts of each node."""
+    layout, constants = plan.layout, {}
     for name in ("tdp", "mean"):
         per_job = {job: baseline_watts(_generator(path).ckpt, plan.non_gpu_w)[name]
                    for job, path in plan.checkpoints.items()}
         constants[name] = np.array([per_job[plan.rack_jobs[n // layout.nodes_per_rack]]
                                     for n in range(layout.n_nodes)])
-    return SiteResult(racks, node_peaks, node_metrics, served, constants)
+    return constants
+
+
+def assemble(plan: Plan, results, progress: bool = True) -> SiteResult:
+    """The site from every rack's generate_rack result, in any order."""
+    layout = plan.layout
+    racks = np.zeros((layout.n_racks, plan.n_bins))
+    node_peaks = np.zeros((layout.n_nodes, len(RESOLUTIONS_S)))
+    node_metrics: list[dict] = [None] * layout.n_nodes
+    served = np.zeros((layout.n_nodes, 3))
+    seen = set()
+    with tqdm(total=layout.n_racks, desc="racks", unit="rack", disable=not progress) as bar:
+        for rack, rack_watts, peaks, stats, counts in results:
+            racks[rack] = rack_watts
+            seen.add(rack)
+            for i, node in enumerate(layout.nodes_of_rack(rack)):
+                node_peaks[node], node_metrics[node], served[node] = peaks[i], stats[i], counts[i]
+            bar.update()
+    if len(seen) != layout.n_racks:
+        raise RuntimeError(f"{layout.n_racks - len(seen)} racks have no result")
+    return SiteResult(racks, node_peaks, node_metrics, served, baselines(plan))
+
+
+def prepare(plan: Plan) -> None:
+    """Load every configuration here first: the GRU kernel is built (or found wanting) once,
+    before any worker or task needs it."""
+    for path in plan.checkpoints.values():
+        _generator(path)
+
+
+def run_site(plan: Plan, jobs: int = 1, progress: bool = True) -> SiteResult:
+    """Every rack, `jobs` worker processes at a time; the same numbers whatever `jobs` is."""
+    prepare(plan)
+    return assemble(plan, rack_results(plan, range(plan.layout.n_racks), jobs), progress)
+
+
+def shards(plan: Plan, racks_per_task: int) -> list[tuple[Plan, list[int]]]:
+    """The site cut into tasks of `racks_per_task` racks, each with a plan that carries only its
+    own nodes' requests (what a task is sent is pickled to the shared file system)."""
+    layout, out = plan.layout, []
+    for first in range(0, layout.n_racks, racks_per_task):
+        racks = list(range(first, min(first + racks_per_task, layout.n_racks)))
+        own = {n for r in racks for n in layout.nodes_of_rack(r)}
+        requests = None if plan.node_requests is None else \
+            [r if n in own else None for n, r in enumerate(plan.node_requests)]
+        out.append((replace(plan, node_requests=requests), racks))
+    return out
+
+
+def run_site_on_slurm(plan: Plan, slurm: SlurmSettings, racks_per_task: int, folder: Path,
+                      progress: bool = True) -> SiteResult:
+    """The site as one Slurm job array: each task generates its racks (with as many worker
+    processes as it has CPUs) and returns them; the roll-up happens here as tasks end."""
+    prepare(plan)
+    tasks = [(shard_plan, racks, slurm.cpus_per_job) for shard_plan, racks in shards(plan, racks_per_task)]
+    results = array_results(run_shard, tasks, folder, slurm)
+    return assemble(plan, (rack for _, shard in results for rack in shard), progress)
 
 
 def rows_of(plan: Plan, racks: np.ndarray) -> np.ndarray:
