@@ -112,7 +112,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (fused epoch, stock and fused step)")
     parser.add_argument("--together_epochs", type=int, default=3,
                         help="fused epochs per training when <cores> run at once")
-    parser.add_argument("--grid_epochs", type=int, default=3, help="epochs per job of the --jobs comparison")
+    parser.add_argument("--grid_epochs", type=int, default=3,
+                        help="epochs per job of the --jobs comparison (0: skip that comparison)")
     parser.add_argument("--generation", action="store_true", help="time a day of inference instead of training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,7 +162,7 @@ def main() -> int:
                                         args.together_epochs) / n_train
     print(f"fused with {cores} one-thread trainings at once: {together:.4f} s/trace "
           f"({together / fused:.2f}x the time alone)")
-    if cores > 1:
+    if cores > 1 and args.grid_epochs > 0:
         jobs_speedup(data_dir, Path(tmp.name), cores, args.grid_epochs)
     tmp.cleanup()
     jobs = len(grid())

@@ -13,8 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 from model import config
 from model.errors import InputError
@@ -41,6 +39,10 @@ def fit_power_states(power: list[np.ndarray], num_states: int = config.NUM_STATE
     if distinct < num_states:
         raise InputError(f"only {distinct} distinct power values for {num_states} states; "
                          "lower --num_states")
+    # imported here: sklearn.cluster takes seconds to import, and only fitting needs it (every
+    # command that merely reads a checkpoint imports this module)
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         kmeans = KMeans(n_clusters=num_states, n_init=config.KMEANS_N_INIT,

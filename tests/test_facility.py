@@ -129,22 +129,10 @@ def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(result
     (["--rate_per_node", "1", "--duration", "60", "--pue", "0.5"], "--pue"),
     (["--rate_per_node", "1", "--duration", "60", "--config", "nope_a100_tp1"], "checkpoint not found"),
     (["--rate_per_node", "1", "--duration", "60", "--rows", "0"], "--rows"),
-    (["--rate_per_node", "1", "--duration", "60", "--non_gpu_w", "-5"], "--non_gpu_w"),
-    (["--rate_per_node", "1", "--duration", "60", "--config", f"{JOB}:0.8"], "sum to 0.8"),
-    (["--requests", "REQ="], "the requests file is empty"),
-    (["--requests", "REQ=arrival_time_s,input_tokens,output_tokens\n"], "holds no requests"),
-    (["--requests", "REQ=time,in,out\n1,2,3\n"], "names neither"),
     (["--requests", "REQ=arrival_time_s,input_tokens,output_tokens\n0.5,12,x\n"], "non-numeric value 'x' at row 2"),
-    (["--requests", "missing.csv"], "requests file not found"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, flags, problem):
-    args = [a for a in flags]
-    for i, arg in enumerate(args):
-        if arg.startswith("REQ="):      # a requests file with these bytes
-            (tmp_path / "requests.csv").write_text(arg[4:])
-            args[i] = str(tmp_path / "requests.csv")
-        elif arg == "missing.csv":
-            args[i] = str(tmp_path / arg)
+    args = _request_file_args(flags, tmp_path)
     if "--config" in args:      # replace the configuration, not add to it
         proc = run_cli("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"),
                        "--no_progress", *args)
@@ -164,6 +152,37 @@ def test_diurnal_multipliers_shape_the_arrival_rate_by_hour():
     assert per_hour[0] == pytest.approx(7200, rel=0.05) and per_hour[2] == pytest.approx(3600, rel=0.05)
     flat = poisson_node_requests(2.0, 4 * 3600.0, pool, seed=0).arrival_s
     assert len(flat) == pytest.approx(4 * 7200, rel=0.03)
+
+
+def _request_file_args(flags: list[str], tmp_path) -> list[str]:
+    """flags with REQ=<bytes> written to a requests file and missing.csv made a path that is not there."""
+    args = list(flags)
+    for i, arg in enumerate(args):
+        if arg.startswith("REQ="):
+            (tmp_path / "requests.csv").write_text(arg[4:])
+            args[i] = str(tmp_path / "requests.csv")
+        elif arg == "missing.csv":
+            args[i] = str(tmp_path / arg)
+    return args
+
+
+@pytest.mark.parametrize("flags,problem", [
+    (["--rate_per_node", "1", "--duration", "60", "--non_gpu_w", "-5"], "--non_gpu_w"),
+    (["--rate_per_node", "1", "--duration", "60", "--racks_per_task", "0"], "--racks_per_task"),
+    (["--requests", "REQ="], "the requests file is empty"),
+    (["--requests", "REQ=arrival_time_s,input_tokens,output_tokens\n"], "holds no requests"),
+    (["--requests", "REQ=time,in,out\n1,2,3\n"], "names neither"),
+    (["--requests", "missing.csv"], "requests file not found"),
+])
+@pytest.mark.slow          # it needs a trained checkpoint
+def test_bad_site_input_is_refused_before_anything_is_written(results, tmp_path, flags, problem):
+    """In-process (the command-line contract, one line and exit 2, is the test above's)."""
+    from model.facility import build_site, parse_args
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=problem):
+        build_site(parse_args(["--config", JOB, "--results_dir", str(results), "--out", str(out), "--no_progress",
+                               *_request_file_args(flags, tmp_path)]))
+    assert files_under(out) == set()
 
 
 def test_row_sizing_finds_the_largest_row_under_the_limit():

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.signal import lfilter
 from scipy.special import ndtr
 
 from model import config
@@ -108,6 +107,7 @@ def windowed_log_probabilities(model: PowerStateGRU, features: np.ndarray,
 
 def ar1_normal(n: int, rho: float, rng: np.random.Generator) -> np.ndarray:
     """n standard-normal values with lag-1 correlation rho (a stationary AR(1) process)."""
+    from scipy.signal import lfilter      # here: scipy.signal takes a second to import
     eps = rng.standard_normal(n)
     if rho == 0 or n == 0:
         return eps
