@@ -119,6 +119,12 @@ def submission_preview(output_dir: Path, slurm: SlurmSettings, n_tasks: int) -> 
                                map_count=n_tasks, **sbatch_parameters(slurm))
 
 
+def _last_line(err: Exception) -> str:
+    """The last line of an exception submitit recorded for a task (its own traceback's end)."""
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
 def _task_outcome(job) -> tuple[str, int | None, float, str]:
     """(status, returncode, seconds, note) of a finished task."""
     died = (f"slurm task ended without a result (cancelled, time limit, out of memory or node "
@@ -128,8 +134,7 @@ def _task_outcome(job) -> tuple[str, int | None, float, str]:
     try:
         result = job.result()
     except Exception as err:      # submitit recorded the task's own exception
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        return "failed", None, 0.0, f"{died} ({reason})"
+        return "failed", None, 0.0, f"{died} ({_last_line(err)})"
     status = job_status(result["returncode"])
     return status, result["returncode"], result["seconds"], ""
 
@@ -195,7 +200,7 @@ def partition_cpu_problem(sinfo_output: str, partition: str | None, cpus_per_tas
 
 
 class TasksFailed(Exception):
-    """Some tasks of a run_array array ended without a result; the message names them."""
+    """Some tasks of an array_results array ended without a result; the message names them."""
 
 
 def _executor(folder: Path, slurm: SlurmSettings):
@@ -216,7 +221,7 @@ def _submit(executor, function, *arguments) -> list:
     try:
         return executor.map_array(function, *arguments)
     except Exception as err:       # sbatch refused: unknown partition, too many resources, ...
-        raise InputError(f"--launcher slurm: submission failed: {str(err).strip().splitlines()[-1]}") from None
+        raise InputError(f"--launcher slurm: submission failed: {_last_line(err)}") from None
 
 
 def array_results(function, arguments: list[tuple], folder: Path, slurm: SlurmSettings, echo=print):
@@ -241,8 +246,7 @@ def array_results(function, arguments: list[tuple], folder: Path, slurm: SlurmSe
                 try:
                     value = job.result()
                 except Exception as err:      # the task raised, or died without a result
-                    reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-                    failures.append(f"task {index} ({reason}; see {job.paths.stdout})")
+                    failures.append(f"task {index} ({_last_line(err)}; see {job.paths.stdout})")
                     continue
                 yield index, value
             if pending:
