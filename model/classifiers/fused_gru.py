@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import platform
 import sys
@@ -81,6 +82,20 @@ def extension_is_built() -> bool:
         return False
 
 
+def _import_cpp_extension():
+    """torch.utils.cpp_extension without the warning a CUDA build of torch logs when it is
+    imported on a machine without CUDA ("No CUDA runtime is found"): this kernel is CPU code."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    if not torch.cuda.is_available():
+        logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
+
+
 def load_extension(verbose: bool = True):
     """Build (first use) or load (cached) the C++ recurrence; raise FusedGRUUnavailable if it cannot."""
     global _extension, _build_error
@@ -88,7 +103,7 @@ def load_extension(verbose: bool = True):
         return _extension
     if _build_error is not None:
         raise FusedGRUUnavailable(_build_error)
-    from torch.utils import cpp_extension
+    cpp_extension = _import_cpp_extension()
     try:
         build_dir = _writable_build_directory()
     except FusedGRUUnavailable as err:
