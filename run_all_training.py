@@ -33,7 +33,7 @@ from model.demo_data import write_demo_files
 from model.facility import build_site
 from model.facility import parse_args as facility_args
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
-from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_from_argv
+from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_argv, grid_from_argv
 from model.launcher import LaunchSettings, lock_output_dir, run_grid, train_command
 from model.plots import write_plots
 from model.settings import add_job_flags, settings_from_args
@@ -97,8 +97,9 @@ def demo_site(output_dir: Path, jobs: int) -> None:
 
 
 def next_steps(output_dir: Path) -> str:
-    lines = [f"\nresults: {output_dir}/",
-             f"next:    python3 aggregate_metrics.py --metrics_dir {output_dir / config.METRICS_SUBDIR} --plots"]
+    aggregate_command = ["python3", "aggregate_metrics.py", *grid_argv(),
+                         "--metrics_dir", str(output_dir / config.METRICS_SUBDIR), "--plots"]
+    lines = [f"\nresults: {output_dir}/", f"next:    {shlex.join(aggregate_command)}"]
     offline = sorted((output_dir / "wandb").glob("offline-run-*")) if (output_dir / "wandb").is_dir() else []
     if offline:
         lines.append(f"W&B:     {len(offline)} offline run(s); upload with: wandb sync {output_dir / 'wandb'}/offline-run-*")
@@ -181,7 +182,8 @@ def main() -> int:
           + f" ({time.perf_counter() - started:.0f} s)")
     print(f"summary: {output_dir / config.SUMMARY_FILE}")
     if stopped_by is not None:
-        print("interrupted; rerun with --skip_existing to continue where it stopped", file=sys.stderr)
+        print("interrupted; rerun the same command with --skip_existing to continue where it stopped",
+              file=sys.stderr)
         return 128 + stopped_by
     if counts.get("missing_data") == len(records):
         print(f"\nNo data file was found in {data_dir} (expected names like "

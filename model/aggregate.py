@@ -309,7 +309,10 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     stats, nan_notes = model_statistics(results)
     table = table_stamp(settings) + latex_table(stats)
     csv_text = stats.to_csv(index=False, float_format="%.10g")
-    all_jobs = results.merge(settings, on="job", how="left") if not settings.empty else results
+    # a setting the metrics file also records (num_epochs) is one column, not _x and _y
+    all_jobs = results.merge(settings.drop(columns=[c for c in settings.columns if c in results.columns
+                                                    and c != "job"]), on="job", how="left") \
+        if not settings.empty else results
     write_text(csv_path, csv_text)
     write_text(table_path, table)
     all_jobs_path = Path(table_path).parent / config.ALL_JOBS_FILE

@@ -118,3 +118,16 @@ def provenance_path(output_dir: Path | str, job: str) -> Path:
 
 def log_path(output_dir: Path | str, job: str) -> Path:
     return Path(output_dir) / LOGS_SUBDIR / f"{job}.log"
+
+
+def recorded_path(path: Path | str, base: Path | str | None = None) -> str:
+    """A path as an output file records it: relative to `base` (the folder the output belongs
+    to) when it lies inside it, else relative to the project root when inside that, else as
+    given. Absolute paths would tie results to the machine and the user that made them."""
+    resolved = Path(path).absolute()
+    for root in ([Path(base).absolute()] if base is not None else []) + [PROJECT_ROOT]:
+        try:
+            return str(resolved.relative_to(root))
+        except ValueError:
+            continue
+    return str(path)

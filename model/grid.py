@@ -124,6 +124,11 @@ def grid_from_argv(argv: list[str]) -> None:
             use_grid(arg.split("=", 1)[1])
 
 
+def grid_argv() -> list[str]:
+    """`--grid FILE` for a command this one starts or suggests, when a grid file is in use."""
+    return ["--grid", os.environ[GRID_ENV]] if os.environ.get(GRID_ENV) else []
+
+
 def add_grid_flag(parser) -> None:
     parser.add_argument("--grid", default=None, metavar="FILE",
                         help="models (with table labels), hardware (with TDP watts) and TP sizes, as "

@@ -294,7 +294,9 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         remove_stale_temp_files(path.parent, path.name)
     job = settings.job_name
     run_fingerprint = fingerprint(settings, file_sha256(settings.data_file), gru_impl)
-    run_config = asdict(settings) | {"gru_impl": gru_impl, "device": str(device), "job_name": job,
+    run_config = asdict(settings) | {"data_file": config.recorded_path(settings.data_file),
+                                     "output_dir": config.recorded_path(settings.output_dir),
+                                     "gru_impl": gru_impl, "device": str(device), "job_name": job,
                                      "n_train_traces": len(prepared.train), "n_val_traces": len(prepared.val)}
     own_tracker = tracker is None
     tracker = tracker or Tracker(job, run_config, enabled=settings.use_wandb, run_dir=settings.output_dir,
@@ -311,7 +313,8 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         generation = score_generation(checkpoint, prepared.val, seeds=config.GENERATION_SEEDS,
                                       base_seed=settings.seed)
         tracker.log_final(evaluation.values)
-        record = provenance(run_fingerprint, settings.data_file, data.simulated, started, now())
+        record = provenance(run_fingerprint, config.recorded_path(settings.data_file), data.simulated,
+                            started, now())
         save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
         paths["state"].with_name(paths["state"].name + DISCARDED_SUFFIX).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import os
 import shlex
 import signal
@@ -25,7 +26,7 @@ from model.aggregate import read_metrics_file
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
 from model.errors import EXIT_DIVERGED, InputError
-from model.grid import GRID_ENV, GridCell
+from model.grid import GridCell, grid_argv
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
 from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
@@ -81,8 +82,7 @@ def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) ->
 
 def train_command(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> list[str]:
     """The train_entry command line of one job, run by the launcher's own interpreter."""
-    grid_file = ["--grid", os.environ[GRID_ENV]] if os.environ.get(GRID_ENV) else []
-    return [sys.executable, "-m", "model.train_entry", *grid_file, *job_argv(job_settings(cfg, launch, resume))]
+    return [sys.executable, "-m", "model.train_entry", *grid_argv(), *job_argv(job_settings(cfg, launch, resume))]
 
 
 def _expected_impl(settings: JobSettings) -> str:
@@ -224,8 +224,36 @@ def lock_output_dir(output_dir: Path) -> None:
     _held_locks.append(handle)
 
 
+RECORD_PATHS = ("log", "metrics", "checkpoint", "synthetic", "provenance")
+
+
 def save_summary(output_dir: Path, records: list[JobRecord]) -> None:
-    write_json(Path(output_dir) / config.SUMMARY_FILE, [asdict(r) for r in records])
+    """jobs_summary.json, its paths relative to the output folder (or the project root)."""
+    rows = []
+    for record in records:
+        row = asdict(record)
+        for key in ("data_file", *RECORD_PATHS):
+            row[key] = config.recorded_path(row[key], output_dir) if row[key] else row[key]
+        rows.append(row)
+    write_json(Path(output_dir) / config.SUMMARY_FILE, rows)
+
+
+def load_summary(output_dir: Path) -> list[JobRecord]:
+    """The records save_summary wrote, their output paths made absolute again."""
+    summary_path = Path(output_dir) / config.SUMMARY_FILE
+    try:
+        records = [JobRecord(**r) for r in json.loads(summary_path.read_text())]
+    except FileNotFoundError:
+        raise InputError(f"{summary_path}: not found; --collect reads the summary a --launcher slurm "
+                         f"--no_wait run wrote") from None
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{summary_path}: not a jobs summary ({err})") from None
+    for record in records:
+        for key in RECORD_PATHS:
+            value = getattr(record, key)
+            if value and not Path(value).is_absolute():
+                setattr(record, key, str(Path(output_dir).absolute() / value))
+    return records
 
 
 def progress_line(done: int, running: int, waiting: int, seconds: list[float], jobs: int) -> str:

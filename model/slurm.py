@@ -8,7 +8,6 @@ jobs_summary.json for a later `--collect`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import signal
@@ -23,7 +22,7 @@ import submitit
 from model import config
 from model.errors import InputError
 from model.grid import GridCell
-from model.launcher import (Interrupted, JobRecord, LaunchSettings, job_status, plan_grid,
+from model.launcher import (Interrupted, JobRecord, LaunchSettings, job_status, load_summary, plan_grid,
                             raise_interrupted, save_summary, start_job)
 
 SLURM_SUBDIR = "slurm"
@@ -326,13 +325,7 @@ def _wait(records: list[JobRecord], jobs: dict, output_dir: Path, echo) -> int |
 def collect(output_dir: Path, echo=print) -> list[JobRecord]:
     """Update jobs_summary.json of a `--no_wait` submission from the tasks that finished since."""
     summary_path = Path(output_dir) / config.SUMMARY_FILE
-    try:
-        records = [JobRecord(**r) for r in json.loads(summary_path.read_text())]
-    except FileNotFoundError:
-        raise InputError(f"{summary_path}: not found; --collect reads the summary a --launcher slurm "
-                         f"--no_wait run wrote") from None
-    except (ValueError, TypeError) as err:
-        raise InputError(f"{summary_path}: not a jobs summary ({err})") from None
+    records = load_summary(output_dir)
     # a task found dead is looked at again: its result file may have arrived late
     waiting = {i: r for i, r in enumerate(records) if r.slurm_job_id and
                (r.status in ("submitted", "running") or (r.status == "failed" and r.returncode is None))}

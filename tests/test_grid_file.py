@@ -1,6 +1,7 @@
 """A grid of one's own (--grid FILE): read, checked, and used by every command."""
 from __future__ import annotations
 
+import shlex
 import shutil
 
 import pandas as pd
@@ -56,9 +57,15 @@ def test_launcher_jobs_and_aggregator_all_follow_the_grid_file(demo_dir, tmp_pat
                    "--output_dir", str(out), "--num_epochs", "1", "--no_wandb")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "metrics" / "my-llm_a100_tp1_metrics.csv").exists()
-    proc = run_cli("aggregate_metrics.py", "--grid", str(tmp_path / "my_grid.json"),
-                   "--metrics_dir", str(out / "metrics"))
+    # the launcher's own hint, run as printed, carries the grid file
+    hint = next(line for line in proc.stdout.splitlines() if line.startswith("next:"))
+    command = shlex.split(hint.split(":", 1)[1])
+    assert command[:2] == ["python3", "aggregate_metrics.py"] and "--grid" in command
+    proc = run_cli(*command[1:])
     assert proc.returncode == 0, proc.stderr
+    all_jobs = pd.read_csv(out / "all_jobs.csv")
+    assert "num_epochs" in all_jobs.columns
+    assert not [c for c in all_jobs.columns if c.endswith(("_x", "_y"))], list(all_jobs.columns)
     assert r"\texttt{My LLM \& Co}" in (out / "table_summary.tex").read_text()
     assert list(pd.read_csv(out / "model_statistics.csv")["model"]) == ["my-llm"]
     # without the grid file the same results are not this grid's: nothing to tabulate

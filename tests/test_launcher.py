@@ -61,7 +61,11 @@ def test_missing_data_and_failing_job_do_not_stop_the_grid(demo_dir, tmp_path):
     assert summary["llama-3-8b_a100_tp2"]["status"] == "succeeded"
     # where the numbers came from: the commit in the summary, the rest in each job's record
     assert len(summary["llama-3-8b_a100_tp1"]["git_commit"].split("+")[0]) == 40
-    record = json.loads(Path(summary["llama-3-8b_a100_tp1"]["provenance"]).read_text())
+    # paths are recorded relative to the output folder, not as this machine's absolute paths
+    assert summary["llama-3-8b_a100_tp1"]["provenance"] == "metrics/llama-3-8b_a100_tp1_provenance.json"
+    for key in ("log", "metrics", "checkpoint", "synthetic", "provenance"):
+        assert not Path(summary["llama-3-8b_a100_tp1"][key]).is_absolute(), key
+    record = json.loads((out / summary["llama-3-8b_a100_tp1"]["provenance"]).read_text())
     assert record["data"] == "simulated demo data" and len(record["data_sha256"]) == 64
     assert {"torch", "numpy", "scikit-learn", "host", "cpu"} <= set(record["environment"])
     assert record["settings"]["num_epochs"] == 1 and record["started"] <= record["finished"]
