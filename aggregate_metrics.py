@@ -13,10 +13,8 @@ import sys
 from pathlib import Path
 
 from model import config
-from model.aggregate import aggregate
 from model.grid import add_grid_flag, grid_from_argv
 from model.errors import ArgumentParser, EXIT_OK, run_cli
-from model.plots import write_plots
 
 
 def main() -> int:
@@ -36,6 +34,8 @@ def main() -> int:
                         help=f"also write the figures (python -m model.plots) under "
                              f"<metrics_dir>/../{config.PLOTS_SUBDIR}/")
     args = parser.parse_args()
+    from model.aggregate import aggregate      # pandas and the figures load after the flags are read
+    from model.plots import write_plots
     results_dir = Path(args.metrics_dir).parent     # outputs sit beside what they were made from
     aggregate(args.metrics_dir, args.output or results_dir / config.TABLE_FILE,
               args.csv_output or results_dir / config.STATISTICS_FILE, print_table=True,

@@ -23,21 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from model import config
-from model.aggregate import aggregate
-from model.classifiers.fused_gru import FusedGRUUnavailable, extension_is_built, load_extension
-from model.classifiers.gru import intended_gru_impl
-from model.demo_data import write_demo_files
-from model.facility import build_site
-from model.facility import parse_args as facility_args
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_argv, grid_from_argv
-from model.launcher import LaunchSettings, lock_output_dir, run_grid, train_command
-from model.plots import write_plots
 from model.settings import add_job_flags, settings_from_args
-from model.slurm import add_slurm_flags, collect, slurm_settings, submission_preview, submit_grid
+from model.slurm_settings import add_slurm_flags, slurm_settings
 
 EXIT_STILL_RUNNING = 3
 
@@ -74,6 +64,9 @@ def parse_args() -> argparse.Namespace:
 def prebuild_kernel(template) -> None:
     """Build the fused kernel here, once, with a word about it, rather than in every job at
     once while the launcher says nothing."""
+    import torch
+    from model.classifiers.fused_gru import FusedGRUUnavailable, extension_is_built, load_extension
+    from model.classifiers.gru import intended_gru_impl
     device = template.device if template.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if intended_gru_impl(template.gru_impl, torch.device(device).type) == "fused" and not extension_is_built():
         print("building the fused GRU kernel once (about a minute; later runs reuse it) ...", flush=True)
@@ -86,6 +79,8 @@ def prebuild_kernel(template) -> None:
 def demo_site(output_dir: Path, jobs: int) -> None:
     """The demo's last step: a small site (2 rows x 2 racks x 4 servers, one hour) of one
     demo configuration, sized by its generated traces against TDP and mean power."""
+    from model.facility import build_site
+    from model.facility import parse_args as facility_args
     job = "llama-3-70b_h100_tp8"
     if not config.checkpoint_path(output_dir, job).exists():
         return
@@ -107,6 +102,7 @@ def next_steps(output_dir: Path) -> str:
 
 
 def collect_submitted(output_dir: Path) -> int:
+    from model.slurm import collect
     records = collect(output_dir)
     statuses = [r.status for r in records]
     print(f"summary: {output_dir / config.SUMMARY_FILE}")
@@ -123,6 +119,13 @@ def collect_submitted(output_dir: Path) -> int:
 
 def main() -> int:
     args = parse_args()
+    # the heavy modules (torch, pandas, submitit) load after the flags are read, so that --help
+    # and usage errors are instant
+    from model.aggregate import aggregate
+    from model.demo_data import write_demo_files
+    from model.launcher import LaunchSettings, lock_output_dir, run_grid, train_command
+    from model.plots import write_plots
+    from model.slurm import submission_preview, submit_grid
     if args.collect:
         return collect_submitted(Path(args.output_dir or config.RESULTS_DIR).absolute())
     configs = grid(args.models, args.hardware)

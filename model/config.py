@@ -28,6 +28,8 @@ NUM_EPOCHS = 500
 VAL_SPLIT = 0.2
 SEED = 0
 GRAD_CLIP = 1.0
+# --gru_impl: auto = the fused C++ kernel on the CPU, cuDNN on CUDA; torch = stock nn.GRU
+GRU_IMPLS = ("auto", "fused", "torch")
 VAL_EVERY = 10
 CHECKPOINT_EVERY = 25
 DEMO_NUM_EPOCHS = 30
@@ -52,6 +54,7 @@ GENERATED_DIR = Path("generated")
 # how the generator draws states: "independent" per bin (as the training table's synthetic
 # trace) or "coherent" in time; chosen by held-out fidelity, measured both ways with
 # `python -m model.evaluate_generation --sampling` (README, "Generating power traces")
+SAMPLINGS = ("independent", "coherent")
 GENERATION_SAMPLING = "independent"
 # inference on long traces runs in windows of this many bins, each with CONTEXT bins of
 # real input on both sides that are computed and dropped (tests/test_generation.py holds

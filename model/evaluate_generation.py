@@ -16,17 +16,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import matplotlib
-import pandas as pd
-
-from model.checkpoint import load_checkpoint
-from model.data import load_power_file
-from model.errors import ArgumentParser, InputError, run_cli
 from model import config
-from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
-from model.generation.generator import SAMPLINGS
+from model.errors import ArgumentParser, InputError, run_cli
 from model.outputs import atomic_path, file_sha256
-from model.plots import STYLE, held_out_figure, save_figure
 
 
 def parse_args(argv=None):
@@ -36,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--tp", type=int, default=None, help="TP of the traces to score (default: the checkpoint's)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per trace (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
-    parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
+    parser.add_argument("--sampling", choices=config.SAMPLINGS, default=None,
                         help="how states are drawn in time (default: the generator's default)")
     parser.add_argument("--out", default=None, help="summary CSV (default: print only)")
     parser.add_argument("--plot", action="store_true",
@@ -47,6 +39,13 @@ def parse_args(argv=None):
 
 def main() -> int:
     args = parse_args()
+    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    import matplotlib
+    import pandas as pd
+    from model.checkpoint import load_checkpoint
+    from model.data import load_power_file
+    from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
+    from model.plots import STYLE, held_out_figure, save_figure
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
     ckpt = load_checkpoint(args.checkpoint)

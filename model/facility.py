@@ -30,21 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from model import config
-from model.checkpoint import load_checkpoint
 from model.errors import EXIT_FAILED, ArgumentParser, InputError, run_cli
-from model.generation.generator import SAMPLINGS
-from model.generation.requests_file import read_requests
-from model.launcher import Interrupted, raise_interrupted
 from model.outputs import file_sha256, write_json, write_text
-from model.provenance import environment, git_state
-from model.sites import report
-from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
-from model.sites.site import Plan, run_site, run_site_on_slurm, site_metrics
-from model.slurm import SLURM_SUBDIR, TasksFailed, add_slurm_flags, slurm_settings
+from model.slurm_settings import add_slurm_flags, slurm_settings
 
 QUARTER_S = 900.0
 
@@ -65,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--non_gpu_w", type=float, default=1000.0, help="watts of each server beyond its GPUs")
     parser.add_argument("--pue", type=float, default=1.3, help="power usage effectiveness of the site")
     parser.add_argument("--seed", type=int, default=0, help="base seed (node n uses seed + n)")
-    parser.add_argument("--sampling", choices=SAMPLINGS, default=config.GENERATION_SAMPLING,
+    parser.add_argument("--sampling", choices=config.SAMPLINGS, default=config.GENERATION_SAMPLING,
                         help="how states are drawn in time")
     parser.add_argument("--row_limit_kw", type=float, default=None, help="row breaker limit: how many racks fit")
     parser.add_argument("--draws", type=int, default=200, help="random rack sets per row size (with --row_limit_kw)")
@@ -105,6 +94,17 @@ def main() -> int:
 
 
 def build_site(args) -> int:
+    # torch, pandas and the site code load after the flags are read: --help stays instant
+    import numpy as np
+    import pandas as pd
+    from model.checkpoint import load_checkpoint
+    from model.generation.requests_file import read_requests
+    from model.launcher import Interrupted, raise_interrupted
+    from model.provenance import environment, git_state
+    from model.sites import report
+    from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
+    from model.sites.site import Plan, run_site, run_site_on_slurm, site_metrics
+    from model.slurm import SLURM_SUBDIR, TasksFailed
     check_numbers(args)
     slurm = slurm_settings(args)
     layout = Layout(args.rows, args.racks_per_row, args.nodes_per_rack)

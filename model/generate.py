@@ -20,17 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-import numpy as np
-import pandas as pd
-
 from model import config
-from model.checkpoint import load_checkpoint
 from model.errors import ArgumentParser, InputError, run_cli
-from model.generation.generator import SAMPLINGS, Generator
-from model.generation.requests_file import poisson_requests, read_requests
 from model.outputs import atomic_path, file_sha256, write_json
-from model.plots import STYLE, generated_day_figure, save_figure
 
 DRAIN_S = 60.0
 
@@ -44,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--drain_s", type=float, default=DRAIN_S,
                         help=f"with --requests and no --duration: seconds after the last arrival (default: {DRAIN_S})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the traffic and the sampling (default: 0)")
-    parser.add_argument("--sampling", choices=SAMPLINGS, default=config.GENERATION_SAMPLING,
+    parser.add_argument("--sampling", choices=config.SAMPLINGS, default=config.GENERATION_SAMPLING,
                         help=f"how states are drawn in time (default: {config.GENERATION_SAMPLING})")
     parser.add_argument("--out", default=None, help="output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
     parser.add_argument("--plot", action="store_true", help="also draw the trace as <out>.png and .pdf")
@@ -53,6 +45,14 @@ def parse_args(argv=None):
 
 def main() -> int:
     args = parse_args()
+    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    import matplotlib
+    import numpy as np
+    import pandas as pd
+    from model.checkpoint import load_checkpoint
+    from model.generation.generator import Generator
+    from model.generation.requests_file import poisson_requests, read_requests
+    from model.plots import STYLE, generated_day_figure, save_figure
     if (args.requests is None) == (args.rate is None):
         raise InputError("give the traffic as --requests FILE or as --rate R --duration S (one of them)")
     if args.rate is not None and args.duration is None:

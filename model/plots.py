@@ -23,7 +23,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
-from sklearn.metrics import confusion_matrix
 
 from model import config
 from model.aggregate import read_metrics_file
@@ -117,6 +116,7 @@ def state_boundaries(centroids: np.ndarray) -> np.ndarray:
 
 def confusion_counts(traces: list[dict], num_states: int) -> np.ndarray:
     """(K, K) bin counts over a job's validation traces: row = true state, column = predicted."""
+    from sklearn.metrics import confusion_matrix     # scikit-learn loads when a figure needs it
     return confusion_matrix(np.concatenate([t["true_states"] for t in traces]),
                             np.concatenate([t["predicted_states"] for t in traces]),
                             labels=np.arange(num_states))

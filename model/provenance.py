@@ -15,8 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import sklearn
-import torch
 
 from model import config
 from model.errors import InputError
@@ -47,6 +45,8 @@ def _cpu_name() -> str:
 
 
 def environment() -> dict:
+    import sklearn      # here, not at import: commands that never record an environment start faster
+    import torch
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "host": socket.gethostname(), "cpu": _cpu_name(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

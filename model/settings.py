@@ -21,7 +21,6 @@ import numpy as np
 
 from model import config
 from model.errors import InputError
-from model.classifiers.gru import GRU_IMPLS
 from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, cell_of_data_file, job_name
 
 
@@ -64,7 +63,7 @@ class JobSettings:
     seed: int = setting(config.SEED, "seed of the split, the weights, the shuffling and the sampling",
                         affects_result=True, grid=True)
     gru_impl: str = setting("auto", "auto: fused C++ kernel on CPU, cuDNN nn.GRU on CUDA",
-                            affects_result=True, grid=True, choices=GRU_IMPLS)
+                            affects_result=True, grid=True, choices=config.GRU_IMPLS)
     # how and where it runs; none of these changes a number
     device: str = setting("auto", "cpu, cuda, cuda:1, ... (auto: cuda if available)", grid=True)
     output_dir: str = setting(str(config.RESULTS_DIR), "results folder")
@@ -106,7 +105,7 @@ class JobSettings:
                   (self.checkpoint_every >= 1,
                    f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
                   (0 <= self.seed < 2**32, f"--seed must lie in 0..2**32-1, got {self.seed}"),
-                  (self.gru_impl in GRU_IMPLS, f"--gru_impl must be one of {', '.join(GRU_IMPLS)}")]
+                  (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)

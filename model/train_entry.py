@@ -15,10 +15,8 @@ import signal
 import sys
 from dataclasses import replace
 
-from model.data import load_power_file
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import MODELS_BY_KEY, add_grid_flag, grid_from_argv
-from model.job import check_output_paths, output_paths, prepare, run_job
 from model.settings import add_job_flags, settings_from_args
 
 
@@ -40,6 +38,9 @@ def _terminate(signum, frame):
 
 def main() -> int:
     args = parse_args()
+    # torch and the rest load after the flags are read: --help and usage errors stay instant
+    from model.data import load_power_file
+    from model.job import check_output_paths, output_paths, prepare, run_job
     signal.signal(signal.SIGTERM, _terminate)
     settings = settings_from_args(args)
     settings.validate()

@@ -15,7 +15,7 @@ from model import config
 from model.classifiers.fused_gru import FusedGRUUnavailable, fused_gru_forward, load_extension
 from model.errors import InputError
 
-GRU_IMPLS = ("auto", "fused", "torch")
+GRU_IMPLS = config.GRU_IMPLS
 
 
 class PowerStateGRU(nn.Module):

@@ -8,14 +8,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-from statsmodels.tsa.stattools import acf
 
 from model import config
 
 
 def classification_scores(labels: np.ndarray, predictions: np.ndarray, num_states: int) -> dict[str, float]:
     """Weighted F1, precision and recall over the K states, and accuracy, over all bins."""
+    # scikit-learn and statsmodels load where they are used, so --help of every command is instant
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predictions, labels=list(range(num_states)), average="weighted", zero_division=0)
     return {"val_f1": float(f1), "val_precision": float(precision), "val_recall": float(recall),
@@ -60,6 +60,7 @@ def acf_lags(x: np.ndarray, nlags: int = config.ACF_NLAGS) -> np.ndarray:
         return np.full(nlags, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # a constant series has no ACF
+        from statsmodels.tsa.stattools import acf
         return acf(x, nlags=nlags, fft=True)[1:]
 
 

@@ -23,7 +23,7 @@ from model.data import Workload
 from model.features import raw_features
 from model.generation.serving import ServingModel
 
-SAMPLINGS = ("independent", "coherent")
+SAMPLINGS = config.SAMPLINGS
 
 
 @dataclass

@@ -27,7 +27,8 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.generation.generator import Generator, Requests
 from model.outputs import write_npz
 from model.sites.layout import Layout, poisson_node_requests
-from model.slurm import SlurmSettings, array_results
+from model.slurm import array_results
+from model.slurm_settings import SlurmSettings
 from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
 
 LEVELS = ("node", "rack", "row", "site")
