@@ -1,9 +1,13 @@
 """Shared fixtures: demo data made once per session, helpers to write .npz files and run commands."""
 from __future__ import annotations
 
+import importlib
+import io
 import os
+import signal
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +60,33 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = dict(os.environ, WANDB_MODE="disabled", **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """run_cli's twin in this process, for the checks of a bad input's exit 2: starting Python
+    and importing torch would cost seconds per case. The command's own run_cli (errors.py)
+    turns InputError into its line and exit status; any other exception is a bug and fails
+    the test with its traceback. Environment, argv, signal handlers and the grid are restored."""
+    from model import errors, grid
+    module = args[1] if args[0] == "-m" else Path(args[0]).stem
+    argv = list(args[2:] if args[0] == "-m" else args[1:])
+    saved = dict(os.environ), sys.argv, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    os.environ.update({"WANDB_MODE": "disabled", **(env or {})})
+    sys.argv = [module, *argv]
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            errors.run_cli(importlib.import_module(module).main, module.rsplit(".", 1)[-1])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved[0])
+        sys.argv = saved[1]
+        for s, handler in saved[2].items():
+            signal.signal(s, handler)
+        grid.use_grid(os.environ.get(grid.GRID_ENV))
+    return subprocess.CompletedProcess([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 
 def files_under(path: Path) -> set[str]:

@@ -9,7 +9,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from model import config
 
 pytestmark = pytest.mark.slow   # every test here starts a process or trains
@@ -51,7 +51,7 @@ def metrics_dir(tmp_path):
 
 
 def aggregate_cli(metrics_dir, out):
-    return run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir),
+    return run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir),
                    "--output", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
 
 
@@ -173,7 +173,7 @@ def test_jobs_trained_with_different_settings_are_not_pooled(metrics_dir, tmp_pa
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "num_epochs differs" in proc.stderr and "llama-3-8b_a100_tp1" in proc.stderr
     assert "llama-3-8b_h100_tp2" in proc.stderr and not (tmp_path / "table.tex").exists()
-    proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--output", str(tmp_path / "t.tex"),
+    proc = run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--output", str(tmp_path / "t.tex"),
                    "--csv_output", str(tmp_path / "s.csv"), "--allow_mixed_settings")
     assert proc.returncode == 0 and "pooled despite: num_epochs differs" in proc.stdout
 

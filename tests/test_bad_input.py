@@ -1,12 +1,13 @@
-"""Bad input in every command: exit 2, a short message naming the problem, nothing written."""
+"""Bad input in every command: exit 2, a short message naming the problem, nothing written.
+
+The cases run in this process (conftest.run_main); one case per command runs as a real
+process, for the exit status the shell sees."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import files_under, load_arrays, run_cli, save_arrays
-
-pytestmark = pytest.mark.slow   # every test here starts a process or trains
+from conftest import files_under, load_arrays, run_cli, run_main, save_arrays
 
 
 def _arrays(demo_file):
@@ -74,8 +75,8 @@ def assert_bad_input(proc, *fragments):
         assert fragment in proc.stderr, proc.stderr
 
 
-def train(data_file, out, *extra):
-    return run_cli("-m", "model.train_entry", "--data_file", str(data_file), "--model", "llama-3-8b",
+def train(data_file, out, *extra, runner=run_main):
+    return runner("-m", "model.train_entry", "--data_file", str(data_file), "--model", "llama-3-8b",
                    "--tp", "1", "--hardware_accelerator", "a100", "--num_epochs", "1",
                    "--output_dir", str(out), *extra)
 
@@ -104,27 +105,30 @@ def test_train_entry_bad_flags(flags, fragment, demo_file, tmp_path):
     assert files_under(tmp_path / "out") == set()
 
 
+@pytest.mark.slow
 def test_train_entry_unwritable_output(demo_file, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = train(demo_file, blocker / "out")
+    proc = train(demo_file, blocker / "out", runner=run_cli)
     assert_bad_input(proc, str(blocker))
 
 
 def test_launcher_bad_flags(tmp_path):
     for flags, fragment in ([["--hardware", "b200"], "b200"], [["--num_epochs", "0"], "--num_epochs"],
                             [["--lr", "0"], "--lr"], [["--jobs", "0"], "--jobs"]):
-        proc = run_cli("run_all_training.py", "--output_dir", str(tmp_path / "out"), *flags)
+        proc = run_main("run_all_training.py", "--output_dir", str(tmp_path / "out"), *flags)
         assert_bad_input(proc, fragment)
     assert files_under(tmp_path / "out") == set()
 
 
+@pytest.mark.slow
 def test_launcher_unwritable_output(tmp_path):
     (tmp_path / "file").write_text("")
     proc = run_cli("run_all_training.py", "--output_dir", str(tmp_path / "file" / "out"))
     assert_bad_input(proc, "file")
 
 
+@pytest.mark.slow
 def test_demo_data_bad_scale_and_folder(tmp_path):
     assert_bad_input(run_cli("-m", "model.demo_data", "--out", str(tmp_path), "--scale", "huge"), "huge")
     (tmp_path / "file").write_text("")

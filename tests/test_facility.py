@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SITE_JOB, files_under, run_cli
+from conftest import ROOT, SITE_JOB, files_under, run_cli, run_main
 from model import config
 from model.checkpoint import load_checkpoint
 from model.errors import InputError
@@ -68,8 +68,8 @@ def results(site_results):
     return site_results
 
 
-def facility(results, out, *extra):
-    return run_cli("-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "2",
+def facility(results, out, *extra, runner=run_cli):
+    return runner("-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "2",
                    "--racks_per_row", "2", "--nodes_per_rack", "2", "--out", str(out), "--no_progress", *extra)
 
 
@@ -134,10 +134,10 @@ def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(result
 def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, flags, problem):
     args = _request_file_args(flags, tmp_path)
     if "--config" in args:      # replace the configuration, not add to it
-        proc = run_cli("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"),
-                       "--no_progress", *args)
+        proc = run_main("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"),
+                        "--no_progress", *args)
     else:
-        proc = facility(results, tmp_path / "out", *args)
+        proc = facility(results, tmp_path / "out", *args, runner=run_main)
     assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert files_under(tmp_path / "out") == set()
 

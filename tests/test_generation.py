@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import files_under, run_cli
+from conftest import files_under, run_cli, run_main
 from model import config
 from model.checkpoint import load_checkpoint, read_record
 from model.data import Trace, Workload, load_power_file
@@ -217,7 +217,7 @@ def test_bad_traffic_is_one_line_exit_2_and_nothing_written(held_out, tmp_path, 
         (tmp_path / "r.csv").write_text(content)
         flags = ["--requests", str(tmp_path / "r.csv")]
     out = tmp_path / "out"
-    proc = run_cli("-m", "model.generate", "--checkpoint", str(ckpt_path), *flags, "--out", str(out / "x.csv"))
+    proc = run_main("-m", "model.generate", "--checkpoint", str(ckpt_path), *flags, "--out", str(out / "x.csv"))
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert files_under(out) == set()

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from conftest import files_under, load_arrays, run_cli
+from conftest import files_under, load_arrays, run_cli, run_main
 from model import config
 from model.aggregate import read_metrics_file
 from model.checkpoint import load_checkpoint
@@ -191,7 +191,7 @@ def test_no_text_overlaps_and_legends_stay_off_the_data(results):
 
 
 def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
-    proc = run_cli("-m", "model.plots", "--results_dir", str(tmp_path))
+    proc = run_main("-m", "model.plots", "--results_dir", str(tmp_path))
     assert proc.returncode == 2 and "nothing to plot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
     out, _ = results
@@ -200,14 +200,14 @@ def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
     job = job_names()[0]
     good = config.synthetic_path(out, job).read_bytes()
     (damaged / "synthetic" / f"{job}.npz").write_bytes(good[: len(good) // 2])
-    proc = run_cli("-m", "model.plots", "--results_dir", str(damaged))
+    proc = run_main("-m", "model.plots", "--results_dir", str(damaged))
     assert proc.returncode == 2 and f"{job}.npz" in proc.stderr and "Traceback" not in proc.stderr
     assert not (damaged / "plots").exists()
 
     arrays = load_arrays(config.synthetic_path(out, job))
     del arrays["probabilities"]
     np.savez(damaged / "synthetic" / f"{job}.npz", **arrays)
-    proc = run_cli("-m", "model.plots", "--results_dir", str(damaged))
+    proc = run_main("-m", "model.plots", "--results_dir", str(damaged))
     assert proc.returncode == 2 and "'probabilities' is missing" in proc.stderr
 
 

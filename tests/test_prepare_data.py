@@ -9,11 +9,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from conftest import files_under, load_arrays, run_cli
+from conftest import files_under, load_arrays, run_cli, run_main
 from model import config
 from model.data import load_power_file
 
-pytestmark = pytest.mark.slow          # every test here runs the command in a subprocess
 
 SMI_HEADER = "timestamp, power.draw [W], utilization.gpu [%], memory.used [MiB]"
 DAY = datetime(2025, 10, 17, 5, 0, 0)
@@ -63,8 +62,8 @@ def random_run(runs_dir, name: str, end: datetime, tp: int, seed: int, duration:
     write_power_csv(runs_dir / f"{csv_name or name}.csv", end - timedelta(seconds=duration + 2), duration + 4)
 
 
-def prepare(runs_dir, out, *extra):
-    return run_cli("-m", "model.prepare_data", "--runs", str(runs_dir), "--model", "llama-3-8b",
+def prepare(runs_dir, out, *extra, runner=run_main):
+    return runner("-m", "model.prepare_data", "--runs", str(runs_dir), "--model", "llama-3-8b",
                    "--hardware", "h100", "--out", str(out), *extra)
 
 
@@ -188,17 +187,19 @@ def test_bad_raw_files_exit_2_naming_the_file_and_write_nothing(tmp_path, damage
     assert not files_under(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_existing_file_is_not_replaced_without_overwrite(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
     (tmp_path / "x.npz").write_bytes(b"precious")
-    proc = prepare(runs, tmp_path / "x.npz")
+    proc = prepare(runs, tmp_path / "x.npz", runner=run_cli)     # one real process: the exit status
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (tmp_path / "x.npz").read_bytes() == b"precious"
     assert prepare(runs, tmp_path / "x.npz", "--overwrite").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_folder_of_raw_runs_becomes_a_file_train_entry_trains_on(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()

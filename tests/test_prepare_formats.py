@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import files_under, load_arrays, run_cli
+from conftest import files_under, load_arrays, run_main
 from model.errors import InputError
 from model.measurements import read_benchmarks, read_power_log
 from model.prepare_data import prepare as prepare_in_process
@@ -511,8 +511,8 @@ def test_each_refusal_is_one_line_naming_the_file_and_the_fix_with_exit_2_and_no
     sim = simulate(17, rate=5.0)
     write_smi(runs / "power.csv", sim, LAYOUTS["index first"])
     make(runs, sim)
-    proc = run_cli("-m", "model.prepare_data", "--runs", str(runs), "--model", "llama-3-8b", "--hardware", "h100",
-                   "--out", str(tmp_path / "out" / "x.npz"), *extra)
+    proc = run_main("-m", "model.prepare_data", "--runs", str(runs), "--model", "llama-3-8b", "--hardware", "h100",
+                    "--out", str(tmp_path / "out" / "x.npz"), *extra)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert fix in proc.stderr and ("b.json" in proc.stderr or "power.csv" in proc.stderr)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, load_arrays, run_cli, save_arrays
+from conftest import ROOT, load_arrays, run_cli, run_main, save_arrays
 from model import config
 from model.classifiers.gru import PowerStateGRU
 from model.classifiers.train import DISCARDED_SUFFIX, _save_state, fit, make_optimizer
@@ -350,7 +350,7 @@ def test_bad_seed_or_device_is_one_line(demo_file, tmp_path, args):
     job = () if args[0] == "run_all_training.py" else (
         "--data_file", str(demo_file), "--model", "llama-3-8b", "--tp", "1", "--hardware_accelerator", "a100",
         "--output_dir", str(tmp_path), "--num_epochs", "1")
-    result = run_cli(*args, *job)
+    result = run_main(*args, *job)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "metrics").exists()
