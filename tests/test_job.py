@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -145,7 +146,10 @@ def test_same_seed_same_metrics_and_losses(demo_dir, tmp_path):
 def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env |= {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wb"), "NETRC": str(tmp_path / "none"),
-            "WANDB_RUN_GROUP": "grid-20261125-test"}        # what the launcher sets for a grid
+            "WANDB_RUN_GROUP": "grid-20261125-test",        # what the launcher sets for a grid
+            # a fresh HOME must not mean a fresh kernel build (a minute on 2 cores): the usual cache
+            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
+            or str(Path.home() / ".cache" / "torch_extensions")}
     proc = subprocess.run([sys.executable, "-m", "model.train_entry", "--data_file", str(demo_file),
                            "--model", "llama-3-8b", "--tp", "1", "--hardware_accelerator", "a100",
                            "--num_epochs", "5", "--output_dir", str(tmp_path / "out")],
