@@ -17,6 +17,7 @@ import pandas as pd
 
 from model import config
 from model.errors import InputError
+from model.generation import methods
 from model.grid import MODELS, cells_by_job_name, grid
 from model.outputs import write_text
 from model.provenance import git_state, now, read_provenance
@@ -38,8 +39,6 @@ GENERATION_TABLE_COLUMNS = (
     ("p99_error_pct", r"\textbf{P99 err.\ (\%)}" + DOWN, 1),
     ("energy_error_pct", r"\textbf{Energy err.\ (\%)}" + DOWN, 1),
 )
-METHOD_LABELS = {"ours": "Ours", "tdp": "TDP", "mean": "Mean", "marginal": "Marginal",
-                 "measured_features": "Measured features"}
 
 
 def read_metrics_file(path: Path | str) -> dict[str, float]:
@@ -217,6 +216,11 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
         expected = ["method", *(m for m, _, _ in GENERATION_TABLE_COLUMNS)]
         if list(frame.columns) != expected or frame.empty:
             raise InputError(f"{path}: expected the header {','.join(expected)} and one row per method")
+        for name in frame["method"]:
+            try:
+                methods.method(str(name))
+            except ValueError as err:     # a method without a label would drop out of the table
+                raise InputError(f"{path}: {err}") from None
         frames.append(frame.assign(model=cfg.model, job=cfg.job_name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -227,7 +231,7 @@ def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for spec in MODELS:
         subset = results[results["model"] == spec.key]
-        for method in [m for m in METHOD_LABELS if m in set(subset["method"])]:
+        for method in [m.name for m in methods.registered() if m.name in set(subset["method"])]:
             values = subset[subset["method"] == method]
             row: dict = {"model": spec.key, "method": method}
             for metric, _, _ in GENERATION_TABLE_COLUMNS:
@@ -252,7 +256,7 @@ def generation_table(stats: pd.DataFrame) -> str:
             lines.append(r"\midrule")
         for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
             cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS]
-            lines.append(f"{labels[spec.key] if j == 0 else ''} & {METHOD_LABELS[row['method']]} & "
+            lines.append(f"{labels[spec.key] if j == 0 else ''} & {methods.label(row['method'])} & "
                          + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
     return "\n".join(lines) + "\n"

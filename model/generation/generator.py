@@ -19,7 +19,7 @@ from model import config
 from model.checkpoint import Checkpoint
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
-from model.data import Workload
+from model.data import Trace, Workload
 from model.features import raw_features
 from model.generation.serving import ServingModel
 
@@ -35,6 +35,14 @@ class Requests:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+
+def requests_of(trace: Trace) -> Requests:
+    """A measured trace's recorded requests, arrivals in seconds from its first bin, sorted."""
+    order = np.argsort(trace.request_times, kind="stable")
+    return Requests(np.asarray(trace.request_times, dtype=np.float64)[order] - float(trace.timestamps[0]),
+                    np.asarray(trace.input_tokens, dtype=np.float64)[order],
+                    np.asarray(trace.output_tokens, dtype=np.float64)[order])
 
 
 @dataclass

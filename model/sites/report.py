@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from model.generation import methods
 from model.outputs import atomic_path, write_npz
 from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
 from model.sites.rollup import p95_peaks_of_random_rows, window_means
@@ -42,7 +43,7 @@ def sizing(metrics: pd.DataFrame) -> pd.DataFrame:
     15-minute ramp, load factor, transformer rating at power factor 0.9."""
     site = metrics[metrics["level"] == "site"]
     rows = []
-    for method, label in (("tdp", "TDP"), ("mean", "Mean"), ("ours", "Ours")):
+    for method, label in [(m.name, m.label) for m in methods.site_baselines()] + [("ours", methods.label("ours"))]:
         one = site[(site["method"] == method) & (site["resolution_s"] == 1.0)].set_index("metric")["value"]
         quarter = site[(site["method"] == method) & (site["resolution_s"] == 900.0)].set_index("metric")["value"]
         rows.append({"method": label, SIZING_COLUMNS[0]: one["peak_w"] / 1e6,
