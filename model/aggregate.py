@@ -8,7 +8,6 @@ population std (ddof=0) over its configurations, NaN values left out (and said s
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,11 +17,11 @@ import pandas as pd
 from model import config
 from model.errors import InputError
 from model.generation import methods
-from model.grid import MODELS, cells_by_job_name, grid
+from model.grid import MODELS, grid
 from model.outputs import write_text
 from model.provenance import git_state, now, read_provenance
+from model.results import METRICS_SUFFIX, read_results
 
-METRICS_SUFFIX = "_metrics.csv"
 GENERATION_SUFFIX = "_generation.csv"
 UP, DOWN = r"~$\uparrow$", r"~$\downarrow$"
 TABLE_COLUMNS = (  # metric, header, decimals
@@ -41,64 +40,15 @@ GENERATION_TABLE_COLUMNS = (
 )
 
 
-def read_metrics_file(path: Path | str) -> dict[str, float]:
-    """metric -> value of one metrics CSV; ValueError saying what is wrong when it is damaged."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError("file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"not a readable CSV ({str(err).splitlines()[0]})") from None
-    if list(frame.columns) != ["metric", "value"]:
-        raise ValueError(f"header is {','.join(map(str, frame.columns))!r}, expected 'metric,value'")
-    values = {}
-    for metric, value in zip(frame["metric"], frame["value"]):
-        try:
-            values[metric] = float(value)
-        except ValueError:
-            raise ValueError(f"metric {metric!r} has value {value!r}, not a number") from None
-    missing = [m for m in config.METRIC_ORDER if m not in values]
-    if missing:
-        raise ValueError(f"metric {missing[0]!r} is missing (truncated file?)")
-    return values
-
-
 def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per configuration found: model, hardware, tp, job, then the metrics."""
+    """One row per job of the folder (model/results.py): model, hardware, tp, job, then the metrics."""
     metrics_dir = Path(metrics_dir)
     if not metrics_dir.is_dir():
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
-    known = cells_by_job_name()
-    rows, notes = [], []
-    diverged = diverged_jobs(metrics_dir.parent / config.SUMMARY_FILE)
-    for path in sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}")):
-        job = path.name[: -len(METRICS_SUFFIX)]
-        cfg = known.get(job)
-        if cfg is None:
-            notes.append(f"ignored {path.name}: {job!r} is not a configuration of the grid")
-            continue
-        try:
-            values = read_metrics_file(path)
-        except (ValueError, OSError) as err:
-            raise InputError(f"{path}: {err}") from None
-        # a model whose loss is not finite learned nothing: its scores would only blur the table
-        if job in diverged or not math.isfinite(values.get("final_train_loss", float("nan"))):
-            notes.append(f"left out {job}: its training diverged (loss not finite)"
-                         + (" in the last run; its metrics file is from an earlier one" if job in diverged else ""))
-            continue
-        rows.append({"model": cfg.model, "hardware": cfg.hardware, "tp": cfg.tp, "job": job, **values})
-    if not rows:
+    results = read_results(metrics_dir)
+    if results.metrics.empty:
         raise InputError(f"{metrics_dir}: no metrics files (*{METRICS_SUFFIX}) of the grid's jobs")
-    return pd.DataFrame(rows), notes
-
-
-def diverged_jobs(summary_path: Path) -> set[str]:
-    """Jobs the launcher's summary records as diverged (none without a readable summary)."""
-    try:
-        records = json.loads(Path(summary_path).read_text())
-        return {r["job_name"] for r in records if r.get("status") == "diverged"}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return set()
+    return results.metrics, results.notes
 
 
 # settings a table may pool over: the ones that make a cell of the grid (and its data file)
@@ -201,14 +151,10 @@ def latex_table(stats: pd.DataFrame) -> str:
 
 
 def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
-    """One row per (configuration, method) of the jobs' generation CSVs; empty if there are none."""
-    known = cells_by_job_name()
+    """One row per (job, method) of the folder's jobs' generation CSVs (model/results.py decides
+    which jobs); empty if there are none."""
     frames = []
-    diverged = diverged_jobs(Path(metrics_dir).parent / config.SUMMARY_FILE)
-    for path in sorted(Path(metrics_dir).glob(f"*{GENERATION_SUFFIX}")):
-        cfg = known.get(path.name[: -len(GENERATION_SUFFIX)])
-        if cfg is None or cfg.job_name in diverged:     # the table's note says why
-            continue
+    for cell, path in read_results(metrics_dir).job_files(GENERATION_SUFFIX):
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
@@ -221,7 +167,7 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
                 methods.method(str(name))
             except ValueError as err:     # a method without a label would drop out of the table
                 raise InputError(f"{path}: {err}") from None
-        frames.append(frame.assign(model=cfg.model, job=cfg.job_name))
+        frames.append(frame.assign(model=cell.model, job=cell.job_name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from model import config
-from model.aggregate import read_metrics_file
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
 from model.errors import EXIT_DIVERGED, InputError
@@ -29,6 +28,7 @@ from model.grid import GRID_ENV, GridCell
 from model.interrupts import interruptible, signum_of
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
+from model.results import read_metrics_file
 from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
 
 

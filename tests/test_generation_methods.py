@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model import config
 from model.aggregate import aggregate_generation
 from model.data import Trace, Workload
 from model.errors import InputError
@@ -35,7 +36,9 @@ def fake_checkpoint():
 
 def write_generation(folder, names):
     folder.mkdir(parents=True, exist_ok=True)
-    for job in JOBS:
+    for job in JOBS:         # finished jobs (model/results.py): a metrics file each
+        (folder / f"{job}_metrics.csv").write_text(
+            "metric,value\n" + "".join(f"{m},0.5\n" for m in config.METRIC_ORDER))
         rows = "".join(f"{name},0.1,0.9,0.2,3.0,4.0,2.0\n" for name in names)
         (folder / f"{job}_generation.csv").write_text(HEADER + rows)
 
