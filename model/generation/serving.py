@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import differential_evolution
 
 from model.data import Trace
+from model.features import bin_range_sums
 
 SERVING_SERIES = ("active_requests", "prefill_tokens", "decode_tokens")
 PREFILL_COUNTINGS = ("processed", "pending")
@@ -234,9 +235,7 @@ def _interval_sums(first: np.ndarray, last: np.ndarray, weights: np.ndarray, n_b
     """Per bin, the summed weights of the inclusive bin ranges [first, last]; ranges starting at
     n_bins or later count nowhere, and a last bin past the end counts to the end."""
     keep = first < n_bins
-    first, last, weights = first[keep], np.minimum(last[keep], n_bins - 1), weights[keep]
-    change = np.bincount(first, weights, minlength=n_bins + 1) - np.bincount(last + 1, weights, minlength=n_bins + 1)
-    return np.cumsum(change[:n_bins])
+    return bin_range_sums(first[keep], np.minimum(last[keep], n_bins - 1) + 1, weights[keep], n_bins)
 
 
 def trace_bin_s(trace: Trace, default: float = 0.25) -> float:

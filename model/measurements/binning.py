@@ -7,6 +7,7 @@ import numpy as np
 
 from model import config
 from model.errors import InputError
+from model.features import bin_range_sums
 from model.measurements.common import EDGE_TOLERANCE_S, NUM_GPUS_HINT, BenchmarkRun, PowerLog, _wall
 
 MIN_OVERLAP_SHARE = 0.5              # a power log pairs with a run it covers at least half of
@@ -38,10 +39,7 @@ def _interval_sums(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, n_
     first = np.clip(np.floor(starts / period).astype(np.int64), 0, n_bins)
     last = np.clip(np.ceil(ends / period).astype(np.int64), 0, n_bins)      # exclusive
     last = np.maximum(last, np.minimum(first + 1, n_bins))                  # an instant still counts
-    change = np.zeros(n_bins + 1)
-    np.add.at(change, first, weights)
-    np.add.at(change, last, -weights)
-    return np.cumsum(change[:-1])
+    return bin_range_sums(first, last, np.asarray(weights, dtype=np.float64), n_bins)
 
 
 def run_watts(run: BenchmarkRun, log: PowerLog, gpus: list[int], timestamps: np.ndarray

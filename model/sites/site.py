@@ -28,7 +28,8 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.generation.generator import Generator, Requests
 from model.generation.methods import site_baselines
 from model.outputs import write_npz
-from model.sites.layout import Layout, poisson_node_requests
+from model.generation.requests_file import poisson_stream
+from model.sites.layout import Layout
 from model.slurm import SlurmSettings, array_results
 from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
 
@@ -84,8 +85,8 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
         streams = [plan.node_requests[n] for n in nodes]
     else:
         pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
-        streams = [poisson_node_requests(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
-                                         plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
+        streams = [poisson_stream(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
+                                  plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
     traces = gen.generate_many(streams, plan.n_bins, [plan.seed + n for n in nodes], plan.sampling)
     rack_watts = np.zeros(plan.n_bins)
     peaks, stats, served = [], [], []
