@@ -18,6 +18,7 @@ from model import config
 from model.errors import InputError
 from model.generation import methods
 from model.grid import MODELS, grid
+from model.latex import booktabs_table
 from model.outputs import write_text
 from model.provenance import git_state, now, read_provenance
 from model.results import METRICS_SUFFIX, read_results
@@ -122,32 +123,14 @@ def _cell(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}~$\\pm$~{std:.{decimals}f}"
 
 
-def _table_head(caption: str, label: str, columns: tuple, first: str) -> list[str]:
-    return [
-        r"\begin{table*}[!htb]",
-        r"\centering",
-        r"\small",
-        r"\caption{" + caption + "}",
-        r"\label{" + label + "}",
-        r"\vspace{0.4em}",
-        r"\begin{tabular}{" + "l" * first.count("&") + "l" + "c" * len(columns) + "}",
-        r"\toprule",
-        first + " & " + " & ".join(header for _, header, _ in columns) + r" \\",
-        r"\midrule",
-    ]
-
-
 def latex_table(stats: pd.DataFrame) -> str:
     """The paper's table*: booktabs, one row per model in grid order."""
     labels = {m.key: m.table_label for m in MODELS}
-    lines = _table_head(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
-                        r"deviation over hardware and tensor-parallel configurations.",
-                        "tab:train_eval_model", TABLE_COLUMNS, r"\textbf{Model}")
-    for _, row in stats.iterrows():
-        cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS]
-        lines.append(f"{labels[row['model']]} & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+    rows = [[labels[row["model"]], *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS)]
+            for _, row in stats.iterrows()]
+    return booktabs_table(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
+                          r"deviation over hardware and tensor-parallel configurations.",
+                          "tab:train_eval_model", [r"\textbf{Model}", *(h for _, h, _ in TABLE_COLUMNS)], rows)
 
 
 def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
@@ -192,20 +175,19 @@ def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
 def generation_table(stats: pd.DataFrame) -> str:
     """Generated traces against held-out measured ones, per model: ours and the baselines."""
     labels = {m.key: m.table_label for m in MODELS}
-    lines = _table_head(r"Generated power traces against held-out measured traces, per model: "
-                        r"median over seeds and validation traces, then mean~$\pm$~population standard "
-                        r"deviation over hardware and tensor-parallel configurations.",
-                        "tab:generation_fidelity", GENERATION_TABLE_COLUMNS,
-                        r"\textbf{Model} & \textbf{Method}")
+    rows: list = []
     for i, spec in enumerate(m for m in MODELS if m.key in set(stats["model"])):
         if i:
-            lines.append(r"\midrule")
+            rows.append(r"\midrule")
         for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
-            cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS]
-            lines.append(f"{labels[spec.key] if j == 0 else ''} & {methods.label(row['method'])} & "
-                         + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+            rows.append([labels[spec.key] if j == 0 else "", methods.label(row["method"]),
+                         *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS)])
+    return booktabs_table(r"Generated power traces against held-out measured traces, per model: "
+                          r"median over seeds and validation traces, then mean~$\pm$~population standard "
+                          r"deviation over hardware and tensor-parallel configurations.",
+                          "tab:generation_fidelity",
+                          [r"\textbf{Model}", r"\textbf{Method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)],
+                          rows, left_columns=2)
 
 
 def aggregate_generation(metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:
