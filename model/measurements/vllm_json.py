@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,26 @@ def _utc_offset(seconds: float) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+@dataclass
+class _Result:
+    """One result's fields, checked: what placing its send times needs."""
+    label: str
+    data: dict
+    date_end: float
+    duration: float
+    n_requests: int
+    kept: list[int]              # the completed requests
+    latencies: np.ndarray        # (kept,) seconds from arrival to the last token
+    rate: float
+    burstiness: float
+    limit: int | None
+
+    @property
+    def centered_start(self) -> float:
+        # `date` is the end time truncated to whole seconds: the true end lies in [date, date + 1)
+        return self.date_end + 0.5 - self.duration
+
+
 def _read_run(path: Path, name: str, data: dict, seed: int, allow_rebuilt: bool) -> BenchmarkRun:
     """One result. Failed requests (an error message, or TTFT 0 or missing) are dropped.
 
@@ -173,6 +194,29 @@ def _read_run(path: Path, name: str, data: dict, seed: int, allow_rebuilt: bool)
         raise InputError(f"{label}: duration {duration!r} is not a positive number of seconds")
     duration = float(duration)
     tp = _tensor_parallel_size(data, label)
+    lists = _request_lists(data, label)
+    n_requests = len(lists["input_lens"])
+    rate, burstiness, limit = _sending(data, label)
+    kept, ttfts, latencies, inputs, outputs = _completed(lists, n_requests, label)
+    result = _Result(label, data, date_end, duration, n_requests, kept, latencies, rate, burstiness, limit)
+    if "request_timestamps" in data:
+        start, arrivals, source = _from_request_timestamps(result)
+    elif "start_times" in data:
+        start, arrivals, source = _from_start_times(result)
+    else:
+        start, arrivals, source = _rebuilt(result, seed, allow_rebuilt)
+    if np.any(arrivals < -EDGE_TOLERANCE_S) or np.any(arrivals > duration + EDGE_TOLERANCE_S):
+        raise InputError(f"{label}: a request was sent outside the run's {duration:.1f} s")
+    if latencies.max() > duration + EDGE_TOLERANCE_S:
+        raise InputError(f"{label}: a request took {latencies.max():.1f} s, longer than the whole "
+                         f"benchmark ({duration:.1f} s)")
+    return BenchmarkRun(path, name, start, duration, tp, rate, arrivals, ttfts, latencies, inputs, outputs,
+                        n_failed=n_requests - len(kept), arrivals_source=source,
+                        rebuilt="request_timestamps" not in data and "start_times" not in data)
+
+
+def _request_lists(data: dict, label: str) -> dict[str, list]:
+    """The per-request lists (and `errors`, where there is one), all of one length."""
     lists = {k: _number_list(data, k, label) for k in PER_REQUEST_KEYS}
     if isinstance(data.get("errors"), list):
         lists["errors"] = data["errors"]
@@ -180,14 +224,22 @@ def _read_run(path: Path, name: str, data: dict, seed: int, allow_rebuilt: bool)
     uneven = [k for k, v in lists.items() if len(v) != n_requests]
     if uneven:
         raise InputError(f"{label}: {uneven[0]!r} has {len(lists[uneven[0]])} entries, input_lens has {n_requests}")
+    return lists
+
+
+def _sending(data: dict, label: str) -> tuple[float, float, int | None]:
+    """How the client sent: request rate (inf: all at once), burstiness, concurrency limit."""
     rate = _count(data.get("request_rate", "inf"), "request_rate", label, math.inf)
     burstiness = _count(data.get("burstiness"), "burstiness", label, 1.0)
     limit = _count(data.get("max_concurrency"), "max_concurrency", label, None)
     if not rate > 0 or not burstiness > 0 or (limit is not None and not (limit >= 1 and limit == int(limit))):
         raise InputError(f"{label}: request_rate {rate}, burstiness {burstiness} and max_concurrency "
                          f"{limit} must be positive (max_concurrency a whole number)")
-    limit = None if limit is None else int(limit)
+    return rate, burstiness, None if limit is None else int(limit)
 
+
+def _completed(lists: dict[str, list], n_requests: int, label: str) -> tuple:
+    """The completed requests' indices, TTFTs, latencies, input and output lengths."""
     def ok(i: int) -> bool:
         ttft, error = lists["ttfts"][i], lists.get("errors", [""] * n_requests)[i]
         return (isinstance(ttft, (int, float)) and math.isfinite(ttft) and ttft > 0
@@ -203,79 +255,79 @@ def _read_run(path: Path, name: str, data: dict, seed: int, allow_rebuilt: bool)
         outputs = np.array([lists["output_lens"][i] for i in kept], dtype=np.int64)
     except (TypeError, ValueError) as err:
         raise InputError(f"{label}: a request's lengths or inter-token latencies are not numbers ({err})") from None
+    return kept, ttfts, latencies, inputs, outputs
 
-    def sent_times(key: str) -> np.ndarray:
-        """The key's per-request times for the kept requests: it lists all requests or only the
-        successful ones."""
-        values = _number_list(data, key, label)
-        try:
-            times = np.array(values, dtype=float)
-        except (TypeError, ValueError):
-            raise InputError(f"{label}: {key!r} holds something that is not a number") from None
-        if not np.all(np.isfinite(times)):
-            raise InputError(f"{label}: {key!r} holds a value that is not a finite number")
-        if len(times) == n_requests:
-            return times[kept] if len(kept) < n_requests else times
-        if len(times) == len(kept):
-            return times
-        raise InputError(f"{label}: {key!r} has {len(times)} entries; the run has {n_requests} requests, "
-                         f"{len(kept)} of them successful")
 
-    # `date` is the end time truncated to whole seconds: the true end lies in [date, date + 1)
-    centered_start = date_end + 0.5 - duration
-    rebuilt = False
-    if "request_timestamps" in data:
-        sent = sent_times("request_timestamps")
-        first = float(sent.min())
-        # epoch seconds vs local wall-clock `date`: the difference is the machine's UTC offset,
-        # a whole number of quarter hours, plus under a second of truncation
-        raw = date_end - (first + duration)
-        offset = round(raw / ZONE_STEP_S) * ZONE_STEP_S
-        if abs(raw - offset) > 60.0:
-            raise InputError(f"{label}: request_timestamps start {raw - offset:+.0f} s away from date - duration "
-                             f"(after a UTC offset of {_utc_offset(offset)}); they must be epoch seconds "
-                             f"(time.time()) of the same run")
-        # the first successful send is the run's start unless earlier requests failed: then it lies
-        # past the latest start `date` allows, and the start is placed from `date` instead
-        start = first + offset if first + offset <= date_end + 1.0 - duration + 0.05 else centered_start
-        arrivals = sent + offset - start
-        source = {"arrivals": "from request_timestamps",
-                  "placement": f"request_timestamps on local time (UTC{_utc_offset(offset)}, from date)"}
-    elif "start_times" in data:
-        sent = sent_times("start_times")
-        every = np.array(data["start_times"], dtype=float)
-        # time.perf_counter() values have an arbitrary origin; the first request goes out at the start
-        origin = float(every.min()) if every.min() > duration else 0.0
-        start, arrivals = centered_start, sent - origin
-        source = {"arrivals": "from start_times", "placement": "date + 0.5 s - duration"}
+def _sent_times(result: _Result, key: str) -> np.ndarray:
+    """The key's per-request times for the kept requests: it lists all requests or only the
+    successful ones."""
+    label, kept, n_requests = result.label, result.kept, result.n_requests
+    values = _number_list(result.data, key, label)
+    try:
+        times = np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{label}: {key!r} holds something that is not a number") from None
+    if not np.all(np.isfinite(times)):
+        raise InputError(f"{label}: {key!r} holds a value that is not a finite number")
+    if len(times) == n_requests:
+        return times[kept] if len(kept) < n_requests else times
+    if len(times) == len(kept):
+        return times
+    raise InputError(f"{label}: {key!r} has {len(times)} entries; the run has {n_requests} requests, "
+                     f"{len(kept)} of them successful")
+
+
+def _from_request_timestamps(result: _Result) -> tuple[float, np.ndarray, dict]:
+    """Start and arrivals from epoch send times, moved onto the local clock of `date`."""
+    sent = _sent_times(result, "request_timestamps")
+    first = float(sent.min())
+    # epoch seconds vs local wall-clock `date`: the difference is the machine's UTC offset,
+    # a whole number of quarter hours, plus under a second of truncation
+    raw = result.date_end - (first + result.duration)
+    offset = round(raw / ZONE_STEP_S) * ZONE_STEP_S
+    if abs(raw - offset) > 60.0:
+        raise InputError(f"{result.label}: request_timestamps start {raw - offset:+.0f} s away from date - duration "
+                         f"(after a UTC offset of {_utc_offset(offset)}); they must be epoch seconds "
+                         f"(time.time()) of the same run")
+    # the first successful send is the run's start unless earlier requests failed: then it lies
+    # past the latest start `date` allows, and the start is placed from `date` instead
+    latest_start = result.date_end + 1.0 - result.duration + 0.05
+    start = first + offset if first + offset <= latest_start else result.centered_start
+    return start, sent + offset - start, {
+        "arrivals": "from request_timestamps",
+        "placement": f"request_timestamps on local time (UTC{_utc_offset(offset)}, from date)"}
+
+
+def _from_start_times(result: _Result) -> tuple[float, np.ndarray, dict]:
+    """Arrivals from send times relative to the run (or to any monotonic clock), placed from `date`."""
+    sent = _sent_times(result, "start_times")
+    every = np.array(result.data["start_times"], dtype=float)
+    # time.perf_counter() values have an arbitrary origin; the first request goes out at the start
+    origin = float(every.min()) if every.min() > result.duration else 0.0
+    return result.centered_start, sent - origin, {"arrivals": "from start_times",
+                                                  "placement": "date + 0.5 s - duration"}
+
+
+def _rebuilt(result: _Result, seed: int, allow_rebuilt: bool) -> tuple[float, np.ndarray, dict]:
+    """Arrivals rebuilt from the request rate, burstiness and concurrency limit, placed from `date`."""
+    rate, burstiness, limit = result.rate, result.burstiness, result.limit
+    busy = np.zeros(result.n_requests)
+    busy[result.kept] = result.latencies
+    schedule = _send_schedule(result.n_requests, rate, burstiness, np.random.default_rng(seed))
+    if math.isfinite(rate):
+        if not allow_rebuilt:
+            raise InputError(f"{result.label}: no per-request send times (request_timestamps or start_times) and "
+                             f"request_rate {rate:g} makes them random; record with --save-detailed and a "
+                             f"client that saves send times, or pass --allow_rebuilt_arrivals")
+        sent, scale = _fit_to_span(schedule, busy, limit, result.duration, result.kept)
+        how = (f"rebuilt at random: gamma gaps (rate {rate:g}/s, burstiness {burstiness:g}), "
+               f"stretched so the last request ends with the run")
+        details = {"seed": seed, "time_scale": scale}
     else:
-        rng = np.random.default_rng(seed)
-        busy = np.zeros(n_requests)
-        busy[kept] = latencies
-        schedule = _send_schedule(n_requests, rate, burstiness, rng)
-        if math.isfinite(rate):
-            if not allow_rebuilt:
-                raise InputError(f"{label}: no per-request send times (request_timestamps or start_times) and "
-                                 f"request_rate {rate:g} makes them random; record with --save-detailed and a "
-                                 f"client that saves send times, or pass --allow_rebuilt_arrivals")
-            sent, scale = _fit_to_span(schedule, busy, limit, duration, kept)
-            how = (f"rebuilt at random: gamma gaps (rate {rate:g}/s, burstiness {burstiness:g}), "
-                   f"stretched so the last request ends with the run")
-            details = {"seed": seed, "time_scale": scale}
-        else:
-            sent, details = _with_concurrency(schedule, busy, limit), {}
-            how = "rebuilt: all due at once (request_rate inf)"
-        if limit is not None:
-            how += f", at most {limit} in flight"
-        rebuilt, arrivals, start = True, sent[kept], centered_start
-        source = {"arrivals": how, "placement": "date + 0.5 s - duration", "request_rate": rate,
-                  "burstiness": burstiness, "max_concurrency": limit, **details}
-    if np.any(arrivals < -EDGE_TOLERANCE_S) or np.any(arrivals > duration + EDGE_TOLERANCE_S):
-        raise InputError(f"{label}: a request was sent outside the run's {duration:.1f} s")
-    if latencies.max() > duration + EDGE_TOLERANCE_S:
-        raise InputError(f"{label}: a request took {latencies.max():.1f} s, longer than the whole "
-                         f"benchmark ({duration:.1f} s)")
-    return BenchmarkRun(path, name, start, duration, tp, rate, arrivals, ttfts, latencies, inputs, outputs,
-                        n_failed=n_requests - len(kept), arrivals_source=source, rebuilt=rebuilt)
-
-
+        sent, details = _with_concurrency(schedule, busy, limit), {}
+        how = "rebuilt: all due at once (request_rate inf)"
+    if limit is not None:
+        how += f", at most {limit} in flight"
+    return result.centered_start, sent[result.kept], {
+        "arrivals": how, "placement": "date + 0.5 s - duration", "request_rate": rate,
+        "burstiness": burstiness, "max_concurrency": limit, **details}
