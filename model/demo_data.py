@@ -18,9 +18,9 @@ Assumptions of the simulation (one 0.25 s bin at a time):
 - Per-GPU watts = idle + (peak - idle) x load. Load is the prefill share of the bin (compute
   bound, near peak) plus the decode share times a decode level: a step up as soon as anything
   decodes, then a plateau that grows with batch size and saturates; 70B models reach a higher
-  plateau than 8B. Idle is 15-20 % of the GPU's nameplate power (60-80 W per A100), drawn once
-  per file (the same GPUs serve every run) with about 1 W between runs; the peak stays below
-  nameplate.
+  plateau than 8B. Idle is 60-80 W per A100 and 100-140 W per H100 (other GPUs: from their
+  nameplate watts, hardware_params), drawn once per file (the same GPUs serve every run) with
+  about 1 W between runs; the peak stays below nameplate.
 - The power sensor lags (first-order response, about half a bin) and is noisy (about 1.5 %
   plus 2 W per GPU), so states are learnable from the workload but never perfectly.
 - Watts are summed over the run's TP GPUs. Timestamps are an epoch clock; traces are padded
@@ -55,19 +55,27 @@ class Hardware:
     speed: float                  # relative compute speed (an A100 is 1)
 
 
-# The simulated GPU follows from the grid's nameplate power alone (model/grid.py), anchored at
-# the A100 (400 W): idle at 15-20 % of nameplate, a ceiling just below it, and compute speed
-# growing a little faster than power (an H100 at 700 W runs about 1.9 times an A100).
-IDLE_SHARE = (0.15, 0.20)
-PEAK_SHARE = 0.965
-A100_W = 400.0
-SPEED_EXPONENT = 1.15
+# The simulated GPU follows from the grid's nameplate watts alone (model/grid.py): geometric in
+# the watts through the measurement campaign's two GPUs, which it reproduces exactly (idle
+# 60-80 W and a 385 W ceiling for the A100 at 400 W; 100-140 W, 680 W and 1.9 times the speed for
+# the H100 at 700 W), with the ceiling kept below nameplate.
+ANCHORS = ((400.0, Hardware(idle_w=(60.0, 80.0), peak_w=385.0, speed=1.0)),
+           (700.0, Hardware(idle_w=(100.0, 140.0), peak_w=680.0, speed=1.9)))
+MAX_PEAK_SHARE = 0.98
+
+
+def _between(low: float, high: float, t: float) -> float:
+    """low at t = 0, high at t = 1 (exactly), geometric between and beyond."""
+    return float(low ** (1.0 - t) * high ** t)
 
 
 def hardware_params(nameplate_w: float) -> Hardware:
     """The simulated GPU of a grid's hardware entry, from its nameplate watts."""
-    return Hardware(idle_w=(IDLE_SHARE[0] * nameplate_w, IDLE_SHARE[1] * nameplate_w),
-                    peak_w=PEAK_SHARE * nameplate_w, speed=(nameplate_w / A100_W) ** SPEED_EXPONENT)
+    (low_w, low), (high_w, high) = ANCHORS
+    t = np.log(nameplate_w / low_w) / np.log(high_w / low_w)
+    return Hardware(idle_w=(_between(low.idle_w[0], high.idle_w[0], t), _between(low.idle_w[1], high.idle_w[1], t)),
+                    peak_w=min(_between(low.peak_w, high.peak_w, t), MAX_PEAK_SHARE * nameplate_w),
+                    speed=_between(low.speed, high.speed, t))
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,8 @@ class LLM:
     output_median: float      # median completion length, tokens
 
 
-# The simulated LLM follows from its size in billions of parameters, log-linear between (and
-# beyond) the campaign's 8B and 70B models: decode steps longer, prefill slower and a saturated
+# The simulated LLM follows from its size in billions of parameters, geometric in the size
+# between (and beyond) the campaign's 8B and 70B models, which it reproduces exactly: decode steps longer, prefill slower and a saturated
 # batch nearer the GPU's peak the bigger the model. Reasoning models (DeepSeek-R1 distills)
 # write completions about three times as long.
 SMALL, BIG = (8.0, LLM(step_s=0.024, prefill_tok_s=12000.0, decode_plateau=0.55, output_median=200.0)), \
@@ -106,10 +114,9 @@ def llm_params(spec: ModelSpec) -> LLM:
     (small_b, small), (big_b, big) = SMALL, BIG
     t = np.log(model_size_b(spec) / small_b) / np.log(big_b / small_b)     # 0 at 8B, 1 at 70B
     reasoning = "deepseek" in spec.file_stem or "deepseek" in spec.key
-    return LLM(step_s=float(small.step_s * (big.step_s / small.step_s) ** t),
-               prefill_tok_s=float(small.prefill_tok_s * (big.prefill_tok_s / small.prefill_tok_s) ** t),
-               decode_plateau=float(np.clip(small.decode_plateau + (big.decode_plateau - small.decode_plateau) * t,
-                                            0.3, 0.9)),
+    return LLM(step_s=_between(small.step_s, big.step_s, t),
+               prefill_tok_s=_between(small.prefill_tok_s, big.prefill_tok_s, t),
+               decode_plateau=float(np.clip(small.decode_plateau * (1.0 - t) + big.decode_plateau * t, 0.3, 0.9)),
                output_median=REASONING_OUTPUT_MEDIAN if reasoning else small.output_median)
 
 
