@@ -11,7 +11,7 @@ from model.errors import ArgumentParser
 
 COMMANDS = ["run_all_training", "aggregate_metrics", "model.train_entry", "model.generate",
             "model.evaluate_generation", "model.prepare_data", "model.demo_data", "model.plots",
-            "model.benchmark"]
+            "model.benchmark", "model.facility"]
 
 
 class Built(Exception):
