@@ -78,12 +78,14 @@ def prebuild_kernel(template) -> None:
 
 def demo_site(output_dir: Path, jobs: int) -> None:
     """The demo's last step: a small site (2 rows x 2 racks x 4 servers, one hour) of one
-    demo configuration, sized by its generated traces against TDP and mean power."""
+    demo configuration, sized by its generated traces against TDP and mean power: the
+    built-in grid's llama-3-70b_h100_tp8, or with another grid its last configuration trained."""
     from model.facility import build_site
     from model.facility import parse_args as facility_args
-    job = "llama-3-70b_h100_tp8"
-    if not config.checkpoint_path(output_dir, job).exists():
+    trained = [c.job_name for c in grid() if config.checkpoint_path(output_dir, c.job_name).exists()]
+    if not trained:
         return
+    job = "llama-3-70b_h100_tp8" if "llama-3-70b_h100_tp8" in trained else trained[-1]
     print(f"\na small site of {job} servers, one hour of Poisson traffic at 0.5 requests/s each:")
     build_site(facility_args(["--config", job, "--results_dir", str(output_dir), "--rows", "2",
                               "--racks_per_row", "2", "--nodes_per_rack", "4", "--rate_per_node", "0.5",

@@ -8,7 +8,6 @@ population std (ddof=0) over its configurations, NaN values left out (and said s
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,11 +16,13 @@ import pandas as pd
 
 from model import config
 from model.errors import InputError
-from model.grid import MODELS, cells_by_job_name, grid
+from model.generation import methods
+from model.grid import MODELS, grid
+from model.latex import booktabs_table
 from model.outputs import write_text
 from model.provenance import git_state, now, read_provenance
+from model.results import METRICS_SUFFIX, read_results
 
-METRICS_SUFFIX = "_metrics.csv"
 GENERATION_SUFFIX = "_generation.csv"
 UP, DOWN = r"~$\uparrow$", r"~$\downarrow$"
 TABLE_COLUMNS = (  # metric, header, decimals
@@ -38,68 +39,17 @@ GENERATION_TABLE_COLUMNS = (
     ("p99_error_pct", r"\textbf{P99 err.\ (\%)}" + DOWN, 1),
     ("energy_error_pct", r"\textbf{Energy err.\ (\%)}" + DOWN, 1),
 )
-METHOD_LABELS = {"ours": "Ours", "tdp": "TDP", "mean": "Mean", "marginal": "Marginal",
-                 "measured_features": "Measured features"}
-
-
-def read_metrics_file(path: Path | str) -> dict[str, float]:
-    """metric -> value of one metrics CSV; ValueError saying what is wrong when it is damaged."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError("file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"not a readable CSV ({str(err).splitlines()[0]})") from None
-    if list(frame.columns) != ["metric", "value"]:
-        raise ValueError(f"header is {','.join(map(str, frame.columns))!r}, expected 'metric,value'")
-    values = {}
-    for metric, value in zip(frame["metric"], frame["value"]):
-        try:
-            values[metric] = float(value)
-        except ValueError:
-            raise ValueError(f"metric {metric!r} has value {value!r}, not a number") from None
-    missing = [m for m in config.METRIC_ORDER if m not in values]
-    if missing:
-        raise ValueError(f"metric {missing[0]!r} is missing (truncated file?)")
-    return values
 
 
 def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per configuration found: model, hardware, tp, job, then the metrics."""
+    """One row per job of the folder (model/results.py): model, hardware, tp, job, then the metrics."""
     metrics_dir = Path(metrics_dir)
     if not metrics_dir.is_dir():
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
-    known = cells_by_job_name()
-    rows, notes = [], []
-    diverged = diverged_jobs(metrics_dir.parent / config.SUMMARY_FILE)
-    for path in sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}")):
-        job = path.name[: -len(METRICS_SUFFIX)]
-        cfg = known.get(job)
-        if cfg is None:
-            notes.append(f"ignored {path.name}: {job!r} is not a configuration of the grid")
-            continue
-        try:
-            values = read_metrics_file(path)
-        except (ValueError, OSError) as err:
-            raise InputError(f"{path}: {err}") from None
-        # a model whose loss is not finite learned nothing: its scores would only blur the table
-        if job in diverged or not math.isfinite(values.get("final_train_loss", float("nan"))):
-            notes.append(f"left out {job}: its training diverged (loss not finite)"
-                         + (" in the last run; its metrics file is from an earlier one" if job in diverged else ""))
-            continue
-        rows.append({"model": cfg.model, "hardware": cfg.hardware, "tp": cfg.tp, "job": job, **values})
-    if not rows:
+    results = read_results(metrics_dir)
+    if results.metrics.empty:
         raise InputError(f"{metrics_dir}: no metrics files (*{METRICS_SUFFIX}) of the grid's jobs")
-    return pd.DataFrame(rows), notes
-
-
-def diverged_jobs(summary_path: Path) -> set[str]:
-    """Jobs the launcher's summary records as diverged (none without a readable summary)."""
-    try:
-        records = json.loads(Path(summary_path).read_text())
-        return {r["job_name"] for r in records if r.get("status") == "diverged"}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return set()
+    return results.metrics, results.notes
 
 
 # settings a table may pool over: the ones that make a cell of the grid (and its data file)
@@ -173,43 +123,21 @@ def _cell(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}~$\\pm$~{std:.{decimals}f}"
 
 
-def _table_head(caption: str, label: str, columns: tuple, first: str) -> list[str]:
-    return [
-        r"\begin{table*}[!htb]",
-        r"\centering",
-        r"\small",
-        r"\caption{" + caption + "}",
-        r"\label{" + label + "}",
-        r"\vspace{0.4em}",
-        r"\begin{tabular}{" + "l" * first.count("&") + "l" + "c" * len(columns) + "}",
-        r"\toprule",
-        first + " & " + " & ".join(header for _, header, _ in columns) + r" \\",
-        r"\midrule",
-    ]
-
-
 def latex_table(stats: pd.DataFrame) -> str:
     """The paper's table*: booktabs, one row per model in grid order."""
     labels = {m.key: m.table_label for m in MODELS}
-    lines = _table_head(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
-                        r"deviation over hardware and tensor-parallel configurations.",
-                        "tab:train_eval_model", TABLE_COLUMNS, r"\textbf{Model}")
-    for _, row in stats.iterrows():
-        cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS]
-        lines.append(f"{labels[row['model']]} & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+    rows = [[labels[row["model"]], *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS)]
+            for _, row in stats.iterrows()]
+    return booktabs_table(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
+                          r"deviation over hardware and tensor-parallel configurations.",
+                          "tab:train_eval_model", [r"\textbf{Model}", *(h for _, h, _ in TABLE_COLUMNS)], rows)
 
 
 def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
-    """One row per (configuration, method) of the jobs' generation CSVs; empty if there are none."""
-    known = cells_by_job_name()
+    """One row per (job, method) of the folder's jobs' generation CSVs (model/results.py decides
+    which jobs); empty if there are none."""
     frames = []
-    diverged = diverged_jobs(Path(metrics_dir).parent / config.SUMMARY_FILE)
-    for path in sorted(Path(metrics_dir).glob(f"*{GENERATION_SUFFIX}")):
-        cfg = known.get(path.name[: -len(GENERATION_SUFFIX)])
-        if cfg is None or cfg.job_name in diverged:     # the table's note says why
-            continue
+    for cell, path in read_results(metrics_dir).job_files(GENERATION_SUFFIX):
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
@@ -217,7 +145,12 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
         expected = ["method", *(m for m, _, _ in GENERATION_TABLE_COLUMNS)]
         if list(frame.columns) != expected or frame.empty:
             raise InputError(f"{path}: expected the header {','.join(expected)} and one row per method")
-        frames.append(frame.assign(model=cfg.model, job=cfg.job_name))
+        for name in frame["method"]:
+            try:
+                methods.method(str(name))
+            except ValueError as err:     # a method without a label would drop out of the table
+                raise InputError(f"{path}: {err}") from None
+        frames.append(frame.assign(model=cell.model, job=cell.job_name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -227,7 +160,7 @@ def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for spec in MODELS:
         subset = results[results["model"] == spec.key]
-        for method in [m for m in METHOD_LABELS if m in set(subset["method"])]:
+        for method in [m.name for m in methods.registered() if m.name in set(subset["method"])]:
             values = subset[subset["method"] == method]
             row: dict = {"model": spec.key, "method": method}
             for metric, _, _ in GENERATION_TABLE_COLUMNS:
@@ -242,20 +175,19 @@ def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
 def generation_table(stats: pd.DataFrame) -> str:
     """Generated traces against held-out measured ones, per model: ours and the baselines."""
     labels = {m.key: m.table_label for m in MODELS}
-    lines = _table_head(r"Generated power traces against held-out measured traces, per model: "
-                        r"median over seeds and validation traces, then mean~$\pm$~population standard "
-                        r"deviation over hardware and tensor-parallel configurations.",
-                        "tab:generation_fidelity", GENERATION_TABLE_COLUMNS,
-                        r"\textbf{Model} & \textbf{Method}")
+    rows: list = []
     for i, spec in enumerate(m for m in MODELS if m.key in set(stats["model"])):
         if i:
-            lines.append(r"\midrule")
+            rows.append(r"\midrule")
         for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
-            cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS]
-            lines.append(f"{labels[spec.key] if j == 0 else ''} & {METHOD_LABELS[row['method']]} & "
-                         + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+            rows.append([labels[spec.key] if j == 0 else "", methods.label(row["method"]),
+                         *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS)])
+    return booktabs_table(r"Generated power traces against held-out measured traces, per model: "
+                          r"median over seeds and validation traces, then mean~$\pm$~population standard "
+                          r"deviation over hardware and tensor-parallel configurations.",
+                          "tab:generation_fidelity",
+                          [r"\textbf{Model}", r"\textbf{Method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)],
+                          rows, left_columns=2)
 
 
 def aggregate_generation(metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:

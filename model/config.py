@@ -81,46 +81,38 @@ GENERATION_STATISTICS_FILE = "generation_statistics.csv"
 GENERATION_TABLE_FILE = "generation_fidelity.tex"
 
 
-def metrics_path(output_dir: Path | str, job: str) -> Path:
-    return Path(output_dir) / METRICS_SUBDIR / f"{job}_metrics.csv"
+# Each job's files: kind -> (folder in the results folder, what follows the job's name)
+JOB_FILES = {
+    "metrics": (METRICS_SUBDIR, "_metrics.csv"),         # metric,value; written last: marks a finished job
+    "losses": (METRICS_SUBDIR, "_losses.csv"),           # epoch,train_loss
+    # validation loss at the epochs it was computed (every VAL_EVERY and the last), beside the
+    # train losses, whose two-column file stays as it is
+    "val_losses": (METRICS_SUBDIR, "_val_losses.csv"),
+    "generation": (METRICS_SUBDIR, "_generation.csv"),   # generation on the validation traces, ours and baselines
+    "provenance": (METRICS_SUBDIR, "_provenance.json"),  # settings, commit, packages, machine, data, times
+    "checkpoint": (CHECKPOINTS_SUBDIR, ".pt"),
+    "state": (CHECKPOINTS_SUBDIR, ".state.pt"),          # training state for --resume
+    "synthetic": (SYNTHETIC_SUBDIR, ".npz"),             # validation traces for the figures
+    "log": (LOGS_SUBDIR, ".log"),
+}
 
 
-def losses_path(output_dir: Path | str, job: str) -> Path:
-    return Path(output_dir) / METRICS_SUBDIR / f"{job}_losses.csv"
+def job_file(output_dir: Path | str, kind: str, job: str) -> Path:
+    subdir, suffix = JOB_FILES[kind]
+    return Path(output_dir) / subdir / f"{job}{suffix}"
 
 
-def val_losses_path(output_dir: Path | str, job: str) -> Path:
-    """Validation loss at the epochs it was computed (every VAL_EVERY and the last), beside the
-    train losses, whose two-column file stays as it is."""
-    return Path(output_dir) / METRICS_SUBDIR / f"{job}_val_losses.csv"
+def _job_file_of(kind: str):
+    def path(output_dir: Path | str, job: str) -> Path:
+        return job_file(output_dir, kind, job)
+    path.__name__ = path.__qualname__ = f"{kind}_path"
+    return path
 
 
-def checkpoint_path(output_dir: Path | str, job: str) -> Path:
-    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.pt"
-
-
-def state_path(output_dir: Path | str, job: str) -> Path:
-    """Training state for --resume (model, optimizer, RNG, epoch, losses so far)."""
-    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"{job}.state.pt"
-
-
-def synthetic_path(output_dir: Path | str, job: str) -> Path:
-    """Validation traces' real and synthetic watts, true and predicted states (for the figures)."""
-    return Path(output_dir) / SYNTHETIC_SUBDIR / f"{job}.npz"
-
-
-def generation_path(output_dir: Path | str, job: str) -> Path:
-    """Generation scored on the job's validation traces: ours against the baselines."""
-    return Path(output_dir) / METRICS_SUBDIR / f"{job}_generation.csv"
-
-
-def provenance_path(output_dir: Path | str, job: str) -> Path:
-    """Where a job's numbers came from: settings, commit, packages, machine, data, times."""
-    return Path(output_dir) / METRICS_SUBDIR / f"{job}_provenance.json"
-
-
-def log_path(output_dir: Path | str, job: str) -> Path:
-    return Path(output_dir) / LOGS_SUBDIR / f"{job}.log"
+metrics_path, losses_path, val_losses_path, generation_path, provenance_path = (
+    _job_file_of(k) for k in ("metrics", "losses", "val_losses", "generation", "provenance"))
+checkpoint_path, state_path, synthetic_path, log_path = (
+    _job_file_of(k) for k in ("checkpoint", "state", "synthetic", "log"))
 
 
 def recorded_path(path: Path | str, base: Path | str | None = None) -> str:

@@ -1,9 +1,11 @@
 """Demo data: a small simulation of a vLLM server, written in the measured files' format.
 
-    python -m model.demo_data --out demo/training_data [--seed 0] [--scale demo|paper]
+    python -m model.demo_data --out demo/training_data [--seed 0] [--scale demo|paper] [--grid FILE]
 
-Writes the 8 files of the grid (4 LLMs x 2 GPU types), each holding the TP values the grid
-uses for that LLM, with `trace_lengths`. The same seed gives identical files.
+Writes one file per LLM and GPU type of the grid (the built-in one: 8 files), each holding the
+TP values the grid uses for that LLM, with `trace_lengths`. The same seed gives identical files.
+The simulated GPUs and LLMs follow the grid: a GPU from its nameplate watts, an LLM from its
+size (hardware_params, llm_params).
 
 Assumptions of the simulation (one 0.25 s bin at a time):
 - Requests arrive as a Poisson process at the measurement campaign's rates (0.125 to 4 req/s).
@@ -16,9 +18,9 @@ Assumptions of the simulation (one 0.25 s bin at a time):
 - Per-GPU watts = idle + (peak - idle) x load. Load is the prefill share of the bin (compute
   bound, near peak) plus the decode share times a decode level: a step up as soon as anything
   decodes, then a plateau that grows with batch size and saturates; 70B models reach a higher
-  plateau than 8B. Idle is 60-80 W per A100 and 100-140 W per H100, drawn once per file (the
-  same GPUs serve every run) with about 1 W between runs; the peak stays below 400 W (A100)
-  and 700 W (H100).
+  plateau than 8B. Idle is 60-80 W per A100 and 100-140 W per H100 (other GPUs: from their
+  nameplate watts, hardware_params), drawn once per file (the same GPUs serve every run) with
+  about 1 W between runs; the peak stays below nameplate.
 - The power sensor lags (first-order response, about half a bin) and is noisy (about 1.5 %
   plus 2 W per GPU), so states are learnable from the workload but never perfectly.
 - Watts are summed over the run's TP GPUs. Timestamps are an epoch clock; traces are padded
@@ -26,6 +28,8 @@ Assumptions of the simulation (one 0.25 s bin at a time):
 """
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import numpy as np
 
 from model import config
 from model.errors import ArgumentParser, InputError, run_cli
-from model.grid import HARDWARE, MODELS, data_file_name
+from model.grid import GPU_TDP_W, HARDWARE, MODELS, ModelSpec, add_grid_flag, data_file_name, grid_from_argv
 from model.data import write_power_file
 
 POISSON_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -48,13 +52,30 @@ SCALES = {
 class Hardware:
     idle_w: tuple[float, float]   # per-GPU idle range
     peak_w: float                 # per-GPU ceiling at full load
-    speed: float                  # relative compute speed
+    speed: float                  # relative compute speed (an A100 is 1)
 
 
-HARDWARE_PARAMS = {
-    "a100": Hardware(idle_w=(60.0, 80.0), peak_w=385.0, speed=1.0),
-    "h100": Hardware(idle_w=(100.0, 140.0), peak_w=680.0, speed=1.9),
-}
+# The simulated GPU follows from the grid's nameplate watts alone (model/grid.py): geometric in
+# the watts through the measurement campaign's two GPUs, which it reproduces exactly (idle
+# 60-80 W and a 385 W ceiling for the A100 at 400 W; 100-140 W, 680 W and 1.9 times the speed for
+# the H100 at 700 W), with the ceiling kept below nameplate.
+ANCHORS = ((400.0, Hardware(idle_w=(60.0, 80.0), peak_w=385.0, speed=1.0)),
+           (700.0, Hardware(idle_w=(100.0, 140.0), peak_w=680.0, speed=1.9)))
+MAX_PEAK_SHARE = 0.98
+
+
+def _between(low: float, high: float, t: float) -> float:
+    """low at t = 0, high at t = 1 (exactly), geometric between and beyond."""
+    return float(low ** (1.0 - t) * high ** t)
+
+
+def hardware_params(nameplate_w: float) -> Hardware:
+    """The simulated GPU of a grid's hardware entry, from its nameplate watts."""
+    (low_w, low), (high_w, high) = ANCHORS
+    t = np.log(nameplate_w / low_w) / np.log(high_w / low_w)
+    return Hardware(idle_w=(_between(low.idle_w[0], high.idle_w[0], t), _between(low.idle_w[1], high.idle_w[1], t)),
+                    peak_w=min(_between(low.peak_w, high.peak_w, t), MAX_PEAK_SHARE * nameplate_w),
+                    speed=_between(low.speed, high.speed, t))
 
 
 @dataclass(frozen=True)
@@ -65,13 +86,38 @@ class LLM:
     output_median: float      # median completion length, tokens
 
 
-def llm_params(file_stem: str) -> LLM:
-    big = "70b" in file_stem
-    reasoning = "deepseek" in file_stem
-    return LLM(step_s=0.16 if big else 0.024,
-               prefill_tok_s=1500.0 if big else 12000.0,
-               decode_plateau=0.72 if big else 0.55,
-               output_median=(600.0 if reasoning else 200.0))
+# The simulated LLM follows from its size in billions of parameters, geometric in the size
+# between (and beyond) the campaign's 8B and 70B models, which it reproduces exactly: decode steps longer, prefill slower and a saturated
+# batch nearer the GPU's peak the bigger the model. Reasoning models (DeepSeek-R1 distills)
+# write completions about three times as long.
+SMALL, BIG = (8.0, LLM(step_s=0.024, prefill_tok_s=12000.0, decode_plateau=0.55, output_median=200.0)), \
+    (70.0, LLM(step_s=0.16, prefill_tok_s=1500.0, decode_plateau=0.72, output_median=200.0))
+REASONING_OUTPUT_MEDIAN = 600.0
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)b(?![a-z])", re.IGNORECASE)
+
+
+def model_size_b(spec: ModelSpec) -> float:
+    """Billions of parameters: the grid's `size_b`, else the "<N>b" in the model's key or file
+    stem (llama-3-70b: 70)."""
+    if spec.size_b is not None:
+        return spec.size_b
+    for name in (spec.key, spec.file_stem):
+        found = _SIZE.findall(name)
+        if found:
+            return float(found[-1])
+    raise InputError(f"model {spec.key!r}: the demo cannot tell its size; give size_b (billions of "
+                     "parameters) for it in the grid file")
+
+
+def llm_params(spec: ModelSpec) -> LLM:
+    """The simulated LLM of a grid's model entry."""
+    (small_b, small), (big_b, big) = SMALL, BIG
+    t = np.log(model_size_b(spec) / small_b) / np.log(big_b / small_b)     # 0 at 8B, 1 at 70B
+    reasoning = "deepseek" in spec.file_stem or "deepseek" in spec.key
+    return LLM(step_s=_between(small.step_s, big.step_s, t),
+               prefill_tok_s=_between(small.prefill_tok_s, big.prefill_tok_s, t),
+               decode_plateau=float(np.clip(small.decode_plateau * (1.0 - t) + big.decode_plateau * t, 0.3, 0.9)),
+               output_median=REASONING_OUTPUT_MEDIAN if reasoning else small.output_median)
 
 
 def per_gpu_watts(hw: Hardware, llm: LLM, idle_w: float, prefill_share: np.ndarray,
@@ -151,7 +197,7 @@ def simulate_file(seed: int, model_index: int, hardware: str, scale: str,
     """All runs of one (LLM, GPU type) file in the data file's keys, their TPs and arrival rates."""
     spec = MODELS[model_index]
     rng = np.random.default_rng([seed, model_index, HARDWARE.index(hardware)])
-    llm, hw = llm_params(spec.file_stem), HARDWARE_PARAMS[hardware]
+    llm, hw = llm_params(spec), hardware_params(GPU_TDP_W[hardware])
     traces_per_tp, (min_bins, max_bins) = SCALES[scale]
     idle_w = rng.uniform(*hw.idle_w)   # the same GPUs serve every run of a file
     runs, tps, run_rates = [], [], []
@@ -206,6 +252,8 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
             raise InputError(f"{path}: exists and was not written by the demo generator (no "
                              "'simulated' mark); refusing to overwrite it with demo data; "
                              "choose another folder")
+    for spec in {spec for _, spec, _, _ in targets}:
+        llm_params(spec)            # a model of unknown size fails before any file is written
     written = []
     for model_index, spec, hw, path in targets:
         runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
@@ -220,16 +268,18 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
     return written
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    grid_from_argv(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(__doc__)
-    parser.add_argument("--out", required=True, help="folder to write the 8 .npz files into")
+    add_grid_flag(parser)
+    parser.add_argument("--out", required=True, help="folder to write the grid's .npz files into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (same seed, same files)")
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in POISSON_RATES),
                         help="arrival rates (requests/s) the traces of each TP cycle through "
                              "(default: %(default)s); e.g. one rate alone makes held-out traffic")
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
                         help="demo: 10 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         rates = tuple(float(r) for r in args.rates.split(","))
     except ValueError:

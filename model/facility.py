@@ -25,13 +25,13 @@ already generated stay in nodes/).
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 from pathlib import Path
 
 from model import config
 from model.errors import EXIT_FAILED, ArgumentParser, InputError, run_cli
+from model.interrupts import exit_status, interruptible
 from model.outputs import file_sha256, write_json, write_text
 from model.slurm_settings import add_slurm_flags, slurm_settings
 
@@ -99,7 +99,6 @@ def build_site(args) -> int:
     import pandas as pd
     from model.checkpoint import load_checkpoint
     from model.generation.requests_file import read_requests
-    from model.launcher import Interrupted, raise_interrupted
     from model.provenance import environment, git_state
     from model.sites import report
     from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
@@ -142,21 +141,19 @@ def build_site(args) -> int:
     print(f"{layout.n_nodes} nodes in {layout.n_racks} racks, {n_bins * bin_s / 3600:.2f} h at {bin_s} s, "
           f"{workers} ...", flush=True)
     started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, raise_interrupted)     # as Ctrl-C: stop, write nothing
-    try:
-        if args.launcher == "slurm":
-            result = run_site_on_slurm(plan, slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
-                                       progress=not args.no_progress)
-        else:
-            result = run_site(plan, jobs=args.jobs, progress=not args.no_progress)
-    except TasksFailed as err:
-        print(f"facility: error: {err}; nothing written", file=sys.stderr)
-        return EXIT_FAILED
-    except (KeyboardInterrupt, Interrupted) as stop:
-        print("facility: interrupted; nothing written", file=sys.stderr)
-        return 128 + (stop.signum if isinstance(stop, Interrupted) else signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with interruptible():         # SIGTERM as Ctrl-C: stop, write nothing
+        try:
+            if args.launcher == "slurm":
+                result = run_site_on_slurm(plan, slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
+                                           progress=not args.no_progress)
+            else:
+                result = run_site(plan, jobs=args.jobs, progress=not args.no_progress)
+        except TasksFailed as err:
+            print(f"facility: error: {err}; nothing written", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt as stop:
+            print("facility: interrupted; nothing written", file=sys.stderr)
+            return exit_status(stop)
     seconds = time.perf_counter() - started
     if total is not None and not np.allclose(result.requests.sum(axis=0), total):
         raise RuntimeError(f"the split lost requests or tokens: {result.requests.sum(axis=0)} of {total}")

@@ -25,6 +25,13 @@ def bin_edges(timestamps: np.ndarray) -> np.ndarray:
     return np.append(timestamps, timestamps[-1] + step)
 
 
+def bin_range_sums(first: np.ndarray, stop: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
+    """Per bin k of n_bins, the summed weights of the ranges [first, stop) that hold k (bin indices,
+    first and stop within 0..n_bins): how the server-side series count what spans several bins."""
+    change = np.bincount(first, weights, minlength=n_bins + 1) - np.bincount(stop, weights, minlength=n_bins + 1)
+    return np.cumsum(change[:n_bins])
+
+
 def raw_features(trace: Workload) -> np.ndarray:
     """(L, 6) counts before log1p: arrivals, their input and output tokens, active requests,
     prefill tokens, decode tokens. Requests outside the trace's bins count nowhere."""

@@ -22,6 +22,7 @@ class ModelSpec:
     file_stem: str      # the LLM part of the data file name
     tp_values: tuple[int, ...]
     table_label: str    # LaTeX label in the paper's table
+    size_b: float | None = None   # billions of parameters, for the demo's simulated LLM (None: from the key)
 
     @property
     def display_name(self) -> str:
@@ -83,7 +84,7 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
     for i, entry in enumerate(data["models"]):
         where = f"{path}: model {i + 1}"
         if not isinstance(entry, dict) or not {"key", "tp", "label"} <= set(entry):
-            raise InputError(f"{where}: needs key, tp and label (file_stem is optional)")
+            raise InputError(f"{where}: needs key, tp and label (file_stem and size_b are optional)")
         key, stem = str(entry["key"]), str(entry.get("file_stem", entry["key"]))
         if not _NAME.match(key) or not _NAME.match(stem):
             raise InputError(f"{where}: key and file_stem may hold letters, digits, '.', '-' and '_' only")
@@ -92,7 +93,11 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
                                                       for t in tp) or len(set(tp)) != len(tp):
             raise InputError(f"{where} ({key}): tp must be a list of distinct positive integers")
         label = re.sub(r"([&%$#_{}])", r"\\\1", str(entry["label"]))    # plain text, safe in LaTeX
-        models.append(ModelSpec(key, stem, tuple(tp), "\\texttt{" + label + "}"))
+        size_b = entry.get("size_b")
+        if size_b is not None and (isinstance(size_b, bool) or not isinstance(size_b, (int, float)) or size_b <= 0):
+            raise InputError(f"{where} ({key}): size_b must be a positive number of billions of parameters")
+        models.append(ModelSpec(key, stem, tuple(tp), "\\texttt{" + label + "}",
+                                None if size_b is None else float(size_b)))
     keys = [m.key for m in models] + [m.file_stem for m in models if m.file_stem != m.key]
     if len(set(keys)) != len(keys):
         raise InputError(f"{path}: a model key or file_stem appears twice")

@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from model import config
-from model.aggregate import read_metrics_file
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
 from model.errors import EXIT_DIVERGED, InputError
 from model.grid import GridCell, grid_argv
+from model.interrupts import interruptible, signum_of
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
+from model.results import read_metrics_file
 from model.settings import RESULT_KEYS, JobSettings, fingerprint, job_argv
 
 
@@ -144,16 +145,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def raise_interrupted(signum, frame):
-    raise Interrupted(signum)
 
 
 Queue = list[tuple[int, GridCell, list[str]]]
@@ -280,63 +271,56 @@ def run_grid(configs: list[GridCell], launch: LaunchSettings, echo=print) -> tup
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
     finished: list[float] = []
-    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    stopped_by = None
-    try:
-        while queue or running:
-            while queue and len(running) < launch.jobs:
-                index, cfg, cmd = queue.pop(0)
-                record = records[index]
-                process, log = start_job(cmd, record.log, cfg.job_name, env, preexec_fn=_die_with_parent)
-                running[index] = (process, time.perf_counter(), log)
-                record.status = "running"
-                save()
-                extra = f" ({record.note})" if record.note else ""
-                echo(f"[{index + 1}/{n}] {record.job_name}: started{extra}")
-            time.sleep(0.1)
-            for index, (process, started, log) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                log.close()
-                del running[index]
-                record = records[index]
-                record.returncode = process.returncode
-                record.seconds = round(time.perf_counter() - started, 2)
-                record.status = job_status(process.returncode)
-                save()
-                echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
-                     f"(log: {record.log})")
-                finished.append(record.seconds)
-                echo("       " + progress_line(len(finished), len(running), len(queue), finished, launch.jobs))
-    except (Interrupted, KeyboardInterrupt) as stop:
-        stopped_by = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
 
-        def kill_now(signum, frame):
-            # a second signal (a second Ctrl-C; coreutils timeout signals twice) hurries the
-            # stop along instead of breaking it: the summary must still be written
-            for process, _, _ in running.values():
-                if process.poll() is None:
-                    process.kill()
-        for s in previous:
-            signal.signal(s, kill_now)
+    def kill_now(signum):
+        # a second signal hurries the stop along instead of breaking it: the summary must still be written
         for process, _, _ in running.values():
             if process.poll() is None:
-                process.terminate()
-        for index, (process, started, log) in running.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
-            log.close()
-            records[index].status, records[index].returncode = "interrupted", process.returncode
-            records[index].seconds = round(time.perf_counter() - started, 2)
-        for index, _, _ in queue:
-            records[index].status, records[index].note = "interrupted", "not started"
-        save()
-    finally:
-        for s, handler in previous.items():
-            # once stopped, the caller only reports and exits: a late repeat of the signal must
-            # not turn that into a traceback
-            signal.signal(s, signal.SIG_IGN if stopped_by is not None else handler)
+
+    stopped_by = None
+    with interruptible(on_repeat=kill_now):
+        try:
+            while queue or running:
+                while queue and len(running) < launch.jobs:
+                    index, cfg, cmd = queue.pop(0)
+                    record = records[index]
+                    process, log = start_job(cmd, record.log, cfg.job_name, env, preexec_fn=_die_with_parent)
+                    running[index] = (process, time.perf_counter(), log)
+                    record.status = "running"
+                    save()
+                    extra = f" ({record.note})" if record.note else ""
+                    echo(f"[{index + 1}/{n}] {record.job_name}: started{extra}")
+                time.sleep(0.1)
+                for index, (process, started, log) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    log.close()
+                    del running[index]
+                    record = records[index]
+                    record.returncode = process.returncode
+                    record.seconds = round(time.perf_counter() - started, 2)
+                    record.status = job_status(process.returncode)
+                    save()
+                    echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
+                         f"(log: {record.log})")
+                    finished.append(record.seconds)
+                    echo("       " + progress_line(len(finished), len(running), len(queue), finished, launch.jobs))
+        except KeyboardInterrupt as stop:
+            stopped_by = signum_of(stop)
+            for process, _, _ in running.values():
+                if process.poll() is None:
+                    process.terminate()
+            for index, (process, started, log) in running.items():
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                log.close()
+                records[index].status, records[index].returncode = "interrupted", process.returncode
+                records[index].seconds = round(time.perf_counter() - started, 2)
+            for index, _, _ in queue:
+                records[index].status, records[index].note = "interrupted", "not started"
+            save()
     return records, stopped_by

@@ -25,11 +25,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
 from model import config
-from model.aggregate import read_metrics_file
 from model.classifiers import metrics
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import MODELS, MODELS_BY_KEY, add_grid_flag, cells_by_job_name, grid_from_argv
 from model.outputs import atomic_path
+from model.results import METRICS_SUFFIX, Results, read_results
 from model.validation_series import read_validation_series
 
 COLUMN_WIDTH_IN = 3.5
@@ -49,7 +49,6 @@ LEGEND_ABOVE = {"frameon": False, "loc": "lower right", "bbox_to_anchor": (1.0, 
                 "borderaxespad": 0.1}
 LOSSES_SUFFIX = "_losses.csv"
 VAL_LOSSES_SUFFIX = "_val_losses.csv"
-METRICS_SUFFIX = "_metrics.csv"
 # the overview's panels: metric, axis label (short: the panels are about an inch tall)
 OVERVIEW_METRICS = (("val_f1", "F1 \u2191"), ("autocorr_r2", "ACF $R^2$ \u2191"),
                     ("transition_mae", "trans. MAE (W) \u2193"), ("ece", "ECE \u2193"),
@@ -58,16 +57,11 @@ OVERVIEW_METRICS = (("val_f1", "F1 \u2191"), ("autocorr_r2", "ACF $R^2$ \u2191")
 
 # ---------------------------------------------------------------- reading results
 
-def _read_loss_files(metrics_dir: Path | str, suffix: str, column: str) -> pd.DataFrame:
-    """Every grid job's {job}{suffix} CSV (header 'epoch,{column}') as rows of job, model,
-    hardware, tp, epoch, column."""
-    known = cells_by_job_name()
+def _read_loss_files(results: Results, suffix: str, column: str) -> pd.DataFrame:
+    """Each of the folder's jobs' {job}{suffix} CSV (header 'epoch,{column}') as rows of job,
+    model, hardware, tp, epoch, column."""
     frames = []
-    for path in sorted(Path(metrics_dir).glob(f"*{suffix}")):
-        # *_losses.csv also matches {job}_val_losses.csv, whose stem {job}_val is no grid job
-        cfg = known.get(path.name[: -len(suffix)])
-        if cfg is None:
-            continue
+    for cfg, path in results.job_files(suffix):
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
@@ -81,31 +75,26 @@ def _read_loss_files(metrics_dir: Path | str, suffix: str, column: str) -> pd.Da
 
 
 def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
-    """Every grid job's loss CSV as rows of job, model, hardware, tp, epoch, train_loss."""
-    return _read_loss_files(metrics_dir, LOSSES_SUFFIX, "train_loss")
+    """The folder's jobs' (model/results.py) loss CSVs as rows of job, model, hardware, tp, epoch,
+    train_loss."""
+    return _read_loss_files(read_results(metrics_dir), LOSSES_SUFFIX, "train_loss")
 
 
 def read_val_losses(metrics_dir: Path | str) -> pd.DataFrame:
-    """Every grid job's validation-loss CSV as rows of job, model, hardware, tp, epoch, val_loss
+    """The folder's jobs' validation-loss CSVs as rows of job, model, hardware, tp, epoch, val_loss
     (jobs run before it was written have none)."""
-    return _read_loss_files(metrics_dir, VAL_LOSSES_SUFFIX, "val_loss")
+    return _read_loss_files(read_results(metrics_dir), VAL_LOSSES_SUFFIX, "val_loss")
 
 
 def read_job_metrics(metrics_dir: Path | str) -> pd.DataFrame:
-    """One row per grid job with a metrics file, in grid order: job, model, hardware, tp and the
-    overview's metrics (NaN for one a file lacks)."""
-    rows = []
-    for job, cfg in cells_by_job_name().items():
-        path = Path(metrics_dir) / f"{job}{METRICS_SUFFIX}"
-        if not path.is_file():
-            continue
-        try:
-            values = read_metrics_file(path)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: {err}") from None
-        rows.append({"job": job, "model": cfg.model, "hardware": cfg.hardware, "tp": cfg.tp,
-                     **{m: values.get(m, math.nan) for m, _ in OVERVIEW_METRICS}})
-    return pd.DataFrame(rows, columns=["job", "model", "hardware", "tp", *(m for m, _ in OVERVIEW_METRICS)])
+    """One row per job of the folder (model/results.py), in grid order: job, model, hardware, tp
+    and the overview's metrics (NaN for one a file lacks)."""
+    return _overview_rows(read_results(metrics_dir))
+
+
+def _overview_rows(results: Results) -> pd.DataFrame:
+    columns = ["job", "model", "hardware", "tp", *(m for m, _ in OVERVIEW_METRICS)]
+    return results.metrics.reindex(columns=columns) if not results.metrics.empty else pd.DataFrame(columns=columns)
 
 
 def state_boundaries(centroids: np.ndarray) -> np.ndarray:
@@ -432,16 +421,15 @@ def pooled_by_model(jobs_by_model: dict[str, list[list[dict]]]) -> dict[str, tup
 def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
     """Every figure the results allow; returns the files written."""
     results_dir = Path(results_dir)
-    losses = read_losses(results_dir / config.METRICS_SUBDIR)
-    val_losses = read_val_losses(results_dir / config.METRICS_SUBDIR)
-    job_metrics = read_job_metrics(results_dir / config.METRICS_SUBDIR)
-    known = cells_by_job_name()
-    series_files = sorted(p for p in (results_dir / config.SYNTHETIC_SUBDIR).glob("*.npz")
-                          if p.stem in known)
-    if losses.empty and not series_files and job_metrics.empty:
-        raise InputError(f"{results_dir}: nothing to plot (no {config.METRICS_SUBDIR}/*{LOSSES_SUFFIX}, "
-                         f"no {config.METRICS_SUBDIR}/*{METRICS_SUFFIX} "
-                         f"and no {config.SYNTHETIC_SUBDIR}/*.npz of the grid's jobs)")
+    results = read_results(results_dir / config.METRICS_SUBDIR)     # the jobs the tables show, too
+    losses = _read_loss_files(results, LOSSES_SUFFIX, "train_loss")
+    val_losses = _read_loss_files(results, VAL_LOSSES_SUFFIX, "val_loss")
+    job_metrics = _overview_rows(results)
+    known = {c.job_name: c for c in results.cells}
+    series_files = [path for job in known if (path := config.synthetic_path(results_dir, job)).is_file()]
+    if not results.cells:
+        raise InputError(f"{results_dir}: nothing to plot (no {config.METRICS_SUBDIR}/*{METRICS_SUFFIX} "
+                         "of a grid job that finished training)")
     series = {path.stem: read_validation_series(path) for path in series_files}   # all read before any is drawn
     plots_dir = results_dir / config.PLOTS_SUBDIR
     written: list[Path] = []

@@ -24,7 +24,8 @@ from model import config
 from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
-from model.measurements import BenchmarkRun, PowerLog, bin_run, pair_runs, read_benchmarks, read_power_log
+from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, nvidia_smi, pair_runs,
+                                read_folder, vllm_json)
 from model.outputs import atomic_path, file_sha256, write_json
 
 
@@ -49,21 +50,14 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
         raise InputError(f"{runs_dir}: not a folder")
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-    json_files, csv_files = sorted(runs_dir.glob("*.json")), sorted(runs_dir.glob("*.csv"))
-    if not json_files or not csv_files:
+    files = files_by_format(runs_dir)
+    if not files[vllm_json] or not files[nvidia_smi]:
         raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files; found "
-                         f"{len(json_files)} and {len(csv_files)}")
-    logs: list[PowerLog] = [read_power_log(p, num_gpus) for p in csv_files]
-    runs: list[BenchmarkRun] = []
-    not_results = []
-    for path in json_files:
-        found = read_benchmarks(path, seed, allow_rebuilt)
-        runs += found
-        if not found:
-            not_results.append(path.name)
-    pairs, lonely_runs, lonely_logs = pair_runs(runs, logs)
-    for name in not_results:
-        echo(f"unmatched: {name}: not a benchmark result")
+                         f"{len(files[vllm_json])} and {len(files[nvidia_smi])}")
+    sources = read_folder(runs_dir, ReadOptions(num_gpus, seed, allow_rebuilt))
+    pairs, lonely_runs, lonely_logs = pair_runs(sources.runs, sources.logs)
+    for name, why in sources.skipped:
+        echo(f"unmatched: {name}: {why}")
     for run in lonely_runs:
         echo(f"unmatched: {run.name}: no power CSV covers its span")
     for log in lonely_logs:
@@ -92,7 +86,7 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     sidecar = {"model": model, "hardware": hardware, "sample_period_s": config.SAMPLE_PERIOD_S,
                "clock": "local wall-clock time of the recording machine, read as UTC", "seed": seed,
                "traces": records,
-               "unmatched": not_results + [r.name for r in lonely_runs] + [log.path.name for log in lonely_logs]}
+               "unmatched": [name for name, _ in sources.skipped] + [r.name for r in lonely_runs] + [log.path.name for log in lonely_logs]}
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)

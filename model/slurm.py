@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -21,9 +20,9 @@ import submitit
 from model import config
 from model.errors import InputError
 from model.grid import GridCell
+from model.interrupts import interruptible, signum_of
+from model.launcher import JobRecord, LaunchSettings, job_status, load_summary, plan_grid, save_summary, start_job
 from model.slurm_settings import SlurmSettings
-from model.launcher import (Interrupted, JobRecord, LaunchSettings, job_status, load_summary, plan_grid,
-                            raise_interrupted, save_summary, start_job)
 
 SLURM_SUBDIR = "slurm"
 JOB_NAME = "powertrace"
@@ -172,42 +171,47 @@ def _submit(executor, function, *arguments) -> list:
         raise InputError(f"--launcher slurm: submission failed: {_last_line(err)}") from None
 
 
+def as_finished(pending: dict, running=None):
+    """Poll Slurm until every job of `pending` (index -> submitit job) has finished, yielding
+    (index, job) as each does. A finished job leaves `pending`, so on a stop what is left is what
+    to cancel; `running(index, state)` hears of each job still in the queue (state: squeue's, or
+    None) at every poll."""
+    gone_since: dict[str, float] = {}
+    while pending:
+        queued = queued_tasks([job.job_id for job in pending.values()])
+        for index, job in list(pending.items()):
+            if _finished(job, queued, gone_since):
+                del pending[index]
+                yield index, job
+            elif running is not None:
+                running(index, (queued or {}).get(job.job_id))
+        if pending:
+            time.sleep(POLL_S)
+
+
 def array_results(function, arguments: list[tuple], folder: Path, slurm: SlurmSettings, echo=print):
     """function(*args) for each args in `arguments` as the tasks of one Slurm array: yields
     (task index, return value) as each task ends, so the caller never holds them all. Tasks
     that fail or die raise TasksFailed once every task ended; SIGINT/SIGTERM cancel the array
-    (and raise Interrupted or KeyboardInterrupt here)."""
+    (and raise Interrupted here, model/interrupts.py)."""
     executor = _executor(Path(folder), slurm)
     jobs = _submit(executor, function, *zip(*arguments))
     echo(f"submitted {len(jobs)} tasks as Slurm job {jobs[0].job_id.split('_')[0]} (files: {folder})")
     failures = []
     pending = dict(enumerate(jobs))
-    gone_since: dict[str, float] = {}
-    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while pending:
-            queued = queued_tasks([job.job_id for job in pending.values()])
-            for index, job in list(pending.items()):
-                if not _finished(job, queued, gone_since):
-                    continue
-                del pending[index]
+    with interruptible():
+        try:
+            for index, job in as_finished(pending):
                 try:
                     value = job.result()
                 except Exception as err:      # the task raised, or died without a result
                     failures.append(f"task {index} ({_last_line(err)}; see {job.paths.stdout})")
                     continue
                 yield index, value
-            if pending:
-                time.sleep(POLL_S)
-    except (Interrupted, KeyboardInterrupt, GeneratorExit):    # stopped, or the caller gave up on us
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        for job in pending.values():
-            job.cancel(check=False)
-        raise
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        except (KeyboardInterrupt, GeneratorExit):    # stopped, or the caller gave up on us
+            for job in pending.values():
+                job.cancel(check=False)
+            raise
     if failures:
         raise TasksFailed(f"{len(failures)} of {len(jobs)} Slurm tasks failed: " + "; ".join(failures))
 
@@ -236,38 +240,29 @@ def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSet
 def _wait(records: list[JobRecord], jobs: dict, output_dir: Path, echo) -> int | None:
     """Poll until every task finished; on SIGINT/SIGTERM cancel the rest and return the signal."""
     n = len(records)
-    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     pending = dict(jobs)
-    gone_since: dict[str, float] = {}
-    try:
-        while pending:
-            queued = queued_tasks([job.job_id for job in pending.values()])
-            for index, job in list(pending.items()):
+
+    def running(index: int, state: str | None) -> None:
+        record = records[index]
+        if record.status == "submitted" and state == "RUNNING":
+            record.status = "running"
+            save_summary(output_dir, records)
+
+    with interruptible():
+        try:
+            for index, job in as_finished(pending, running):
                 record = records[index]
-                if not _finished(job, queued, gone_since):
-                    if record.status == "submitted" and (queued or {}).get(job.job_id) == "RUNNING":
-                        record.status = "running"
-                        save_summary(output_dir, records)
-                    continue
-                del pending[index]
                 record.status, record.returncode, record.seconds, note = _task_outcome(job)
                 record.note = note or record.note
                 save_summary(output_dir, records)
                 echo(f"[{index + 1}/{n}] {record.job_name}: {record.status} in {record.seconds:.1f} s "
                      f"(log: {record.log})")
-            if pending:
-                time.sleep(POLL_S)
-    except (Interrupted, KeyboardInterrupt) as stop:
-        for s in previous:        # a second signal must not cut the cancelling short
-            signal.signal(s, signal.SIG_IGN)
-        for index, job in pending.items():
-            job.cancel(check=False)
-            records[index].status, records[index].note = "interrupted", "Slurm task cancelled"
-        save_summary(output_dir, records)
-        return stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        except KeyboardInterrupt as stop:
+            for index, job in pending.items():
+                job.cancel(check=False)
+                records[index].status, records[index].note = "interrupted", "Slurm task cancelled"
+            save_summary(output_dir, records)
+            return signum_of(stop)
     return None
 
 

@@ -11,12 +11,12 @@ written), 4 the training diverged (loss not finite), 130/143 interrupted by SIGI
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from dataclasses import replace
 
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import MODELS_BY_KEY, add_grid_flag, grid_from_argv
+from model.interrupts import exit_status, interruptible
 from model.settings import add_job_flags, settings_from_args
 
 
@@ -28,20 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-_stopped_by = [signal.SIGINT]
-
-
-def _terminate(signum, frame):
-    _stopped_by[0] = signum   # exit 128 + the signal: 143 for SIGTERM, as for any killed process
-    raise KeyboardInterrupt   # unwinds like Ctrl-C: temporary files are removed, wandb is closed
-
-
 def main() -> int:
     args = parse_args()
     # torch and the rest load after the flags are read: --help and usage errors stay instant
     from model.data import load_power_file
     from model.job import check_output_paths, output_paths, prepare, run_job
-    signal.signal(signal.SIGTERM, _terminate)
     settings = settings_from_args(args)
     settings.validate()
     data = load_power_file(settings.data_file)
@@ -75,8 +66,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C: temporary files are removed, wandb is closed; exit 128 + the
+    # signal (143 for SIGTERM), as for any killed process
     try:
-        run_cli(main, "train_entry")
-    except KeyboardInterrupt:
+        with interruptible():
+            run_cli(main, "train_entry")
+    except KeyboardInterrupt as stop:
         print("train_entry: interrupted", file=sys.stderr)
-        sys.exit(128 + _stopped_by[0])
+        sys.exit(exit_status(stop))

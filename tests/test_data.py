@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import load_arrays, save_arrays
+from conftest import ROOT, load_arrays, save_arrays
 from model.data import DataError, load_power_file, true_length
-from model.demo_data import HARDWARE_PARAMS, llm_params, per_gpu_watts, write_demo_files
-from model.grid import MODELS, data_file_name, grid
+from model.demo_data import hardware_params, llm_params, per_gpu_watts, write_demo_files
+from model.grid import MODELS, MODELS_BY_KEY, data_file_name, grid
 
 
 def small_arrays(n=4, t=150, r=20, tps=(1, 1, 2, 2)) -> dict[str, np.ndarray]:
@@ -199,10 +199,51 @@ def test_demo_watts_rise_with_load(demo_dir):
 
 def test_power_model_h100_above_a100_and_70b_above_8b():
     prefill, decode, batch = np.array([0.0, 0.3, 0.0]), np.array([0.0, 0.7, 1.0]), np.array([0, 8, 40])
-    small, big = llm_params("llama-3-8b"), llm_params("llama-3-70b")
-    a100, h100 = HARDWARE_PARAMS["a100"], HARDWARE_PARAMS["h100"]
+    small, big = llm_params(MODELS_BY_KEY["llama-3-8b"]), llm_params(MODELS_BY_KEY["llama-3-70b"])
+    a100, h100 = hardware_params(400.0), hardware_params(700.0)
     assert np.all(per_gpu_watts(h100, small, 120, prefill, decode, batch)
                   > per_gpu_watts(a100, small, 70, prefill, decode, batch))
     busy = slice(1, 3)
     assert np.all(per_gpu_watts(a100, big, 70, prefill, decode, batch)[busy]
                   > per_gpu_watts(a100, small, 70, prefill, decode, batch)[busy])
+
+
+@pytest.fixture
+def example_grid():
+    """docs/grid.example.toml as the grid for one test (it has an H200 and a 32B model)."""
+    from model.grid import use_grid
+    yield ROOT / "docs" / "grid.example.toml"
+    use_grid(None)
+
+
+def test_demo_data_follows_the_grid_file_gpus_by_nameplate_and_llms_by_size(example_grid, tmp_path):
+    from model.demo_data import main
+    from model.grid import GPU_TDP_W
+    assert main(["--grid", str(example_grid), "--out", str(tmp_path), "--rates", "2"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(
+        data_file_name(m, hw) for m in ("llama-3-8b", "llama-3-70b", "qwen-2.5-32b") for hw in ("h100", "h200"))
+    qwen = load_power_file(tmp_path / data_file_name("qwen-2.5-32b", "h200"))
+    assert qwen.tp_values == [2, 4]
+    h200 = hardware_params(700.0)
+    for trace in qwen.traces:         # below the nameplate of its GPUs, not below their idle
+        assert 0.9 * h200.idle_w[0] * trace.tp <= trace.power.min() and trace.power.max() < 700 * trace.tp
+    small, mid, big = (llm_params(MODELS_BY_KEY[k]) for k in ("llama-3-8b", "qwen-2.5-32b", "llama-3-70b"))
+    assert small.step_s < mid.step_s < big.step_s and small.prefill_tok_s > mid.prefill_tok_s > big.prefill_tok_s
+    assert hardware_params(GPU_TDP_W["h200"]) == hardware_params(700.0)
+    big = hardware_params(1000.0)       # beyond the H100: busier, faster, still below nameplate
+    assert big.idle_w[0] > 100.0 and big.speed > 1.9 and 680.0 < big.peak_w < 1000.0
+
+
+def test_demo_data_names_a_model_whose_size_it_cannot_tell(tmp_path):
+    from model.demo_data import main
+    from model.errors import InputError
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text('[[models]]\nkey = "mystery"\ntp = [1]\nlabel = "Mystery"\n[hardware]\nb200 = 1000\n')
+    try:
+        with pytest.raises(InputError, match="'mystery'.*size_b"):
+            main(["--grid", str(grid_file), "--out", str(tmp_path / "out")])
+        grid_file.write_text(grid_file.read_text().replace('label = "Mystery"', 'label = "Mystery"\nsize_b = 13'))
+        assert main(["--grid", str(grid_file), "--out", str(tmp_path / "out")]) == 0
+    finally:
+        from model.grid import use_grid
+        use_grid(None)

@@ -16,7 +16,8 @@ from model import config
 from model.checkpoint import load_checkpoint
 from model.errors import InputError
 from model.generation.generator import Requests
-from model.sites.layout import Layout, assign_configs, parse_mix, poisson_node_requests, split_requests
+from model.generation.requests_file import poisson_stream
+from model.sites.layout import Layout, assign_configs, parse_mix, split_requests
 from model.sites.rollup import at_resolutions, diversity_factor, profile_metrics, window_means
 from model.sites.site import baseline_watts
 
@@ -146,11 +147,11 @@ def test_diurnal_multipliers_shape_the_arrival_rate_by_hour():
     pool = (np.array([100.0]), np.array([50.0]))
     hours = np.zeros(24)
     hours[[0, 2]] = [1.0, 0.5]                      # full rate in hour 0, half in hour 2, none else
-    arrivals = poisson_node_requests(2.0, 4 * 3600.0, pool, seed=0, diurnal=hours).arrival_s
+    arrivals = poisson_stream(2.0, 4 * 3600.0, pool, seed=0, diurnal=hours).arrival_s
     per_hour = np.bincount((arrivals // 3600).astype(int), minlength=4)
     assert per_hour[1] == 0 and per_hour[3] == 0
     assert per_hour[0] == pytest.approx(7200, rel=0.05) and per_hour[2] == pytest.approx(3600, rel=0.05)
-    flat = poisson_node_requests(2.0, 4 * 3600.0, pool, seed=0).arrival_s
+    flat = poisson_stream(2.0, 4 * 3600.0, pool, seed=0).arrival_s
     assert len(flat) == pytest.approx(4 * 7200, rel=0.03)
 
 

@@ -13,7 +13,7 @@ from matplotlib.text import Text
 
 from conftest import files_under, load_arrays, run_cli, run_main
 from model import config
-from model.aggregate import read_metrics_file
+from model.results import read_metrics_file
 from model.checkpoint import load_checkpoint
 from model.classifiers import metrics
 from model.classifiers.synthetic import synthesize
@@ -198,6 +198,8 @@ def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
     damaged = tmp_path / "damaged"
     (damaged / "synthetic").mkdir(parents=True)
     job = job_names()[0]
+    (damaged / "metrics").mkdir()          # a finished job (model/results.py) with a damaged series file
+    (damaged / "metrics" / f"{job}_metrics.csv").write_bytes(config.metrics_path(out, job).read_bytes())
     good = config.synthetic_path(out, job).read_bytes()
     (damaged / "synthetic" / f"{job}.npz").write_bytes(good[: len(good) // 2])
     proc = run_main("-m", "model.plots", "--results_dir", str(damaged))
@@ -226,7 +228,7 @@ def test_validation_loss_is_saved_every_10_epochs_and_after_the_last(results):
         # after the last epoch the model is the one scored: its loss is the metrics file's
         scored = read_metrics_file(config.metrics_path(out, job))
         assert saved["val_loss"].iloc[-1] == pytest.approx(scored["final_val_loss"], rel=1e-4)
-    assert list(read_val_losses(out / "metrics")["job"].unique()) == sorted(job_names())
+    assert list(read_val_losses(out / "metrics")["job"].unique()) == job_names()       # in grid order
 
 
 def test_sampled_states_are_the_ones_the_synthetic_watts_were_drawn_from(results):
@@ -256,6 +258,8 @@ def test_old_series_files_without_sampled_states_or_centroids_still_load_and_plo
     del arrays["sampled_states"], arrays["state_centroids"]
     (tmp_path / "synthetic").mkdir()
     np.savez(tmp_path / "synthetic" / f"{job}.npz", **arrays)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / f"{job}_metrics.csv").write_bytes(config.metrics_path(out, job).read_bytes())
     traces = read_validation_series(tmp_path / "synthetic" / f"{job}.npz")
     assert not {"sampled_states", "state_centroids"} & set(traces[0])
     _, states_ax = trace_figure(shown_trace(traces), "t").axes

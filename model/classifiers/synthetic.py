@@ -10,12 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def sample_states(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw from Categorical(p_t) per bin, by inverting each row's cumulative distribution."""
+def states_from_uniforms(probabilities: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The state of each bin whose Categorical(p_t) the uniform u_t in [0, 1) picks, by inverting
+    the row's cumulative distribution (rows need not sum exactly to 1)."""
     cumulative = np.cumsum(probabilities, axis=1)
-    u = rng.random(len(probabilities)) * cumulative[:, -1]
-    states = (cumulative < u[:, None]).sum(axis=1)
+    states = (cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1)
     return np.minimum(states, probabilities.shape[1] - 1)
+
+
+def sample_states(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One independent draw from Categorical(p_t) per bin."""
+    return states_from_uniforms(probabilities, rng.random(len(probabilities)))
 
 
 def synthesize(probabilities: np.ndarray, state_means: np.ndarray, state_stds: np.ndarray,

@@ -5,16 +5,16 @@
     scores.per_trace        # one row per (trace, method): the median over seeds
 
 For each measured trace its recorded arrivals are replayed through the serving model and the
-generator (`ours`); the measured server-side series and watts are never shown to it. Baselines:
-`tdp` (constant TP x nameplate GPU power), `mean` (constant training mean), `marginal` (i.i.d.
-draws from the training watts' per-state mixture: the right distribution with no time
-structure) and `measured_features` (the classifier fed the measured server-side series: the
-ceiling that shows what the serving model costs).
+generator (`ours`); the measured server-side series and watts are never shown to it. The
+baselines beside it are those of model/generation/methods.py: `tdp` (constant TP x nameplate
+GPU power), `mean` (constant training mean), `marginal` (i.i.d. draws from the training watts'
+per-state mixture: the right distribution with no time structure) and `measured_features` (the
+classifier fed the measured server-side series: the ceiling that shows what the serving model
+costs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,10 @@ from model import config
 from model.checkpoint import Checkpoint
 from model.data import Trace
 from model.generation.fidelity import EXTRA_METRICS, FIDELITY_METRICS, fidelity
-from model.generation.generator import Generator, Requests, sample_trace
+from model.generation.methods import Method, MethodContext, registered
 
-METHODS = ("ours", "tdp", "mean", "marginal", "measured_features")
 GENERATION_COLUMNS = ("method",) + FIDELITY_METRICS
 SCORED = FIDELITY_METRICS + EXTRA_METRICS
-
-# A method turns (trace, seed) into generated watts of the trace's length.
-Method = Callable[[Trace, int], np.ndarray]
 
 
 @dataclass
@@ -43,42 +39,15 @@ class GenerationScores:
                 for _, row in self.summary.iterrows()]
 
 
-def requests_of(trace: Trace) -> Requests:
-    """The trace's recorded requests, with arrivals in seconds from its first bin."""
-    order = np.argsort(trace.request_times, kind="stable")
-    return Requests(trace.request_times[order] - trace.timestamps[0], trace.input_tokens[order],
-                    trace.output_tokens[order])
-
-
 def trace_seed(base_seed: int, seed_index: int, trace: Trace) -> int:
     """Each (seed, trace) pair its own reproducible stream."""
     return int(np.random.SeedSequence([base_seed, seed_index, trace.index]).generate_state(1)[0])
 
 
 def standard_methods(ckpt: Checkpoint, sampling: str) -> dict[str, Method]:
-    """`ours` and the four baselines for one checkpoint."""
-    gen = Generator(ckpt)
-    tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
-    mean = float(ckpt.training_watts["mean"])
-    shares = np.asarray(ckpt.training_watts["state_shares"], dtype=np.float64)
-    cache: dict[tuple[str, int], np.ndarray] = {}
-
-    def probabilities(kind: str, trace: Trace) -> np.ndarray:
-        # the classifier's output does not depend on the seed: computed once per trace
-        key = (kind, trace.index)
-        if key not in cache:
-            workload = gen.workload(requests_of(trace), len(trace)) if kind == "ours" else trace.workload
-            cache[key] = gen.probabilities(workload)
-        return cache[key]
-
-    return {
-        "ours": lambda t, seed: sample_trace(probabilities("ours", t), ckpt, seed, sampling).watts,
-        "tdp": lambda t, seed: np.full(len(t), float(tdp)),
-        "mean": lambda t, seed: np.full(len(t), mean),
-        "marginal": lambda t, seed: sample_trace(np.tile(shares, (len(t), 1)), ckpt, seed, "independent").watts,
-        "measured_features": lambda t, seed: sample_trace(probabilities("measured", t), ckpt, seed,
-                                                          sampling).watts,
-    }
+    """Every registered method (model/generation/methods.py) for one checkpoint: name -> method."""
+    ctx = MethodContext(ckpt, sampling)
+    return {m.name: m.build(ctx) for m in registered()}
 
 
 def score_methods(traces: list[Trace], methods: dict[str, Method], seeds: int,

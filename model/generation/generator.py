@@ -18,10 +18,10 @@ from scipy.special import ndtr
 from model import config
 from model.checkpoint import Checkpoint
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
-from model.classifiers.synthetic import synthesize
-from model.data import Workload
+from model.classifiers.synthetic import states_from_uniforms, synthesize
+from model.data import Trace, Workload
 from model.features import raw_features
-from model.generation.serving import ServingModel
+from model.generation.serving import ServingModel, trace_requests
 
 SAMPLINGS = config.SAMPLINGS
 
@@ -35,6 +35,13 @@ class Requests:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+
+def requests_of(trace: Trace) -> Requests:
+    """A measured trace's recorded requests (serving.trace_requests), sorted by arrival."""
+    arrival_s, input_tokens, output_tokens = trace_requests(trace)
+    order = np.argsort(arrival_s, kind="stable")
+    return Requests(arrival_s[order], input_tokens[order], output_tokens[order])
 
 
 @dataclass
@@ -122,9 +129,7 @@ def sample_coherent(probabilities: np.ndarray, state_means: np.ndarray, state_st
     bin's state still follows its own probabilities exactly: the uniform that picks the state
     and the within-state noise are both Gaussian AR(1) processes (a Gaussian copula)."""
     rng = np.random.default_rng(seed)
-    u = ndtr(ar1_normal(len(probabilities), rho, rng))
-    cumulative = np.cumsum(probabilities, axis=1)
-    states = np.minimum((cumulative < (u * cumulative[:, -1])[:, None]).sum(axis=1), probabilities.shape[1] - 1)
+    states = states_from_uniforms(probabilities, ndtr(ar1_normal(len(probabilities), rho, rng)))
     noise = ar1_normal(len(probabilities), rho, rng)
     return states, state_means[states] + state_stds[states] * noise
 

@@ -91,12 +91,23 @@ def poisson_requests(rate: float, duration_s: float, pool: tuple[np.ndarray, np.
         raise InputError(f"--rate must be a positive number of requests per second, got {rate}")
     if not duration_s > 0 or not np.isfinite(duration_s):
         raise InputError(f"--duration must be a positive number of seconds, got {duration_s}")
-    inputs, outputs = pool
-    if len(inputs) == 0:
+    if len(pool[0]) == 0:
         raise InputError("the checkpoint holds no training requests to draw token lengths from")
+    return poisson_stream(rate, duration_s, pool, seed)
+
+
+def poisson_stream(rate: float, duration_s: float, pool: tuple[np.ndarray, np.ndarray], seed: int,
+                   diurnal: np.ndarray | None = None) -> Requests:
+    """Poisson arrivals at `rate` per second over [0, duration_s), shaped by hour-of-day
+    multipliers when given (thinning: arrivals at the highest rate, each kept with multiplier /
+    highest); each request's (input, output) lengths drawn together from `pool`, the training
+    requests (so their pairing is kept). Checks nothing: the commands check their flags."""
     rng = np.random.default_rng(seed)
-    n = rng.poisson(rate * duration_s)
-    arrivals = np.sort(rng.uniform(0.0, duration_s, n))
-    pick = rng.integers(0, len(inputs), n)
-    return Requests(arrivals, np.asarray(inputs, dtype=np.float64)[pick],
-                    np.asarray(outputs, dtype=np.float64)[pick])
+    top = rate * (float(diurnal.max()) if diurnal is not None else 1.0)
+    arrivals = np.sort(rng.uniform(0.0, duration_s, rng.poisson(top * duration_s)))
+    if diurnal is not None:
+        keep = rng.random(len(arrivals)) < diurnal[(arrivals // 3600).astype(int) % 24] / diurnal.max()
+        arrivals = arrivals[keep]
+    pick = rng.integers(0, len(pool[0]), len(arrivals))
+    return Requests(arrivals, np.asarray(pool[0], dtype=np.float64)[pick],
+                    np.asarray(pool[1], dtype=np.float64)[pick])

@@ -36,7 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import differential_evolution
 
+from model import config
 from model.data import Trace
+from model.features import bin_range_sums
 
 SERVING_SERIES = ("active_requests", "prefill_tokens", "decode_tokens")
 PREFILL_COUNTINGS = ("processed", "pending")
@@ -99,7 +101,7 @@ class ServingModel:
         return cls(**{n: d[n] for n in names})
 
     def simulate(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,
-                 n_bins: int, bin_s: float = 0.25) -> dict[str, np.ndarray]:
+                 n_bins: int, bin_s: float = config.SAMPLE_PERIOD_S) -> dict[str, np.ndarray]:
         """The three SERVING_SERIES, each float64 (n_bins,), for requests arriving at `arrival_s`
         seconds from the start of bin 0.
 
@@ -234,12 +236,10 @@ def _interval_sums(first: np.ndarray, last: np.ndarray, weights: np.ndarray, n_b
     """Per bin, the summed weights of the inclusive bin ranges [first, last]; ranges starting at
     n_bins or later count nowhere, and a last bin past the end counts to the end."""
     keep = first < n_bins
-    first, last, weights = first[keep], np.minimum(last[keep], n_bins - 1), weights[keep]
-    change = np.bincount(first, weights, minlength=n_bins + 1) - np.bincount(last + 1, weights, minlength=n_bins + 1)
-    return np.cumsum(change[:n_bins])
+    return bin_range_sums(first[keep], np.minimum(last[keep], n_bins - 1) + 1, weights[keep], n_bins)
 
 
-def trace_bin_s(trace: Trace, default: float = 0.25) -> float:
+def trace_bin_s(trace: Trace, default: float = config.SAMPLE_PERIOD_S) -> float:
     """The trace's bin width: its median timestamp step (`default` for a single bin)."""
     if len(trace.timestamps) < 2:
         return default
@@ -288,7 +288,7 @@ def _series_loss(simulated: list[dict], logged_measured: list[dict], scales: dic
     return total
 
 
-def fit_serving_model(traces: list[Trace], bin_s: float = 0.25) -> ServingModel:
+def fit_serving_model(traces: list[Trace], bin_s: float = config.SAMPLE_PERIOD_S) -> ServingModel:
     """The ServingModel whose series come closest to the traces' measured ones (_series_loss).
 
     Seeded differential evolution searches, in log space, the three rates within _FIT_BOUNDS and
@@ -339,7 +339,7 @@ def fit_serving_model(traces: list[Trace], bin_s: float = 0.25) -> ServingModel:
 
 
 def no_queue_series(arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,
-                    n_bins: int, decode_s: float, bin_s: float = 0.25) -> dict[str, np.ndarray]:
+                    n_bins: int, decode_s: float, bin_s: float = config.SAMPLE_PERIOD_S) -> dict[str, np.ndarray]:
     """A baseline server without queue or capacity limit: each request is prefilled in its arrival
     bin and decodes for `decode_s` seconds from its arrival. Same inputs and edge cases as
     ServingModel.simulate; decode_s must be >= 0."""

@@ -97,19 +97,3 @@ def read_diurnal(path: Path | str) -> np.ndarray:
             or not (values > 0).any():
         raise InputError(f"{path}: needs each hour 0-23 once with a multiplier >= 0 (one above 0)")
     return values.to_numpy(dtype=np.float64)[np.argsort(hours.to_numpy())]
-
-
-def poisson_node_requests(rate: float, duration_s: float, pool: tuple[np.ndarray, np.ndarray], seed: int,
-                          diurnal: np.ndarray | None = None) -> Requests:
-    """Poisson arrivals at `rate` per second, shaped by hour-of-day multipliers when given
-    (thinning: arrivals at the highest rate, each kept with multiplier / highest); token lengths
-    drawn in pairs from the configuration's training requests."""
-    rng = np.random.default_rng(seed)
-    top = rate * (float(diurnal.max()) if diurnal is not None else 1.0)
-    arrivals = np.sort(rng.uniform(0.0, duration_s, rng.poisson(top * duration_s)))
-    if diurnal is not None:
-        keep = rng.random(len(arrivals)) < diurnal[(arrivals // 3600).astype(int) % 24] / diurnal.max()
-        arrivals = arrivals[keep]
-    pick = rng.integers(0, len(pool[0]), len(arrivals))
-    return Requests(arrivals, np.asarray(pool[0], dtype=np.float64)[pick],
-                    np.asarray(pool[1], dtype=np.float64)[pick])

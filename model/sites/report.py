@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from model.generation import methods
+from model.latex import booktabs_table
 from model.outputs import atomic_path, write_npz
 from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
 from model.sites.rollup import p95_peaks_of_random_rows, window_means
@@ -42,7 +44,7 @@ def sizing(metrics: pd.DataFrame) -> pd.DataFrame:
     15-minute ramp, load factor, transformer rating at power factor 0.9."""
     site = metrics[metrics["level"] == "site"]
     rows = []
-    for method, label in (("tdp", "TDP"), ("mean", "Mean"), ("ours", "Ours")):
+    for method, label in [(m.name, m.label) for m in methods.site_baselines()] + [("ours", methods.label("ours"))]:
         one = site[(site["method"] == method) & (site["resolution_s"] == 1.0)].set_index("metric")["value"]
         quarter = site[(site["method"] == method) & (site["resolution_s"] == 900.0)].set_index("metric")["value"]
         rows.append({"method": label, SIZING_COLUMNS[0]: one["peak_w"] / 1e6,
@@ -56,14 +58,9 @@ def sizing(metrics: pd.DataFrame) -> pd.DataFrame:
 def sizing_table(table: pd.DataFrame, caption: str) -> str:
     """The sizing table in the training table's LaTeX style."""
     heads = [r"\textbf{" + c.replace("%", r"\%") + "}" for c in SIZING_COLUMNS]
-    lines = [r"\begin{table*}[!htb]", r"\centering", r"\small", r"\caption{" + caption + "}",
-             r"\label{tab:site_sizing}", r"\vspace{0.4em}", r"\begin{tabular}{l" + "c" * len(heads) + "}",
-             r"\toprule", r"\textbf{Method} & " + " & ".join(heads) + r" \\", r"\midrule"]
-    for _, row in table.iterrows():
-        cells = [f"{row[c]:.3f}" if "MW" in c or "MVA" in c else f"{row[c]:.2f}" for c in SIZING_COLUMNS]
-        lines.append(f"{row['method']} & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+    rows = [[row["method"], *(f"{row[c]:.3f}" if "MW" in c or "MVA" in c else f"{row[c]:.2f}" for c in SIZING_COLUMNS)]
+            for _, row in table.iterrows()]
+    return booktabs_table(caption, "tab:site_sizing", [r"\textbf{Method}", *heads], rows)
 
 
 def oversubscription(rack_traces: np.ndarray, rack_constants: dict[str, np.ndarray], limit_w: float,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-RESOLUTIONS_S = (0.25, 1.0, 60.0, 900.0)
+from model import config
+
+RESOLUTIONS_S = (config.SAMPLE_PERIOD_S, 1.0, 60.0, 900.0)
 METRICS = ("peak_w", "average_w", "par", "load_factor", "ramp_p95_w", "ramp_p99_w", "ramp_max_up_w",
            "ramp_max_down_w", "ldc_p95_w", "ldc_p99_w", "diversity_factor")
 

@@ -10,8 +10,9 @@ site, never every node at full resolution (`save_nodes_dir` writes the nodes to 
 Workers are local processes or the tasks of one Slurm array; assemble() joins their racks
 either way, so both give the same numbers.
 Node = GPU watts + non-GPU watts; rack = sum of its nodes; row = sum of its racks; site IT =
-sum of the rows; site total = IT x PUE. Baselines: `tdp` (every node at TP x GPU nameplate
-power + non-GPU) and `mean` (every node at its training mean + non-GPU).
+sum of the rows; site total = IT x PUE. Baselines: the site baselines of
+model/generation/methods.py, each node at the method's constant GPU watts + non-GPU (`tdp`: TP x
+GPU nameplate power; `mean`: its training mean).
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from tqdm import tqdm
 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.generation.generator import Generator, Requests
+from model.generation.methods import site_baselines
 from model.outputs import write_npz
-from model.sites.layout import Layout, poisson_node_requests
+from model.generation.requests_file import poisson_stream
+from model.sites.layout import Layout
 from model.slurm import array_results
 from model.slurm_settings import SlurmSettings
 from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
@@ -70,9 +73,8 @@ def _generator(path: Path) -> Generator:
 
 
 def baseline_watts(ckpt: Checkpoint, non_gpu_w: float) -> dict[str, float]:
-    """One node's constant watts under each baseline."""
-    return {"tdp": ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"] + non_gpu_w,
-            "mean": float(ckpt.training_watts["mean"]) + non_gpu_w}
+    """One node's constant watts under each site baseline (model/generation/methods.py)."""
+    return {m.name: m.constant_watts(ckpt) + non_gpu_w for m in site_baselines()}
 
 
 def generate_rack(plan: Plan, rack: int) -> tuple:
@@ -84,8 +86,8 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
         streams = [plan.node_requests[n] for n in nodes]
     else:
         pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
-        streams = [poisson_node_requests(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
-                                         plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
+        streams = [poisson_stream(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
+                                  plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
     traces = gen.generate_many(streams, plan.n_bins, [plan.seed + n for n in nodes], plan.sampling)
     rack_watts = np.zeros(plan.n_bins)
     peaks, stats, served = [], [], []
@@ -127,13 +129,10 @@ def run_shard(plan: Plan, racks: list[int], jobs: int = 1) -> list[tuple]:
 
 def baselines(plan: Plan) -> dict[str, np.ndarray]:
     """Baseline name -> (nodes,) constant watts of each node."""
-    layout, constants = plan.layout, {}
-    for name in ("tdp", "mean"):
-        per_job = {job: baseline_watts(_generator(path).ckpt, plan.non_gpu_w)[name]
-                   for job, path in plan.checkpoints.items()}
-        constants[name] = np.array([per_job[plan.rack_jobs[n // layout.nodes_per_rack]]
-                                    for n in range(layout.n_nodes)])
-    return constants
+    layout = plan.layout
+    per_job = {job: baseline_watts(_generator(path).ckpt, plan.non_gpu_w) for job, path in plan.checkpoints.items()}
+    return {m.name: np.array([per_job[plan.rack_jobs[n // layout.nodes_per_rack]][m.name]
+                              for n in range(layout.n_nodes)]) for m in site_baselines()}
 
 
 def assemble(plan: Plan, results, progress: bool = True) -> SiteResult:
