@@ -65,7 +65,15 @@ def _install(models, gpu_tdp_w: dict[str, float]) -> None:
     MODEL_ALIASES.update({m.file_stem: m.key for m in models if m.file_stem != m.key})
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# names become file names: always checked with fullmatch (`$` would let a trailing newline by)
+_NAME_TEXT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_NAME = re.compile(_NAME_TEXT)
+_JOB_NAME = re.compile(rf"{_NAME_TEXT}_{_NAME_TEXT}_tp[1-9][0-9]*")
+
+
+def is_job_name(name) -> bool:
+    """Whether `name` is shaped like job_name(): model, hardware and TP, no path in it."""
+    return isinstance(name, str) and _JOB_NAME.fullmatch(name) is not None
 
 
 def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]:
@@ -85,7 +93,7 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
         if not isinstance(entry, dict) or not {"key", "tp", "label"} <= set(entry):
             raise InputError(f"{where}: needs key, tp and label (file_stem is optional)")
         key, stem = str(entry["key"]), str(entry.get("file_stem", entry["key"]))
-        if not _NAME.match(key) or not _NAME.match(stem):
+        if not _NAME.fullmatch(key) or not _NAME.fullmatch(stem):
             raise InputError(f"{where}: key and file_stem may hold letters, digits, '.', '-' and '_' only")
         tp = entry["tp"]
         if not isinstance(tp, list) or not tp or any(not isinstance(t, int) or isinstance(t, bool) or t < 1
@@ -98,7 +106,7 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
         raise InputError(f"{path}: a model key or file_stem appears twice")
     tdp = {}
     for name, watts in data["hardware"].items():
-        if not _NAME.match(str(name)) or isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts <= 0:
+        if not _NAME.fullmatch(str(name)) or isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts <= 0:
             raise InputError(f"{path}: hardware {name!r} needs a positive TDP in watts, e.g. h200 = 700")
         tdp[str(name)] = float(watts)
     return models, tdp

@@ -60,3 +60,22 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
+
+
+def run_main(module, *argv) -> tuple[int, str, str]:
+    """A CLI module's main() in this process, as if run as `python -m module argv...` (through
+    errors.run_cli): (exit status, stdout, stderr). Much faster than run_cli's subprocess."""
+    import contextlib
+    import io
+    from model.errors import run_cli as run_main_cli
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = [module.__name__, *map(str, argv)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_main_cli(module.main, module.__name__.rsplit(".", 1)[-1])
+    except SystemExit as stop:
+        return stop.code, out.getvalue(), err.getvalue()
+    finally:
+        sys.argv = saved
+    raise AssertionError("run_cli always exits")

@@ -1,0 +1,24 @@
+"""model.generate against hostile and clumsy input, in-process (no training: made-up checkpoints)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import files_under, run_main
+from model import generate
+from test_checkpoint import crafted, tiny_checkpoint
+
+
+@pytest.mark.parametrize("job_name", ["../../escaped", "/tmp/powertrace_escaped_by_checkpoint", "m_h_tp1\n"])
+def test_a_crafted_job_name_cannot_choose_where_generate_writes(tmp_path, monkeypatch, job_name):
+    ckpt = tmp_path / "in" / "c.pt"
+    ckpt.parent.mkdir()
+    crafted(ckpt, lambda r: r["configuration"].update(job_name=job_name))
+    work = tmp_path / "a" / "b" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--rate", "1", "--duration", "10")
+    assert code == 2 and "job_name" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"in/c.pt"}
+    assert not Path("/tmp/powertrace_escaped_by_checkpoint_rate1_10s_seed0.csv").exists()
