@@ -18,7 +18,7 @@ import pandas as pd
 from model import config
 from model.errors import InputError
 from model.grid import MODELS, cells_by_job_name, grid
-from model.outputs import write_text
+from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
 
 METRICS_SUFFIX = "_metrics.csv"
@@ -298,6 +298,11 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     Jobs trained with different settings (other than their own model, hardware, TP and data)
     are not pooled: InputError naming them, unless allow_mixed_settings.
     """
+    out_dir = Path(table_path).parent
+    refuse_clashes({"--output": table_path, "--csv_output": csv_path, config.ALL_JOBS_FILE: out_dir / config.ALL_JOBS_FILE,
+                    config.GENERATION_STATISTICS_FILE: out_dir / config.GENERATION_STATISTICS_FILE,
+                    config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
+                   {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})
     results, notes = collect(metrics_dir)
     settings, provenance_notes = job_settings_table(Path(metrics_dir), list(results["job"]))
     mixed = mixed_settings(settings) if not settings.empty else []

@@ -25,7 +25,7 @@ from model.errors import ArgumentParser, InputError, run_cli
 from model import config
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
 from model.generation.generator import SAMPLINGS
-from model.outputs import atomic_path, file_sha256
+from model.outputs import atomic_path, file_sha256, refuse_clashes
 from model.plots import STYLE, held_out_figure, save_figure
 
 
@@ -49,6 +49,12 @@ def main() -> int:
     args = parse_args()
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.out:
+        out = Path(args.out)
+        plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"
+                 for suffix in (".png", ".pdf")} if args.plot else {}
+        refuse_clashes({"--out": out, "--out's per-trace file": out.with_name(out.stem + "_per_trace.csv"),
+                        **plots}, {"--checkpoint": args.checkpoint, "--data_file": args.data_file})
     ckpt = load_checkpoint(args.checkpoint)
     tp = args.tp if args.tp is not None else int(ckpt.configuration["tp"])
     data = load_power_file(args.data_file)

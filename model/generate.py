@@ -29,7 +29,7 @@ from model.checkpoint import load_checkpoint
 from model.errors import ArgumentParser, InputError, run_cli
 from model.generation.generator import SAMPLINGS, Generator
 from model.generation.requests_file import poisson_requests, read_requests
-from model.outputs import atomic_path, file_sha256, write_json
+from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
 from model.plots import STYLE, generated_day_figure, save_figure
 
 DRAIN_S = 60.0
@@ -82,6 +82,10 @@ def main() -> int:
     out = Path(args.out or config.GENERATED_DIR / f"{job}_{name}_seed{args.seed}.csv")
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory; give a file name")
+    plots = {f"--plot's {out.stem}{suffix}": out.parent / f"{out.stem}{suffix}" for suffix in (".png", ".pdf")} \
+        if args.plot else {}
+    refuse_clashes({"--out": out, "--out's summary": out.with_name(out.name + ".json"), **plots},
+                   {"--checkpoint": args.checkpoint, "--requests": args.requests})
 
     started = time.perf_counter()
     trace = generator.generate(requests, n_bins, args.seed, args.sampling)

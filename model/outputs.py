@@ -90,6 +90,29 @@ def write_npz(path: Path | str, arrays: dict) -> None:
             np.savez_compressed(f, **arrays)
 
 
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file: through links or another spelling, existing or not."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_clashes(outputs: dict[str, Path | str], inputs: dict[str, Path | str]) -> None:
+    """InputError (before anything is written) when an output would overwrite an input, or
+    two outputs are one file (the second would replace the first). Keys say what each path is
+    (a flag, or a file the flag implies); None values are skipped."""
+    seen = [(what, path) for what, path in inputs.items() if path is not None]
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        for other_what, other in seen:
+            if same_file(path, other):
+                raise InputError(f"{what} {path}: is also {other_what}; writing it would overwrite that; "
+                                 "choose another file")
+        seen.append((what, path))
+
+
 def file_sha256(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -25,7 +25,7 @@ from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
 from model.measurements import BenchmarkRun, PowerLog, bin_run, pair_runs, read_benchmarks, read_power_log
-from model.outputs import atomic_path, file_sha256, write_json
+from model.outputs import atomic_path, file_sha256, refuse_clashes, same_file, write_json
 
 
 
@@ -47,9 +47,13 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
             echo=print) -> Path:
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir}: not a folder")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    for path in (out, sidecar_path(out)):
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists; pass --overwrite to replace it")
     json_files, csv_files = sorted(runs_dir.glob("*.json")), sorted(runs_dir.glob("*.csv"))
+    refuse_clashes({"--out": out, "--out's sources file": sidecar_path(out)},
+                   {f"the raw file {p.name}": p for p in json_files + csv_files
+                    if not (overwrite and same_file(p, sidecar_path(out)))})   # our own, replaced
     if not json_files or not csv_files:
         raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files; found "
                          f"{len(json_files)} and {len(csv_files)}")

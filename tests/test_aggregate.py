@@ -188,3 +188,13 @@ def test_table_and_all_jobs_csv_say_where_the_numbers_came_from(metrics_dir, tmp
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
     assert len(all_jobs) == 3 and {"job", "val_f1", "ece", "num_epochs", "lr", "git_commit"} <= set(all_jobs.columns)
     assert set(all_jobs["num_epochs"]) == {30}
+
+
+def test_output_and_csv_output_on_one_file_is_refused_before_writing(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import files_under, run_main
+    before = files_under(tmp_path)
+    same = tmp_path / "out" / "both.txt"
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", same, "--csv_output", same)
+    assert code == 2 and "--csv_output" in err and "--output" in err
+    assert files_under(tmp_path) == before

@@ -22,3 +22,16 @@ def test_a_crafted_job_name_cannot_choose_where_generate_writes(tmp_path, monkey
     assert code == 2 and "job_name" in err and len(err.strip().splitlines()) == 1
     assert files_under(tmp_path) == {"in/c.pt"}
     assert not Path("/tmp/powertrace_escaped_by_checkpoint_rate1_10s_seed0.csv").exists()
+
+
+@pytest.mark.parametrize("onto", ["--checkpoint", "--requests"])
+def test_out_onto_an_input_is_refused_and_the_input_kept(tmp_path, onto):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    requests = tmp_path / "requests.csv"
+    requests.write_text("arrival_time_s,input_tokens,output_tokens\n0.5,10,5\n2.0,20,6\n")
+    before = {p: p.read_bytes() for p in (ckpt, requests)}
+    target = ckpt if onto == "--checkpoint" else requests
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", requests, "--out", target)
+    assert code == 2 and onto in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (ckpt, requests)} == before
+    assert files_under(tmp_path) == {"c.pt", "requests.csv"}
