@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -288,7 +289,24 @@ def table_stamp(settings: pd.DataFrame) -> str:
     here = f"table by commit {git['commit'][:12]}{' (uncommitted changes)' if git['dirty'] else ''}" \
         if git["commit"] else "table outside a git checkout"
     data = sorted({d for d in settings.get("data", pd.Series(dtype=str)).dropna()})
-    return f"% {code}; {here}; {now()[:10]}; data: {', '.join(data) or 'unknown'}\n"
+    line = f"% {code}; {here}; {now()[:10]}; data: {', '.join(data) or 'unknown'}"
+    # one comment line whatever a provenance field holds: a line break would end the comment
+    return re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", line) + "\n"
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
+    carriage return, and not a number) get a leading apostrophe, as spreadsheets themselves
+    mark literal text."""
+    def safe(value):
+        if not isinstance(value, str) or not value or value[0] not in "=+-@\t\r":
+            return value
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return frame.apply(lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(safe))
 
 
 def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
@@ -318,7 +336,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     write_text(csv_path, csv_text)
     write_text(table_path, table)
     all_jobs_path = Path(table_path).parent / config.ALL_JOBS_FILE
-    write_text(all_jobs_path, all_jobs.to_csv(index=False, float_format="%.10g"))
+    write_text(all_jobs_path, spreadsheet_safe(all_jobs).to_csv(index=False, float_format="%.10g"))
 
     shown = stats.copy()
     for metric, _, decimals in TABLE_COLUMNS:

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_DIVERGED = 4     # training ran but its loss stopped being finite; the launcher tells it apart
+
+
+def strict_json(text: str):
+    """json.loads that refuses an object with a key twice (json keeps the last one silently),
+    as a JSONDecodeError whose msg names the key."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise json.JSONDecodeError(f"key {key!r} appears twice in one object", text, 0)
+        return dict(pairs)
+    return json.loads(text, object_pairs_hook=no_duplicates)
 
 
 class InputError(Exception):

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, strict_json
 
 SMI_TIME_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
 BENCHMARK_DATE_FORMAT = "%Y%m%d-%H%M%S"
@@ -262,15 +262,16 @@ def _results_in(path: Path) -> list[tuple[str, object]]:
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read it ({err})") from None
     try:
-        return [(path.name, json.loads(text))]
+        return [(path.name, strict_json(text))]
     except json.JSONDecodeError as err:
         if err.msg != "Extra data":
-            raise InputError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+            where = "" if "twice" in err.msg else f"line {err.lineno}: "
+            raise InputError(f"{path}: not valid JSON ({where}{err.msg})") from None
     values = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                values.append((f"{path.name}:{number}", json.loads(line)))
+                values.append((f"{path.name}:{number}", strict_json(line)))
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}: line {number}: not valid JSON ({err.msg}); a file of "
                                  f"appended results holds one JSON object per line") from None

@@ -264,3 +264,15 @@ def test_a_site_shard_survives_the_result_file_unchanged(tmp_path):
     assert back[0][0] == 3 and isinstance(back[0], tuple)
     np.testing.assert_array_equal(back[0][1], shard[0][1])
     assert back[0][2:] == shard[0][2:]
+
+
+@pytest.mark.parametrize("flag,value", [("--slurm_partition", "gpu\n#SBATCH --uid=0"),
+                                        ("--slurm_partition", "gpu --exclusive"),
+                                        ("--slurm_setup", "module load cuda\n#SBATCH --uid=0")])
+def test_a_line_break_in_a_slurm_flag_cannot_add_sbatch_lines(tmp_path, flag, value):
+    import run_all_training
+    from conftest import run_main
+    code, out, err = run_main(run_all_training, "--output_dir", tmp_path / "out", "--launcher", "slurm",
+                              flag, value, "--dry_run")
+    assert code == 2 and flag in err and "#SBATCH --uid" not in out
+    assert not (tmp_path / "out").exists()
