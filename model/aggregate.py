@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.grid import MODELS, cells_by_job_name, grid
 from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
@@ -45,6 +45,7 @@ METHOD_LABELS = {"ours": "Ours", "tdp": "TDP", "mean": "Mean", "marginal": "Marg
 
 def read_metrics_file(path: Path | str) -> dict[str, float]:
     """metric -> value of one metrics CSV; ValueError saying what is wrong when it is damaged."""
+    refuse_special_file(path, "metrics CSV")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -211,6 +212,7 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
         cfg = known.get(path.name[: -len(GENERATION_SUFFIX)])
         if cfg is None or cfg.job_name in diverged:     # the table's note says why
             continue
+        refuse_special_file(path, "generation CSV")
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.outputs import write_npz
 
 BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
@@ -146,6 +146,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(path, "file not found")
     if path.is_dir():
         raise DataError(path, "is a directory, not an .npz file")
+    try:
+        refuse_special_file(path, "data file")
+    except InputError as err:
+        raise DataError(path, str(err).removeprefix(f"{path}: ")) from None
     try:
         # is_zipfile() answers False for a file it cannot open, which would read as "not a zip"
         with open(path, "rb") as f:

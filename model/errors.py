@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from typing import Callable
 
@@ -24,6 +26,20 @@ def strict_json(text: str):
 
 class InputError(Exception):
     """The user's input (a file, a flag, a directory) is wrong; not a bug in the pipeline."""
+
+
+def refuse_special_file(path, what: str = "file") -> None:
+    """InputError when `path` exists but is a named pipe (FIFO), a device or a socket: reading
+    one blocks until someone writes, or never ends. Inputs are regular files (or links to
+    them); a missing path or a directory is left to the caller to say."""
+    try:
+        mode = os.stat(path).st_mode          # stat never opens it, so it cannot block
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise InputError(f"{path}: is {kind}, not a regular file; give the {what} itself")
 
 
 class TrainingDiverged(Exception):

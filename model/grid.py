@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import InputError, strict_json
+from model.errors import InputError, refuse_special_file, strict_json
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ def latex_text(text: str) -> str:
 def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]:
     """The models and hardware of a grid file (TOML or JSON, see docs/grid.example.toml)."""
     path = Path(path)
+    refuse_special_file(path, "grid file")
     try:
         text = path.read_text()
         data = strict_json(text) if path.suffix == ".json" else tomllib.loads(text)

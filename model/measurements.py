@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from model import config
-from model.errors import InputError, strict_json
+from model.errors import InputError, refuse_special_file, strict_json
 
 SMI_TIME_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
 BENCHMARK_DATE_FORMAT = "%Y%m%d-%H%M%S"
@@ -133,6 +133,7 @@ def read_power_log(path: Path | str, num_gpus: int | None = None) -> PowerLog:
     dropped too.
     """
     path = Path(path)
+    refuse_special_file(path, "power CSV")
     try:
         frame = pd.read_csv(path, skipinitialspace=True, dtype=str, keep_default_na=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -257,6 +258,7 @@ def _fit_to_span(schedule: np.ndarray, busy_s: np.ndarray, limit: int | None, du
 
 def _results_in(path: Path) -> list[tuple[str, object]]:
     """The JSON values a file holds, named: one, or one per line (`--append-result`)."""
+    refuse_special_file(path, "benchmark JSON")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +81,24 @@ def run_main(module, *argv) -> tuple[int, str, str]:
     finally:
         sys.argv = saved
     raise AssertionError("run_cli always exits")
+
+
+@contextmanager
+def fails_instead_of_hanging(seconds: int = 20):
+    """Turn a call that blocks (reading a FIFO nobody writes) into a test failure after
+    `seconds`, instead of a suite that never ends (SIGALRM interrupts the blocked read)."""
+    def stop(signum, frame):
+        raise AssertionError(f"blocked for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe at `path` that nobody writes to."""
+    os.mkfifo(path)
+    return path

@@ -230,3 +230,13 @@ def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_d
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
     assert set(all_jobs["data"]) == {"'=cmd|' /C calc'!A0"}
     assert all_jobs["val_f1"].dtype == float          # numbers stay numbers
+
+
+def test_a_fifo_in_the_metrics_folder_is_refused_without_blocking(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import fails_instead_of_hanging, fifo, run_main
+    fifo(metrics_dir / "llama-3-8b_a100_tp2_metrics.csv")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "t.tex",
+                                "--csv_output", tmp_path / "s.csv")
+    assert code == 2 and "named pipe" in err and not (tmp_path / "t.tex").exists()

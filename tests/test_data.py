@@ -206,3 +206,10 @@ def test_power_model_h100_above_a100_and_70b_above_8b():
     busy = slice(1, 3)
     assert np.all(per_gpu_watts(a100, big, 70, prefill, decode, batch)[busy]
                   > per_gpu_watts(a100, small, 70, prefill, decode, batch)[busy])
+
+
+def test_a_fifo_as_data_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    pipe = fifo(tmp_path / "vllm-benchmark_llama-3-8b_a100.npz")
+    with fails_instead_of_hanging(), pytest.raises(DataError, match="named pipe"):
+        load_power_file(pipe)

@@ -212,3 +212,11 @@ def test_an_interrupted_run_writes_nothing_and_a_rerun_completes(results, tmp_pa
     assert again.returncode == 0, again.stderr
     assert {"site_power.csv", "manifest.json", "facility_metrics.csv"} <= files_under(out)
     assert not any(".tmp-" in name for name in files_under(out))
+
+
+def test_a_fifo_as_diurnal_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    from model.sites.layout import read_diurnal
+    pipe = fifo(tmp_path / "hours.csv")
+    with fails_instead_of_hanging(), pytest.raises(InputError, match="named pipe"):
+        read_diurnal(pipe)

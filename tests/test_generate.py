@@ -35,3 +35,12 @@ def test_out_onto_an_input_is_refused_and_the_input_kept(tmp_path, onto):
     assert code == 2 and onto in err and len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in (ckpt, requests)} == before
     assert files_under(tmp_path) == {"c.pt", "requests.csv"}
+
+
+def test_a_fifo_as_requests_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    pipe = fifo(tmp_path / "requests.csv")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", pipe, "--out", tmp_path / "o.csv")
+    assert code == 2 and "named pipe" in err and not (tmp_path / "o.csv").exists()

@@ -113,3 +113,10 @@ def test_a_bad_grid_file_through_the_environment_is_one_line_exit_2(tmp_path):
                           env=dict(os.environ, POWERTRACE_GRID=str(path)), timeout=120)
     assert proc.returncode == 2 and "POWERTRACE_GRID" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_fifo_as_grid_file_is_refused_without_blocking(tmp_path, restore_grid):
+    from conftest import fails_instead_of_hanging, fifo
+    pipe = fifo(tmp_path / "grid.toml")
+    with fails_instead_of_hanging(), pytest.raises(InputError, match="named pipe"):
+        grid_module.read_grid_file(pipe)

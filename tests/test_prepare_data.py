@@ -242,3 +242,18 @@ def test_out_onto_a_raw_file_is_refused_even_with_overwrite(tmp_path):
                             "--out", raw, "--overwrite")
     assert code == 2 and "--out" in err and raw.name in err
     assert {p.name: p.read_bytes() for p in runs.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", ["power.csv", "bench.json"])
+def test_a_fifo_among_the_raw_runs_is_refused_without_blocking(tmp_path, name):
+    from conftest import fails_instead_of_hanging, fifo, run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    fifo(runs / f"zz_{name}")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                                "--out", tmp_path / "x.npz")
+    assert code == 2 and "named pipe" in err and f"zz_{name}" in err
+    assert not (tmp_path / "x.npz").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.generation.generator import Requests
 
 
@@ -85,6 +85,7 @@ def split_requests(requests: Requests, n_nodes: int, seed: int) -> list[Requests
 def read_diurnal(path: Path | str) -> np.ndarray:
     """24 multipliers, one per hour of the day, from a CSV `hour,multiplier` (each hour 0-23 once,
     multipliers >= 0, one at least above 0)."""
+    refuse_special_file(path, "diurnal CSV")
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
