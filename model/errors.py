@@ -28,6 +28,24 @@ class InputError(Exception):
     """The user's input (a file, a flag, a directory) is wrong; not a bug in the pipeline."""
 
 
+def memory_bytes() -> int:
+    """This machine's physical memory (0 when it cannot be asked)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def refuse_oversized(n_bytes: float, what: str, flags: str) -> None:
+    """InputError, before anything is allocated, when `what` would need more memory than the
+    machine has (estimated by the caller): a silent grind on swap, or a MemoryError traceback
+    after minutes, otherwise. `flags` are those that size it."""
+    limit = memory_bytes() or 2**40
+    if not n_bytes <= limit:                 # NaN too
+        raise InputError(f"{flags}: {what} would need about {n_bytes / 2**30:.3g} GiB of memory, more than "
+                         f"this machine's {limit / 2**30:.3g} GiB; choose a smaller size")
+
+
 def refuse_special_file(path, what: str = "file") -> None:
     """InputError when `path` exists but is a named pipe (FIFO), a device or a socket: reading
     one blocks until someone writes, or never ends. Inputs are regular files (or links to

@@ -20,7 +20,8 @@ task, each with --slurm_cpus_per_job worker processes; --out must be on a file s
 share) and rolled up here; the files are the same as a local run's, plus submitit's in slurm/.
 Exit status: 0 done, 1 Slurm tasks failed, 2 bad input (one line), 130/143 interrupted by
 SIGINT/SIGTERM; in every case but 0 no result file is written (with --save_nodes, the nodes
-already generated stay in nodes/).
+already generated stay in nodes/): the files are written together at the end. A second run on an
+--out that a run holds exits 2.
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ import pandas as pd
 
 from model import config
 from model.checkpoint import load_checkpoint
-from model.errors import EXIT_FAILED, ArgumentParser, InputError, run_cli
+from model.errors import EXIT_FAILED, ArgumentParser, InputError, refuse_oversized, run_cli
 from model.generation.generator import SAMPLINGS
 from model.generation.requests_file import read_requests
 from model.launcher import Interrupted, raise_interrupted
-from model.outputs import file_sha256, write_json, write_text
+from model.outputs import file_sha256, locked_directory, staged_folder, write_json, write_text
 from model.provenance import environment, git_state
 from model.sites import report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
@@ -86,7 +87,8 @@ def check_numbers(args) -> None:
               (args.racks_per_task >= 1, f"--racks_per_task must be at least 1, got {args.racks_per_task}"),
               (args.draws >= 1, f"--draws must be at least 1, got {args.draws}"),
               (0 <= args.seed < 2**31, f"--seed must lie in 0..2**31-1, got {args.seed}"),
-              (args.row_limit_kw is None or args.row_limit_kw > 0, f"--row_limit_kw must be positive, got {args.row_limit_kw}")]
+              (args.row_limit_kw is None or (args.row_limit_kw > 0 and math.isfinite(args.row_limit_kw)),
+               f"--row_limit_kw must be a positive number of kW, got {args.row_limit_kw}")]
     for ok, message in checks:
         if not ok:
             raise InputError(message)
@@ -115,25 +117,47 @@ def build_site(args) -> int:
     if len(bins) > 1:
         raise InputError(f"--config: the configurations have different bin widths ({sorted(bins)} s)")
     bin_s = bins.pop()
-    rack_jobs = assign_configs(layout, mix, args.seed)
 
-    node_requests, total = None, None
+    requests = None
     if args.requests:
         requests, notes = read_requests(args.requests)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         requests.arrival_s = requests.arrival_s * args.time_scale
         duration = args.duration or float(requests.arrival_s[-1]) + 60.0
-        node_requests = split_requests(requests, layout.n_nodes, args.seed)
-        total = np.array([len(requests), requests.input_tokens.sum(), requests.output_tokens.sum()])
     else:
         duration = args.duration
     diurnal = read_diurnal(args.diurnal) if args.diurnal else None
-    n_bins = int(math.ceil(duration / QUARTER_S)) * int(round(QUARTER_S / bin_s))   # whole 15-min windows
+    quarters = math.ceil(duration / QUARTER_S) if math.isfinite(duration) else math.inf
+    # before anything is allocated: the racks' watts, their per-second means and the site's, held
+    # here at once, and each node's statistics and requests
+    refuse_oversized(3.0 * layout.n_racks * quarters * (QUARTER_S / bin_s) * 8 + layout.n_nodes * 4096,
+                     f"{layout.n_racks} racks x {quarters * QUARTER_S / bin_s:.3g} bins",
+                     "--rows, --racks_per_row, --nodes_per_rack or --duration")
+    n_bins = int(quarters) * int(round(QUARTER_S / bin_s))   # whole 15-min windows
+    rack_jobs = assign_configs(layout, mix, args.seed)
+    node_requests, total = None, None
+    if requests is not None:
+        node_requests = split_requests(requests, layout.n_nodes, args.seed)
+        total = np.array([len(requests), requests.input_tokens.sum(), requests.output_tokens.sum()])
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a folder")
+    made_out = not out.exists()
+    try:
+        with locked_directory(out, "--out"):     # two runs on one folder: the last writer would win
+            return _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
+                          n_bins, slurm, out)
+    finally:
+        if made_out:
+            try:
+                out.rmdir()                # only if nothing is in it: a failed run leaves no folder
+            except OSError:
+                pass
 
+
+def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins, slurm,
+           out: Path) -> int:
     plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
                 args.sampling, node_requests, args.rate_per_node, diurnal,
                 out / "nodes" if args.save_nodes else None)
@@ -163,7 +187,18 @@ def build_site(args) -> int:
 
     metrics = pd.DataFrame(site_metrics(plan, result), columns=["method", "level", "resolution_s", "metric", "value"])
     it_w = result.racks.sum(axis=0)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
+        table, largest, seconds = _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs,
+                                                 bin_s, n_bins, staging, seconds)
+    with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
+        print(table.to_string(index=False))
+    if largest:
+        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(f"{k} {v}" for k, v in largest.items()))
+    print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
+    return 0
+
+
+def _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out, seconds):
     report.write_site_power(out, it_w, args.pue, bin_s)
     report.write_racks(out, result.racks, rack_jobs, bin_s)
     report.write_frame(out / "facility_metrics.csv", metrics)
@@ -196,13 +231,7 @@ def build_site(args) -> int:
         "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
     }
     write_json(out / "manifest.json", manifest)
-
-    with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
-        print(table.to_string(index=False))
-    if largest:
-        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(f"{k} {v}" for k, v in largest.items()))
-    print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
-    return 0
+    return table, largest, seconds
 
 
 if __name__ == "__main__":

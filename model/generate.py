@@ -26,7 +26,7 @@ import pandas as pd
 
 from model import config
 from model.checkpoint import load_checkpoint
-from model.errors import ArgumentParser, InputError, run_cli
+from model.errors import ArgumentParser, InputError, refuse_oversized, run_cli
 from model.generation.generator import SAMPLINGS, Generator
 from model.generation.requests_file import poisson_requests, read_requests
 from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
@@ -51,6 +51,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# memory per bin (features, state probabilities, watts, states, the CSV's frame) and per request
+# (arrival, tokens, the serving simulation's arrays), generously rounded up
+BYTES_PER_BIN, BYTES_PER_REQUEST = 256, 128
+
+
+def check_size(n_requests: float, n_bins: float) -> None:
+    """One line, before anything is allocated, for traffic or a trace too big for this machine."""
+    refuse_oversized(n_requests * BYTES_PER_REQUEST + n_bins * BYTES_PER_BIN,
+                     f"{n_bins:.3g} bins and {n_requests:.3g} requests", "--rate, --duration or --requests")
+
+
 def main() -> int:
     args = parse_args()
     if (args.requests is None) == (args.rate is None):
@@ -73,9 +84,11 @@ def main() -> int:
         name = Path(args.requests).stem
     else:
         duration = args.duration
+        check_size(args.rate * duration, duration / generator.bin_s)      # before drawing them
         requests = poisson_requests(args.rate, duration, (ckpt.input_tokens, ckpt.output_tokens), args.seed)
         traffic = {"poisson_rate_per_s": args.rate, "token_lengths": "drawn from the training requests"}
         name = f"rate{args.rate:g}_{duration:g}s"
+    check_size(len(requests), duration / generator.bin_s)
     n_bins = int(math.ceil(duration / generator.bin_s - 1e-9))
     if n_bins < 1:
         raise InputError(f"--duration {duration} s is shorter than one {generator.bin_s} s bin")

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import glob
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -111,6 +113,53 @@ def refuse_clashes(outputs: dict[str, Path | str], inputs: dict[str, Path | str]
                 raise InputError(f"{what} {path}: is also {other_what}; writing it would overwrite that; "
                                  "choose another file")
         seen.append((what, path))
+
+
+@contextmanager
+def locked_directory(path: Path | str, flag: str) -> Iterator[Path]:
+    """Hold folder `path` (made if missing) while the block runs: a second process on it gets an
+    InputError at once. The lock is on the folder itself (flock), so it leaves no file behind and
+    ends with its holder, however that ends; where the file system has no locks, it goes on
+    unlocked."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise _write_failure(path, err) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{flag} {path}: in use by another run; wait for it to finish or choose "
+                             "another folder") from None
+        except OSError:
+            pass                  # no locks on this file system
+        yield path
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def staged_folder(out: Path | str) -> Iterator[Path]:
+    """A temporary folder inside `out` to write a run's files into; on success they are moved
+    into `out` (replacing older ones), on any failure none is: all of a run's files or none."""
+    out = Path(out)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=f".staging{TEMP_MARK}{_writer_tag()}"))
+    except OSError as err:
+        raise _write_failure(out, err) from None
+    try:
+        yield staging
+        for source in sorted(staging.rglob("*")):
+            if source.is_file():
+                target = out / source.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+    except OSError as err:
+        raise _write_failure(out, err) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def file_sha256(path: Path | str) -> str:

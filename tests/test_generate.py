@@ -44,3 +44,15 @@ def test_a_fifo_as_requests_file_is_refused_without_blocking(tmp_path):
     with fails_instead_of_hanging():
         code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", pipe, "--out", tmp_path / "o.csv")
     assert code == 2 and "named pipe" in err and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("traffic", [["--rate", "1e12", "--duration", "1e15"], ["--rate", "1e-9", "--duration", "1e15"],
+                                     ["--requests", "LATE"]])
+def test_traffic_beyond_memory_is_one_line_before_anything_is_allocated(tmp_path, traffic):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    late = tmp_path / "late.csv"
+    late.write_text("arrival_time_s,input_tokens,output_tokens\n1.0,10,5\n1e12,20,6\n")    # an arrival at 1e12 s
+    traffic = [str(late) if t == "LATE" else t for t in traffic]
+    code, _, err = run_main(generate, "--checkpoint", ckpt, *traffic, "--out", tmp_path / "o.csv")
+    assert code == 2 and "GiB of memory" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"c.pt", "late.csv"}

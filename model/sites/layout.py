@@ -94,9 +94,9 @@ def read_diurnal(path: Path | str) -> np.ndarray:
         raise InputError(f"{path}: expected the header hour,multiplier")
     hours = pd.to_numeric(frame["hour"], errors="coerce")
     values = pd.to_numeric(frame["multiplier"], errors="coerce")
-    if sorted(hours.tolist()) != list(range(24)) or values.isna().any() or (values < 0).any() \
+    if sorted(hours.tolist()) != list(range(24)) or not np.isfinite(values).all() or (values < 0).any() \
             or not (values > 0).any():
-        raise InputError(f"{path}: needs each hour 0-23 once with a multiplier >= 0 (one above 0)")
+        raise InputError(f"{path}: needs each hour 0-23 once with a finite multiplier >= 0 (one above 0)")
     return values.to_numpy(dtype=np.float64)[np.argsort(hours.to_numpy())]
 
 
