@@ -25,7 +25,7 @@ from model import config
 from model.classifiers.gru import PowerStateGRU
 from model.errors import InputError
 from model.features import FeatureNorm
-from model.outputs import atomic_path
+from model.outputs import write_torch
 from model.states import PowerStates
 
 FORMAT = "powertrace-classifier"
@@ -77,8 +77,7 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
     }
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+    write_torch(path, record)
 
 
 def read_record(path: Path | str) -> dict:
@@ -200,8 +199,8 @@ def _checked(record: dict) -> Checkpoint:
     training_watts = dict(record["training_watts"])
     for key in ("min", "max", "mean"):
         _number(training_watts.get(key), f"training_watts {key}")
-    if "residual_lag1" in training_watts:
-        _number(training_watts["residual_lag1"], "training_watts residual_lag1")
+    _number(training_watts.get("residual_lag1"), "training_watts residual_lag1")
+    _numbers(training_watts.get("state_shares"), "training_watts state_shares", k, nonnegative=True)
     pool = record["token_pool"]
     tokens = []
     for key in ("input_tokens", "output_tokens"):

@@ -49,6 +49,8 @@ def main() -> int:
     args = parse_args()
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
     if args.out:
         out = Path(args.out)
         plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"

@@ -35,6 +35,7 @@ BENCHMARK_DATE_FORMAT = "%Y%m%d-%H%M%S"
 # instantaneous reading is what follows the workload bin by bin.
 POWER_COLUMNS = ("power.draw.instant", "power.draw", "power.draw.average")
 PER_REQUEST_KEYS = ("input_lens", "output_lens", "ttfts", "itls")
+MAX_TOKENS = 10**9      # per request, far beyond any context window; sums of them stay exact in int64
 MIN_OVERLAP_SHARE = 0.5              # a power log pairs with a run it covers at least half of
 EDGE_TOLERANCE_S = 2.0               # the date has 1 s resolution; samples are 0.25 s apart
 MAX_SAMPLE_GAP_S = 2.0
@@ -366,8 +367,12 @@ def _read_run(path: Path, name: str, data: dict, seed: int, allow_rebuilt: bool)
         latencies = ttfts + np.array([float(np.sum(lists["itls"][i] or [0.0])) for i in kept])
         inputs = np.array([lists["input_lens"][i] for i in kept], dtype=np.int64)
         outputs = np.array([lists["output_lens"][i] for i in kept], dtype=np.int64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise InputError(f"{label}: a request's lengths or inter-token latencies are not numbers ({err})") from None
+    for key, lengths in (("input_lens", inputs), ("output_lens", outputs)):
+        if lengths.min() < 0 or lengths.max() > MAX_TOKENS:
+            raise InputError(f"{label}: {key} holds {lengths.min() if lengths.min() < 0 else lengths.max()} "
+                             f"tokens; a request's length lies in 0..{MAX_TOKENS:,}")
 
     def sent_times(key: str) -> np.ndarray:
         """The key's per-request times for the kept requests: it lists all requests or only the

@@ -86,6 +86,15 @@ def write_csv(path: Path | str, header: list[str], rows: list[list]) -> None:
             writer.writerows(rows)
 
 
+def write_torch(path: Path | str, obj) -> None:
+    """torch.save through a Python file: a full disk is then an OSError ("no space left on
+    device", one line) instead of torch's own RuntimeError about stream positions."""
+    import torch        # lazily: most commands that write files never need it
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+
 def write_npz(path: Path | str, arrays: dict) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

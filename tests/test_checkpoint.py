@@ -26,7 +26,8 @@ def tiny_checkpoint(path, **overrides):
         state_means=np.array([100.0, 200.0, 300.0]), state_stds=np.array([5.0, 5.0, 5.0]),
         configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1", "bin_s": 0.25,
                        "gpu_tdp_w": 400.0},
-        training_watts={"min": 90.0, "max": 310.0, "mean": 180.0, "residual_lag1": 0.5},
+        training_watts={"min": 90.0, "max": 310.0, "mean": 180.0, "residual_lag1": 0.5,
+                        "state_shares": [0.5, 0.3, 0.2]},
         input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
         serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
     fields.update(overrides)
@@ -101,3 +102,15 @@ def test_a_checkpoint_with_nan_or_negative_numbers_is_refused_not_used(tmp_path,
     path = crafted(tmp_path / "c.pt", NOT_FINITE[kind])
     with pytest.raises(InputError, match="NaN or infinite|negative|not finite"):
         load_checkpoint(path)
+
+
+def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch):
+    import builtins
+    from model import outputs
+
+    def full_disk(path, mode="r", *args, **kwargs):      # every write fails as on a full disk
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+    monkeypatch.setattr(outputs, "open", full_disk, raising=False)
+    with pytest.raises(InputError, match="no space left on device"):
+        tiny_checkpoint(tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []

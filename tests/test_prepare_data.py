@@ -257,3 +257,20 @@ def test_a_fifo_among_the_raw_runs_is_refused_without_blocking(tmp_path, name):
                                 "--out", tmp_path / "x.npz")
     assert code == 2 and "named pipe" in err and f"zz_{name}" in err
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("tokens", [10**30, 10**15, -3])
+def test_absurd_token_counts_are_one_line_exit_2(tmp_path, tokens):
+    from conftest import run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    bench = runs / "r.json"
+    record = json.loads(bench.read_text())
+    record["input_lens"][3] = tokens
+    bench.write_text(json.dumps(record))
+    code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                            "--out", tmp_path / "x.npz")
+    assert code == 2 and "r.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npz").exists()
