@@ -53,6 +53,7 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
     train_trace_indices: list = field(default_factory=list)
     val_trace_indices: list = field(default_factory=list)
+    train_trace_sha256: list = field(default_factory=list)    # data.trace_sha256 of each training trace
 
     @property
     def classifier(self) -> PowerStateGRU:
@@ -76,6 +77,7 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
+        "train_trace_sha256": list(ckpt.train_trace_sha256),
     }
     write_torch(path, record)
 
@@ -217,7 +219,7 @@ def _checked(record: dict) -> Checkpoint:
         raise _Unusable(str(err).strip("'\"")) from None
     extras = {key: record.get(key, default) for key, default in (
         ("settings", {}), ("fingerprint", {}), ("metrics", {}), ("train_trace_indices", []),
-        ("val_trace_indices", []))}
+        ("val_trace_indices", []), ("train_trace_sha256", []))}
     for key, value in extras.items():
         if not isinstance(value, type(extras[key])):
             raise _Unusable(f"{key} is a {type(value).__name__}")
@@ -227,4 +229,5 @@ def _checked(record: dict) -> Checkpoint:
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
-        val_trace_indices=list(extras["val_trace_indices"]))
+        val_trace_indices=list(extras["val_trace_indices"]),
+        train_trace_sha256=[str(h) for h in extras["train_trace_sha256"]])

@@ -9,9 +9,10 @@ Every defect raises DataError naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,16 @@ class Trace:
     request_times = property(lambda self: self.workload.request_times)
     input_tokens = property(lambda self: self.workload.input_tokens)
     output_tokens = property(lambda self: self.workload.output_tokens)
+
+
+def trace_sha256(trace: Trace) -> str:
+    """A trace's content (TP, watts and workload, as float64), whatever file or row holds it:
+    the same trace saved again, or in another file, has the same hash."""
+    digest = hashlib.sha256(f"tp{trace.tp}".encode())
+    for values in (trace.power, *(getattr(trace.workload, f.name) for f in fields(trace.workload))):
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -256,8 +267,16 @@ def load_power_file(path: Path | str) -> PowerData:
             if len(bad):
                 raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
                                       f"{bad[0]} ({values[bad[0]]!r})")
-        request_mask = arrays["request_timestamps"][i] > 0
-        times = arrays["request_timestamps"][i][request_mask]
+        raw_times = arrays["request_timestamps"][i]
+        request_mask = raw_times > 0
+        # padding is 0; a negative or NaN arrival is a broken request, dropped only with a note
+        broken = int(np.sum(~request_mask & (raw_times != 0)))
+        if broken and broken * 2 > broken + int(request_mask.sum()):
+            raise DataError(path, f"trace {i}: {broken} of {broken + int(request_mask.sum())} requests "
+                                  "have a negative or NaN arrival time ('request_timestamps')")
+        if broken:
+            notes.append(f"trace {i}: {broken} request(s) with a negative or NaN arrival time are dropped")
+        times = raw_times[request_mask]
         # the last bin is one median step wide; requests after a cut were counted with its bins
         span_end = max(ts[-1], float(np.nanmax(arrays["timestamps"][i]))) + float(np.median(np.diff(ts)))
         outside = int(np.sum((times < ts[0]) | (times >= span_end)))

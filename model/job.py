@@ -26,7 +26,7 @@ from model.classifiers import metrics
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
-from model.data import DataError, PowerData, Trace, load_power_file
+from model.data import DataError, PowerData, Trace, load_power_file, trace_sha256
 from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
@@ -235,6 +235,7 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
         serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,
         train_trace_indices=[t.index for t in prepared.train],
+        train_trace_sha256=[trace_sha256(t) for t in prepared.train],
         val_trace_indices=[t.index for t in prepared.val])
 
 
