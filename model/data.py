@@ -23,6 +23,9 @@ from model.outputs import write_npz
 BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
 REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
 REQUIRED_KEYS = BIN_KEYS + REQUEST_KEYS + ("tensor_parallelism",)
+# plausible watts of one trace (a server's TP GPUs summed): beyond them the numbers are not
+# watts, and the statistics would overflow or underflow into NaN metrics
+MAX_TRACE_W, MIN_PEAK_W = 1e6, 1e-3
 OPTIONAL_KEYS = ("trace_lengths", "simulated")
 
 
@@ -267,6 +270,10 @@ def load_power_file(path: Path | str) -> PowerData:
             if len(bad):
                 raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
                                       f"{bad[0]} ({values[bad[0]]!r})")
+        peak = float(arrays["power_traces"][i, :length].max())
+        if peak > MAX_TRACE_W or 0 < peak < MIN_PEAK_W:
+            raise DataError(path, f"trace {i}: 'power_traces' peaks at {peak:.3g} W; a server's GPUs draw "
+                                  f"between {MIN_PEAK_W:g} and {MAX_TRACE_W:g} W (another unit, or scaled?)")
         raw_times = arrays["request_timestamps"][i]
         request_mask = raw_times > 0
         # padding is 0; a negative or NaN arrival is a broken request, dropped only with a note

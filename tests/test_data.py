@@ -232,3 +232,12 @@ def test_negative_or_nan_request_times_are_not_dropped_as_padding_silently(demo_
     data = load_power_file(path)
     assert "trace 0: 2 request(s) with a negative or NaN arrival time are dropped" in capsys.readouterr().err
     assert len(data.traces[0].request_times) == len(real) - 2
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e7])
+def test_watts_scaled_out_of_any_plausible_range_are_refused(demo_file, tmp_path, scale):
+    arrays = load_arrays(demo_file)
+    arrays["power_traces"] = arrays["power_traces"] * scale
+    path = save_arrays(tmp_path / demo_file.name, arrays)
+    with pytest.raises(DataError, match="another unit, or scaled"):
+        load_power_file(path)
