@@ -81,7 +81,8 @@ def main() -> int:
         kept = [t for t in traces if trace_sha256(t) not in trained]
         if len(kept) < len(traces):
             print(f"note: {len(traces) - len(kept)} TP {tp} trace(s) of {args.data_file} trained the "
-                  f"checkpoint (same content); left out, {len(kept)} held-out trace(s) scored", file=sys.stderr)
+                  f"checkpoint (same content); these training traces are left out, {len(kept)} held-out "
+                  "trace(s) scored", file=sys.stderr)
         if not kept:
             raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
         traces = kept
