@@ -230,7 +230,7 @@ class _RunsCode:
 def test_collect_never_unpickles_a_planted_result_file(tmp_path, monkeypatch):
     import pickle
     from model import slurm
-    from model.launcher import JobRecord, save_summary
+    from model.launcher import save_summary
     out = tmp_path / "out"
     (out / slurm.SLURM_SUBDIR).mkdir(parents=True)
     save_summary(out, [_record(out)])
@@ -244,7 +244,7 @@ def test_collect_never_unpickles_a_planted_result_file(tmp_path, monkeypatch):
 
 def test_a_task_result_comes_back_through_its_own_file(tmp_path, monkeypatch):
     from model import slurm
-    from model.launcher import JobRecord, save_summary
+    from model.launcher import save_summary
     out = tmp_path / "out"
     save_summary(out, [_record(out)])
     job = slurm.submitit.SlurmJob(folder=out / slurm.SLURM_SUBDIR, job_id="123_0")
