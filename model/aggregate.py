@@ -9,17 +9,18 @@ population std (ddof=0) over its configurations, NaN values left out (and said s
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.generation import methods
 from model.grid import MODELS, grid
 from model.latex import booktabs_table
-from model.outputs import write_text
+from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
 from model.results import METRICS_SUFFIX, read_results
 
@@ -138,6 +139,7 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
     which jobs); empty if there are none."""
     frames = []
     for cell, path in read_results(metrics_dir).job_files(GENERATION_SUFFIX):
+        refuse_special_file(path, "generation CSV")
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
@@ -220,7 +222,24 @@ def table_stamp(settings: pd.DataFrame) -> str:
     here = f"table by commit {git['commit'][:12]}{' (uncommitted changes)' if git['dirty'] else ''}" \
         if git["commit"] else "table outside a git checkout"
     data = sorted({d for d in settings.get("data", pd.Series(dtype=str)).dropna()})
-    return f"% {code}; {here}; {now()[:10]}; data: {', '.join(data) or 'unknown'}\n"
+    line = f"% {code}; {here}; {now()[:10]}; data: {', '.join(data) or 'unknown'}"
+    # one comment line whatever a provenance field holds: a line break would end the comment
+    return re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", line) + "\n"
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
+    carriage return, and not a number) get a leading apostrophe, as spreadsheets themselves
+    mark literal text."""
+    def safe(value):
+        if not isinstance(value, str) or not value or value[0] not in "=+-@\t\r":
+            return value
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return frame.apply(lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(safe))
 
 
 def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
@@ -230,6 +249,11 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     Jobs trained with different settings (other than their own model, hardware, TP and data)
     are not pooled: InputError naming them, unless allow_mixed_settings.
     """
+    out_dir = Path(table_path).parent
+    refuse_clashes({"--output": table_path, "--csv_output": csv_path, config.ALL_JOBS_FILE: out_dir / config.ALL_JOBS_FILE,
+                    config.GENERATION_STATISTICS_FILE: out_dir / config.GENERATION_STATISTICS_FILE,
+                    config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
+                   {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})
     results, notes = collect(metrics_dir)
     settings, provenance_notes = job_settings_table(Path(metrics_dir), list(results["job"]))
     mixed = mixed_settings(settings) if not settings.empty else []
@@ -248,7 +272,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     write_text(csv_path, csv_text)
     write_text(table_path, table)
     all_jobs_path = Path(table_path).parent / config.ALL_JOBS_FILE
-    write_text(all_jobs_path, all_jobs.to_csv(index=False, float_format="%.10g"))
+    write_text(all_jobs_path, spreadsheet_safe(all_jobs).to_csv(index=False, float_format="%.10g"))
 
     shown = stats.copy()
     for metric, _, decimals in TABLE_COLUMNS:

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model import config
 from model.classifiers.gru import PowerStateGRU
 from model.errors import InputError
 from model.features import FeatureNorm
-from model.outputs import atomic_path
+from model.outputs import write_torch
 from model.states import PowerStates
 
 FORMAT = "powertrace-classifier"
@@ -52,6 +53,7 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
     train_trace_indices: list = field(default_factory=list)
     val_trace_indices: list = field(default_factory=list)
+    train_trace_sha256: list = field(default_factory=list)    # data.trace_sha256 of each training trace
 
     @property
     def classifier(self) -> PowerStateGRU:
@@ -75,9 +77,9 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
+        "train_trace_sha256": list(ckpt.train_trace_sha256),
     }
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+    write_torch(path, record)
 
 
 def read_record(path: Path | str) -> dict:
@@ -96,8 +98,9 @@ def read_record(path: Path | str) -> dict:
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
-    """Rebuild everything a checkpoint holds; InputError naming what is missing when it is from
-    an older version of the pipeline or is not a checkpoint at all."""
+    """Rebuild everything a checkpoint holds; InputError naming what is missing or wrong when it
+    is from an older version of the pipeline, not a checkpoint at all, or crafted (weights of
+    another architecture, shape or type, NaN weights or state watts, a job name with a path)."""
     record = read_record(path)
     missing = [key for key in REQUIRED if key not in record]
     if missing:
@@ -107,17 +110,124 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     if record["format"] != FORMAT or record["version"] != VERSION:
         raise InputError(f"{path}: checkpoint format {record['format']!r} version {record['version']!r}; "
                          f"this version reads {FORMAT!r} version {VERSION}")
+    try:
+        return _checked(record)
+    except _Unusable as err:
+        raise InputError(f"{path}: not a usable checkpoint: {err}") from None
+
+
+class _Unusable(Exception):
+    """What makes a checkpoint record unusable, in a few words."""
+
+
+# bounds on the classifier a checkpoint may ask for: rebuilding it allocates its weights
+MODEL_ARG_BOUNDS = {"num_states": (1, 1000), "hidden_size": (1, 4096), "num_layers": (1, 16)}
+
+
+def _numbers(value, what: str, length: int | None = None, positive: bool = False,
+             nonnegative: bool = False) -> np.ndarray:
+    """`value` as a 1-D float64 array of finite numbers (of `length`), or _Unusable."""
+    try:
+        array = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise _Unusable(f"{what} is not a list of numbers") from None
+    if array.ndim != 1 or (length is not None and len(array) != length):
+        raise _Unusable(f"{what} has shape {array.shape}, not ({'' if length is None else length},)")
+    if not np.isfinite(array).all():
+        raise _Unusable(f"{what} holds NaN or infinite values")
+    if (positive and (array <= 0).any()) or (nonnegative and (array < 0).any()):
+        raise _Unusable(f"{what} holds {'non-positive' if positive else 'negative'} values")
+    return array
+
+
+def _number(value, what: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Unusable(f"{what} is not a number ({type(value).__name__})")
+    return float(_numbers([value], what, positive=positive)[0])
+
+
+def _classifier_state(model_args: dict, model_state) -> dict:
+    """The weights, checked to fit the classifier model_args describes (same architecture,
+    names, shapes) and to be finite."""
+    if set(model_args) - {"num_states", "hidden_size", "num_layers", "dropout"}:
+        raise _Unusable(f"model_args has unknown keys {sorted(set(model_args))}")
+    for name, (low, high) in MODEL_ARG_BOUNDS.items():
+        value = model_args.get(name)
+        if name in model_args and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise _Unusable(f"model_args {name} must be a whole number in {low}..{high}, got {value!r}")
+    if "dropout" in model_args and not 0 <= _number(model_args["dropout"], "model_args dropout") < 1:
+        raise _Unusable(f"model_args dropout must lie in [0, 1), got {model_args['dropout']!r}")
+    if not isinstance(model_state, dict) or not all(isinstance(v, torch.Tensor) for v in model_state.values()):
+        raise _Unusable("model_state is not a dict of tensors")
+    try:
+        PowerStateGRU(**model_args).load_state_dict(model_state)
+    except (TypeError, RuntimeError) as err:     # another architecture, shape or parameter name
+        first = str(err).strip().splitlines()[0][:160]
+        raise _Unusable(f"its weights do not fit the classifier it describes ({first})") from None
+    for name, tensor in model_state.items():
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise _Unusable(f"weight {name} is {'not finite' if tensor.is_floating_point() else tensor.dtype}")
+    return model_state
+
+
+def _checked(record: dict) -> Checkpoint:
+    """The Checkpoint in `record`, every field checked for type, shape and finiteness (a file
+    can be crafted; nothing wrong in it may reach generation or a file name)."""
+    from model.generation.serving import ServingModel     # lazily: it needs scipy
+    from model.grid import is_job_name
+    for key in ("model_args", "model_state", "feature_norm", "states", "configuration", "training_watts",
+                "token_pool", "serving_model"):
+        if not isinstance(record[key], dict):
+            raise _Unusable(f"{key} is a {type(record[key]).__name__}, not a dict")
+    configuration = dict(record["configuration"])
+    if not is_job_name(configuration.get("job_name")):
+        raise _Unusable(f"configuration job_name {configuration.get('job_name')!r} is not a job name "
+                        "(model_hardware_tpN)")
+    for key in ("bin_s", "gpu_tdp_w"):
+        _number(configuration.get(key), f"configuration {key}", positive=True)
+    if isinstance(configuration.get("tp"), bool) or not isinstance(configuration.get("tp"), int) \
+            or configuration["tp"] < 1:
+        raise _Unusable(f"configuration tp must be a positive whole number, got {configuration.get('tp')!r}")
+    model_args = dict(record["model_args"])
+    model_state = _classifier_state(model_args, record["model_state"])
+    k = model_args.get("num_states")
     states = record["states"]
+    centroids = _numbers(states.get("centroids"), "states centroids", k)
+    means = _numbers(states.get("means"), "states means", k, nonnegative=True)
+    stds = _numbers(states.get("stds"), "states stds", k, nonnegative=True)
+    norm = record["feature_norm"]
+    norm = FeatureNorm(_numbers(norm.get("mean"), "feature_norm mean", config.NUM_FEATURES),
+                       _numbers(norm.get("std"), "feature_norm std", config.NUM_FEATURES, positive=True))
+    training_watts = dict(record["training_watts"])
+    for key in ("min", "max", "mean"):
+        _number(training_watts.get(key), f"training_watts {key}")
+    _number(training_watts.get("residual_lag1"), "training_watts residual_lag1")
+    _numbers(training_watts.get("state_shares"), "training_watts state_shares", k, nonnegative=True)
     pool = record["token_pool"]
+    tokens = []
+    for key in ("input_tokens", "output_tokens"):
+        value = pool.get(key)
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.int64 or value.ndim != 1 or not len(value) \
+                or (value < 0).any():
+            raise _Unusable(f"token_pool {key} is not a non-empty 1-D tensor of token counts")
+        tokens.append(value.numpy())
+    if len(tokens[0]) != len(tokens[1]):
+        raise _Unusable("token_pool input_tokens and output_tokens differ in length")
+    try:
+        ServingModel.from_dict(record["serving_model"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise _Unusable(str(err).strip("'\"")) from None
+    extras = {key: record.get(key, default) for key, default in (
+        ("settings", {}), ("fingerprint", {}), ("metrics", {}), ("train_trace_indices", []),
+        ("val_trace_indices", []), ("train_trace_sha256", []))}
+    for key, value in extras.items():
+        if not isinstance(value, type(extras[key])):
+            raise _Unusable(f"{key} is a {type(value).__name__}")
     return Checkpoint(
-        model_args=dict(record["model_args"]), model_state=record["model_state"],
-        norm=FeatureNorm.from_dict(record["feature_norm"]),
-        states=PowerStates(np.asarray(states["centroids"], dtype=np.float64)),
-        state_means=np.asarray(states["means"], dtype=np.float64),
-        state_stds=np.asarray(states["stds"], dtype=np.float64),
-        configuration=dict(record["configuration"]), training_watts=dict(record["training_watts"]),
-        input_tokens=pool["input_tokens"].numpy(), output_tokens=pool["output_tokens"].numpy(),
-        serving_model=dict(record["serving_model"]), settings=dict(record.get("settings", {})),
-        fingerprint=dict(record.get("fingerprint", {})), metrics=dict(record.get("metrics", {})),
-        train_trace_indices=list(record.get("train_trace_indices", [])),
-        val_trace_indices=list(record.get("val_trace_indices", [])))
+        model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
+        state_means=means, state_stds=stds, configuration=configuration, training_watts=training_watts,
+        input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
+        settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
+        metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
+        val_trace_indices=list(extras["val_trace_indices"]),
+        train_trace_sha256=[str(h) for h in extras["train_trace_sha256"]])

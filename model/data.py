@@ -9,19 +9,23 @@ Every defect raises DataError naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.outputs import write_npz
 
 BIN_KEYS = ("timestamps", "power_traces", "prefill_tokens", "decode_tokens", "active_requests")
 REQUEST_KEYS = ("request_timestamps", "input_tokens", "output_tokens")
 REQUIRED_KEYS = BIN_KEYS + REQUEST_KEYS + ("tensor_parallelism",)
+# plausible watts of one trace (a server's TP GPUs summed): beyond them the numbers are not
+# watts, and the statistics would overflow or underflow into NaN metrics
+MAX_TRACE_W, MIN_PEAK_W = 1e6, 1e-3
 OPTIONAL_KEYS = ("trace_lengths", "simulated")
 
 
@@ -72,6 +76,16 @@ class Trace:
     request_times = property(lambda self: self.workload.request_times)
     input_tokens = property(lambda self: self.workload.input_tokens)
     output_tokens = property(lambda self: self.workload.output_tokens)
+
+
+def trace_sha256(trace: Trace) -> str:
+    """A trace's content (TP, watts and workload, as float64), whatever file or row holds it:
+    the same trace saved again, or in another file, has the same hash."""
+    digest = hashlib.sha256(f"tp{trace.tp}".encode())
+    for values in (trace.power, *(getattr(trace.workload, f.name) for f in fields(trace.workload))):
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -146,6 +160,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(path, "file not found")
     if path.is_dir():
         raise DataError(path, "is a directory, not an .npz file")
+    try:
+        refuse_special_file(path, "data file")
+    except InputError as err:
+        raise DataError(path, str(err).removeprefix(f"{path}: ")) from None
     try:
         # is_zipfile() answers False for a file it cannot open, which would read as "not a zip"
         with open(path, "rb") as f:
@@ -252,8 +270,20 @@ def load_power_file(path: Path | str) -> PowerData:
             if len(bad):
                 raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
                                       f"{bad[0]} ({values[bad[0]]!r})")
-        request_mask = arrays["request_timestamps"][i] > 0
-        times = arrays["request_timestamps"][i][request_mask]
+        peak = float(arrays["power_traces"][i, :length].max())
+        if peak > MAX_TRACE_W or 0 < peak < MIN_PEAK_W:
+            raise DataError(path, f"trace {i}: 'power_traces' peaks at {peak:.3g} W; a server's GPUs draw "
+                                  f"between {MIN_PEAK_W:g} and {MAX_TRACE_W:g} W (another unit, or scaled?)")
+        raw_times = arrays["request_timestamps"][i]
+        request_mask = raw_times > 0
+        # padding is 0; a negative or NaN arrival is a broken request, dropped only with a note
+        broken = int(np.sum(~request_mask & (raw_times != 0)))
+        if broken and broken * 2 > broken + int(request_mask.sum()):
+            raise DataError(path, f"trace {i}: {broken} of {broken + int(request_mask.sum())} requests "
+                                  "have a negative or NaN arrival time ('request_timestamps')")
+        if broken:
+            notes.append(f"trace {i}: {broken} request(s) with a negative or NaN arrival time are dropped")
+        times = raw_times[request_mask]
         # the last bin is one median step wide; requests after a cut were counted with its bins
         span_end = max(ts[-1], float(np.nanmax(arrays["timestamps"][i]))) + float(np.median(np.diff(ts)))
         outside = int(np.sum((times < ts[0]) | (times >= span_end)))

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import stat
 import sys
 from typing import Callable
 
@@ -9,8 +12,52 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_DIVERGED = 4     # training ran but its loss stopped being finite; the launcher tells it apart
 
 
+def strict_json(text: str):
+    """json.loads that refuses an object with a key twice (json keeps the last one silently),
+    as a JSONDecodeError whose msg names the key."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise json.JSONDecodeError(f"key {key!r} appears twice in one object", text, 0)
+        return dict(pairs)
+    return json.loads(text, object_pairs_hook=no_duplicates)
+
+
 class InputError(Exception):
     """The user's input (a file, a flag, a directory) is wrong; not a bug in the pipeline."""
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (0 when it cannot be asked)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def refuse_oversized(n_bytes: float, what: str, flags: str) -> None:
+    """InputError, before anything is allocated, when `what` would need more memory than the
+    machine has (estimated by the caller): a silent grind on swap, or a MemoryError traceback
+    after minutes, otherwise. `flags` are those that size it."""
+    limit = memory_bytes() or 2**40
+    if not n_bytes <= limit:                 # NaN too
+        raise InputError(f"{flags}: {what} would need about {n_bytes / 2**30:.3g} GiB of memory, more than "
+                         f"this machine's {limit / 2**30:.3g} GiB; choose a smaller size")
+
+
+def refuse_special_file(path, what: str = "file") -> None:
+    """InputError when `path` exists but is a named pipe (FIFO), a device or a socket: reading
+    one blocks until someone writes, or never ends. Inputs are regular files (or links to
+    them); a missing path or a directory is left to the caller to say."""
+    try:
+        mode = os.stat(path).st_mode          # stat never opens it, so it cannot block
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise InputError(f"{path}: is {kind}, not a regular file; give the {what} itself")
 
 
 class TrainingDiverged(Exception):

@@ -7,7 +7,8 @@ For every trace of the TP (default: the checkpoint's) in the file, its recorded 
 replayed through the serving model and the generator, and the generated watts are compared with
 the measured ones: ks, acf_r2, nrmse, p95_error_pct, p99_error_pct, energy_error_pct; median
 over seeds, then over traces. Baselines side by side: tdp, mean, marginal, measured_features.
-When the file is the one the checkpoint trained on, its training traces are left out (said so).
+Traces that trained the checkpoint (same content, in whatever file) are left out (said so);
+traces binned otherwise than the checkpoint's are refused.
 Writes the summary CSV (one row per method) and <out>_per_trace.csv.
 Exit status: 0 done, 2 bad input.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from model import config
 from model.errors import ArgumentParser, InputError, run_cli
-from model.outputs import atomic_path, file_sha256
+from model.outputs import atomic_path, file_sha256, refuse_clashes
 
 
 def parse_args(argv=None):
@@ -37,22 +38,54 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_bin_width(data_file, traces, bin_s: float) -> None:
+    """Traces binned otherwise than the checkpoint's training data cannot be scored against it:
+    the classifier's features and the watts' autocorrelation are per bin."""
+    from model.generation.serving import trace_bin_s
+    widths = sorted({round(trace_bin_s(t, bin_s), 9) for t in traces})
+    off = [w for w in widths if abs(w - bin_s) > 0.01 * bin_s]
+    if off:
+        raise InputError(f"{data_file}: its traces are binned at {off[0]:g} s, the checkpoint's at {bin_s:g} s; "
+                         "score it with a checkpoint trained at the same bin width")
+
+
 def main() -> int:
     args = parse_args()
     # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
     import matplotlib
     import pandas as pd
     from model.checkpoint import load_checkpoint
-    from model.data import load_power_file
+    from model.data import load_power_file, trace_sha256
     from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
     from model.plots import STYLE, held_out_figure, save_figure
     if args.seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if args.out:
+        out = Path(args.out)
+        plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"
+                 for suffix in (".png", ".pdf")} if args.plot else {}
+        refuse_clashes({"--out": out, "--out's per-trace file": out.with_name(out.stem + "_per_trace.csv"),
+                        **plots}, {"--checkpoint": args.checkpoint, "--data_file": args.data_file})
     ckpt = load_checkpoint(args.checkpoint)
     tp = args.tp if args.tp is not None else int(ckpt.configuration["tp"])
     data = load_power_file(args.data_file)
     traces = data.traces_for_tp(tp, min_traces=1)
-    if ckpt.fingerprint.get("data_sha256") == file_sha256(args.data_file) and tp == ckpt.configuration["tp"]:
+    check_bin_width(args.data_file, traces, float(ckpt.configuration["bin_s"]))
+    if ckpt.train_trace_sha256:
+        # by content: the training file saved again, or its traces copied into another, are
+        # still not held out
+        trained = set(ckpt.train_trace_sha256)
+        kept = [t for t in traces if trace_sha256(t) not in trained]
+        if len(kept) < len(traces):
+            print(f"note: {len(traces) - len(kept)} TP {tp} trace(s) of {args.data_file} trained the "
+                  f"checkpoint (same content); these training traces are left out, {len(kept)} held-out "
+                  "trace(s) scored", file=sys.stderr)
+        if not kept:
+            raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
+        traces = kept
+    elif ckpt.fingerprint.get("data_sha256") == file_sha256(args.data_file) and tp == ckpt.configuration["tp"]:
         seen = set(ckpt.train_trace_indices)
         traces = [t for t in traces if t.index not in seen]
         print(f"note: {args.data_file} is the checkpoint's training file; its {len(seen)} training "

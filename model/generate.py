@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from model import config
-from model.errors import ArgumentParser, InputError, run_cli
-from model.outputs import atomic_path, file_sha256, write_json
+from model.errors import ArgumentParser, InputError, refuse_oversized, run_cli
+from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
 
 DRAIN_S = 60.0
 
@@ -41,6 +41,17 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
     parser.add_argument("--plot", action="store_true", help="also draw the trace as <out>.png and .pdf")
     return parser.parse_args(argv)
+
+
+# memory per bin (features, state probabilities, watts, states, the CSV's frame) and per request
+# (arrival, tokens, the serving simulation's arrays), generously rounded up
+BYTES_PER_BIN, BYTES_PER_REQUEST = 256, 128
+
+
+def check_size(n_requests: float, n_bins: float) -> None:
+    """One line, before anything is allocated, for traffic or a trace too big for this machine."""
+    refuse_oversized(n_requests * BYTES_PER_REQUEST + n_bins * BYTES_PER_BIN,
+                     f"{n_bins:.3g} bins and {n_requests:.3g} requests", "--rate, --duration or --requests")
 
 
 def main() -> int:
@@ -73,15 +84,21 @@ def main() -> int:
         name = Path(args.requests).stem
     else:
         duration = args.duration
+        check_size(args.rate * duration, duration / generator.bin_s)      # before drawing them
         requests = poisson_requests(args.rate, duration, (ckpt.input_tokens, ckpt.output_tokens), args.seed)
         traffic = {"poisson_rate_per_s": args.rate, "token_lengths": "drawn from the training requests"}
         name = f"rate{args.rate:g}_{duration:g}s"
+    check_size(len(requests), duration / generator.bin_s)
     n_bins = int(math.ceil(duration / generator.bin_s - 1e-9))
     if n_bins < 1:
         raise InputError(f"--duration {duration} s is shorter than one {generator.bin_s} s bin")
     out = Path(args.out or config.GENERATED_DIR / f"{job}_{name}_seed{args.seed}.csv")
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory; give a file name")
+    plots = {f"--plot's {out.stem}{suffix}": out.parent / f"{out.stem}{suffix}" for suffix in (".png", ".pdf")} \
+        if args.plot else {}
+    refuse_clashes({"--out": out, "--out's summary": out.with_name(out.name + ".json"), **plots},
+                   {"--checkpoint": args.checkpoint, "--requests": args.requests})
 
     started = time.perf_counter()
     trace = generator.generate(requests, n_bins, args.seed, args.sampling)

@@ -7,13 +7,15 @@ campaign; `--grid FILE` (TOML or JSON, docs/grid.example.toml) puts another in i
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file, strict_json
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,41 @@ def _install(models, gpu_tdp_w: dict[str, float]) -> None:
     MODEL_ALIASES.update({m.file_stem: m.key for m in models if m.file_stem != m.key})
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# names become file names: always checked with fullmatch (`$` would let a trailing newline by)
+_NAME_TEXT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_NAME = re.compile(_NAME_TEXT)
+_JOB_NAME = re.compile(rf"{_NAME_TEXT}_{_NAME_TEXT}_tp[1-9][0-9]*")
+
+
+def is_job_name(name) -> bool:
+    """Whether `name` is shaped like job_name(): model, hardware and TP, no path in it."""
+    return isinstance(name, str) and _JOB_NAME.fullmatch(name) is not None
+
+
+# LaTeX's special characters as text: a label is printed, never run (`\input`, `~`, `^`, ...)
+_LATEX_TEXT = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               **{c: "\\" + c for c in "&%$#_{}"}}
+
+
+def latex_text(text: str) -> str:
+    """`text` as literal LaTeX text on one line: special characters escaped, line breaks and
+    other control characters made spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", text)
+    return re.sub(r"[\\~^&%$#_{}]", lambda m: _LATEX_TEXT[m.group()], text)
 
 
 def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]:
     """The models and hardware of a grid file (TOML or JSON, see docs/grid.example.toml)."""
     path = Path(path)
+    refuse_special_file(path, "grid file")
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = strict_json(text) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise InputError(f"{path}: not a readable grid file ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a grid file holds an object of [[models]] and [hardware], not a "
+                         f"{type(data).__name__}")
     if not isinstance(data.get("models"), list) or not data["models"] or not isinstance(data.get("hardware"), dict) \
             or not data["hardware"]:
         raise InputError(f"{path}: a grid file needs a list of [[models]] and a [hardware] table of TDP watts")
@@ -86,13 +112,13 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
         if not isinstance(entry, dict) or not {"key", "tp", "label"} <= set(entry):
             raise InputError(f"{where}: needs key, tp and label (file_stem and size_b are optional)")
         key, stem = str(entry["key"]), str(entry.get("file_stem", entry["key"]))
-        if not _NAME.match(key) or not _NAME.match(stem):
+        if not _NAME.fullmatch(key) or not _NAME.fullmatch(stem):
             raise InputError(f"{where}: key and file_stem may hold letters, digits, '.', '-' and '_' only")
         tp = entry["tp"]
         if not isinstance(tp, list) or not tp or any(not isinstance(t, int) or isinstance(t, bool) or t < 1
                                                       for t in tp) or len(set(tp)) != len(tp):
             raise InputError(f"{where} ({key}): tp must be a list of distinct positive integers")
-        label = re.sub(r"([&%$#_{}])", r"\\\1", str(entry["label"]))    # plain text, safe in LaTeX
+        label = latex_text(str(entry["label"]))
         size_b = entry.get("size_b")
         if size_b is not None and (isinstance(size_b, bool) or not isinstance(size_b, (int, float)) or size_b <= 0):
             raise InputError(f"{where} ({key}): size_b must be a positive number of billions of parameters")
@@ -103,8 +129,9 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
         raise InputError(f"{path}: a model key or file_stem appears twice")
     tdp = {}
     for name, watts in data["hardware"].items():
-        if not _NAME.match(str(name)) or isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts <= 0:
-            raise InputError(f"{path}: hardware {name!r} needs a positive TDP in watts, e.g. h200 = 700")
+        if not _NAME.fullmatch(str(name)) or isinstance(watts, bool) or not isinstance(watts, (int, float)) \
+                or not math.isfinite(watts) or watts <= 0:
+            raise InputError(f"{path}: hardware {name!r} needs a positive TDP in watts (a finite number), e.g. h200 = 700")
         tdp[str(name)] = float(watts)
     return models, tdp
 
@@ -142,7 +169,11 @@ def add_grid_flag(parser) -> None:
 
 _install(list(DEFAULT_MODELS), dict(DEFAULT_GPU_TDP_W))
 if os.environ.get(GRID_ENV):           # started by a command that was given --grid
-    _install(*read_grid_file(os.environ[GRID_ENV]))
+    try:
+        _install(*read_grid_file(os.environ[GRID_ENV]))
+    except InputError as err:          # before any command's run_cli: say it as run_cli would
+        print(f"error: {GRID_ENV}: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def canonical_model(name: str) -> str | None:

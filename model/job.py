@@ -11,6 +11,7 @@ validation traces' watts are used to label them (nearest centroid) and to score.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from model.classifiers import metrics
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
-from model.data import DataError, PowerData, Trace, load_power_file
+from model.data import DataError, PowerData, Trace, load_power_file, trace_sha256
 from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
@@ -175,10 +176,27 @@ def train(settings: JobSettings, prepared: Prepared, device: torch.device, gru_i
             raise
         raise InputError(f"not enough {device.type} memory for the model (--hidden_size {settings.hidden_size}, "
                          f"--num_layers {settings.num_layers}); make it smaller") from None
-    if not np.all(np.isfinite(result.train_losses)):
-        raise TrainingDiverged(f"training diverged (loss {result.train_losses[-1]}); lower --lr "
-                               f"(now {settings.lr})")
+    problem = divergence(result.train_losses, settings.num_states)
+    if problem:
+        raise TrainingDiverged(f"training diverged ({problem}); lower --lr (now {settings.lr})")
     return model.eval(), result
+
+
+DIVERGED_FACTOR = 10.0     # a cross-entropy this many times where it started has not trained
+
+
+def divergence(train_losses: list[float], num_states: int) -> str | None:
+    """Why a run's train losses say it diverged (None: they do not): a loss that is not finite,
+    or a last epoch's far above where training starts, its first epoch's or an even guess's
+    (log K: an untrained classifier's), whichever is lower. Finite but exploding (5.8e31 from
+    1.8) is no success; with a huge --lr even the first epoch's mean has exploded."""
+    losses = np.asarray(train_losses, dtype=np.float64)
+    if not np.all(np.isfinite(losses)):
+        return f"loss {losses[~np.isfinite(losses)][0]}"
+    start = min(losses[0], math.log(num_states)) if len(losses) else math.nan
+    if len(losses) and losses[-1] > DIVERGED_FACTOR * start:
+        return f"loss {losses[-1]:.3g}, where an even guess over {num_states} states scores {math.log(num_states):.3g}"
+    return None
 
 
 def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
@@ -210,7 +228,7 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
         "n_train_traces": len(prepared.train),
         "n_val_traces": len(prepared.val),
     }
-    if not np.isfinite(values["energy_error_pct"]):
+    if not np.isfinite(values["energy_error_pct"]) and sum(float(r.sum()) for r in real) == 0:
         print("note: the validation traces draw 0 W in total; energy_error_pct is NaN", file=sys.stderr)
     return Evaluation(log_probs, probs, synthetic, values, [states for _, states in drawn])
 
@@ -235,6 +253,7 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
         serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,
         train_trace_indices=[t.index for t in prepared.train],
+        train_trace_sha256=[trace_sha256(t) for t in prepared.train],
         val_trace_indices=[t.index for t in prepared.val])
 
 

@@ -7,6 +7,7 @@ so a killed launcher leaves an honest record of what finished.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -125,11 +126,24 @@ def reuse_decision(cfg: GridCell, launch: LaunchSettings) -> tuple[str, str]:
 GRID_RUN_GROUP = os.environ.get("WANDB_RUN_GROUP") or time.strftime("grid-%Y%m%d-%H%M%S")
 
 
+def _log_fd(log_path) -> int:
+    """The job's log opened for writing, never through a symbolic link (one planted in the output
+    folder would make the log overwrite any file): such a link is removed and a file made."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    try:
+        return os.open(log_path, flags, 0o666)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+    os.unlink(log_path)                     # the link itself, not what it points to
+    return os.open(log_path, flags | os.O_EXCL, 0o666)
+
+
 def start_job(cmd: list[str], log_path: str, job_name: str, env: dict | None = None, **popen_kwargs):
     """Start one job's command from the project root, its output (after the command line) into
     its log; return the process and the open log file."""
     # paths are bytes to the OS: a name that is not UTF-8 goes into the log as it is
-    log = open(log_path, "w", errors="surrogateescape")
+    log = open(_log_fd(log_path), "w", errors="surrogateescape")
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=config.PROJECT_ROOT,
@@ -195,9 +209,11 @@ def lock_output_dir(output_dir: Path) -> None:
     when another launcher has it."""
     path = Path(output_dir) / LOCK_FILE
     try:
-        handle = open(path, "a+")
+        # never through a symbolic link: the lock is truncated and written below
+        handle = open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666), "r+")
     except OSError as err:
-        raise InputError(f"{path}: cannot create the output folder's lock: {err.strerror or err}") from None
+        reason = "a symbolic link (not followed); remove it" if err.errno == errno.ELOOP else err.strerror or err
+        raise InputError(f"{path}: cannot create the output folder's lock: {reason}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

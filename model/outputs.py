@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import glob
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -84,10 +86,89 @@ def write_csv(path: Path | str, header: list[str], rows: list[list]) -> None:
             writer.writerows(rows)
 
 
+def write_torch(path: Path | str, obj) -> None:
+    """torch.save through a Python file: a full disk is then an OSError ("no space left on
+    device", one line) instead of torch's own RuntimeError about stream positions."""
+    import torch        # lazily: most commands that write files never need it
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+
 def write_npz(path: Path | str, arrays: dict) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file: through links or another spelling, existing or not."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_clashes(outputs: dict[str, Path | str], inputs: dict[str, Path | str]) -> None:
+    """InputError (before anything is written) when an output would overwrite an input, or
+    two outputs are one file (the second would replace the first). Keys say what each path is
+    (a flag, or a file the flag implies); None values are skipped."""
+    seen = [(what, path) for what, path in inputs.items() if path is not None]
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        for other_what, other in seen:
+            if same_file(path, other):
+                raise InputError(f"{what} {path}: is also {other_what}; writing it would overwrite that; "
+                                 "choose another file")
+        seen.append((what, path))
+
+
+@contextmanager
+def locked_directory(path: Path | str, flag: str) -> Iterator[Path]:
+    """Hold folder `path` (made if missing) while the block runs: a second process on it gets an
+    InputError at once. The lock is on the folder itself (flock), so it leaves no file behind and
+    ends with its holder, however that ends; where the file system has no locks, it goes on
+    unlocked."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise _write_failure(path, err) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{flag} {path}: in use by another run; wait for it to finish or choose "
+                             "another folder") from None
+        except OSError:
+            pass                  # no locks on this file system
+        yield path
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def staged_folder(out: Path | str) -> Iterator[Path]:
+    """A temporary folder inside `out` to write a run's files into; on success they are moved
+    into `out` (replacing older ones), on any failure none is: all of a run's files or none."""
+    out = Path(out)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=f".staging{TEMP_MARK}{_writer_tag()}"))
+    except OSError as err:
+        raise _write_failure(out, err) from None
+    try:
+        yield staging
+        for source in sorted(staging.rglob("*")):
+            if source.is_file():
+                target = out / source.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+    except OSError as err:
+        raise _write_failure(out, err) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def file_sha256(path: Path | str) -> str:

@@ -26,7 +26,7 @@ from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
 from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, nvidia_smi, pair_runs,
                                 read_folder, vllm_json)
-from model.outputs import atomic_path, file_sha256, write_json
+from model.outputs import atomic_path, file_sha256, refuse_clashes, same_file, write_json
 
 
 
@@ -48,9 +48,13 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
             echo=print) -> Path:
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir}: not a folder")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    for path in (out, sidecar_path(out)):
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists; pass --overwrite to replace it")
     files = files_by_format(runs_dir)
+    refuse_clashes({"--out": out, "--out's sources file": sidecar_path(out)},
+                   {f"the raw file {p.name}": p for p in files[vllm_json] + files[nvidia_smi]
+                    if not (overwrite and same_file(p, sidecar_path(out)))})   # our own, replaced
     if not files[vllm_json] or not files[nvidia_smi]:
         raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files; found "
                          f"{len(files[vllm_json])} and {len(files[nvidia_smi])}")

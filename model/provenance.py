@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 
 
 def git_state(root: Path = config.PROJECT_ROOT) -> dict:
@@ -68,6 +68,7 @@ def read_provenance(path: Path | str) -> dict | None:
     path = Path(path)
     if not path.exists():
         return None
+    refuse_special_file(path, "provenance record")
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.grid import GridCell, cells_by_job_name
 
 METRICS_SUFFIX = "_metrics.csv"
@@ -49,6 +49,7 @@ class Results:
 
 def read_metrics_file(path: Path | str) -> dict[str, float]:
     """metric -> value of one metrics CSV; ValueError saying what is wrong when it is damaged."""
+    refuse_special_file(path, "metrics CSV")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:

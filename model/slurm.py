@@ -8,19 +8,23 @@ jobs_summary.json for a later `--collect`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import submitit
 
 from model import config
 from model.errors import InputError
 from model.grid import GridCell
 from model.interrupts import interruptible, signum_of
+from model.outputs import write_npz
 from model.launcher import JobRecord, LaunchSettings, job_status, load_summary, plan_grid, save_summary, start_job
 from model.slurm_settings import SlurmSettings
 
@@ -57,6 +61,64 @@ def run_task(command: list[str], log_path: str, job_name: str) -> dict:
     return {"returncode": returncode, "seconds": round(time.perf_counter() - started, 2)}
 
 
+# A task's return value comes back as `{job id}_result.npz` beside submitit's log, never
+# through submitit's result pickle: nothing in an output folder is ever unpickled (a file
+# planted there would run as code). A value is numbers, strings, None, lists, tuples, dicts
+# and numpy arrays: its structure is JSON, its arrays npz members, read with allow_pickle=False.
+def _encode(value, arrays: dict):
+    if isinstance(value, np.ndarray):
+        arrays[f"a{len(arrays)}"] = value
+        return {"array": f"a{len(arrays) - 1}"}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return {"tuple" if isinstance(value, tuple) else "list": [_encode(v, arrays) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"a Slurm task returned a {type(value).__name__}, which is not sent back")
+
+
+def _decode(node, arrays):
+    if not isinstance(node, dict):
+        return node
+    (kind, content), = node.items()
+    if kind == "array":
+        return arrays[content]
+    if kind == "dict":
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in content}
+    items = [_decode(v, arrays) for v in content]
+    return tuple(items) if kind == "tuple" else items
+
+
+def result_path(paths) -> Path:
+    """Where a task's result file is, from submitit's JobPaths (on the node and here alike)."""
+    return paths.folder / f"{paths.job_id}_{paths.task_id}_result.npz"
+
+
+def write_result(path: Path, value) -> None:
+    arrays: dict = {}
+    structure = json.dumps(_encode(value, arrays))
+    write_npz(path, {**arrays, "structure": np.array(structure)})
+
+
+def read_result(path: Path):
+    """A task's return value from its result file; InputError naming the file if it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        return _decode(json.loads(str(arrays.pop("structure"))), arrays)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path}: not a readable task result ({err})") from None
+
+
+def _returning_a_file(function, *arguments):
+    """Run on the node: function(*arguments), its value written as this task's result file."""
+    value = function(*arguments)
+    write_result(result_path(submitit.JobEnvironment().paths), value)
+
+
 def submission_preview(output_dir: Path, slurm: SlurmSettings, n_tasks: int) -> str:
     """The sbatch script submitit will submit for the array, without submitting it."""
     from submitit.slurm.slurm import _make_sbatch_string    # submitit's own script writer
@@ -76,14 +138,14 @@ def _task_outcome(job) -> tuple[str, int | None, float, str]:
     """(status, returncode, seconds, note) of a finished task."""
     died = (f"slurm task ended without a result (cancelled, time limit, out of memory or node "
             f"failure?); see {job.paths.stdout}")
-    if not job.paths.result_pickle.exists():
+    if not result_path(job.paths).exists():
         return "failed", None, 0.0, died
     try:
-        result = job.result()
-    except Exception as err:      # submitit recorded the task's own exception
-        return "failed", None, 0.0, f"{died} ({_last_line(err)})"
-    status = job_status(result["returncode"])
-    return status, result["returncode"], result["seconds"], ""
+        result = read_result(result_path(job.paths))
+        returncode, seconds = int(result["returncode"]), float(result["seconds"])
+    except (InputError, TypeError, ValueError, KeyError) as err:
+        return "failed", None, 0.0, f"{died} ({err})"
+    return job_status(returncode), returncode, seconds, ""
 
 
 def queued_tasks(job_ids: list[str]) -> dict[str, str] | None:
@@ -102,10 +164,11 @@ def queued_tasks(job_ids: list[str]) -> dict[str, str] | None:
 
 
 def _finished(job, queued: dict[str, str] | None, gone_since: dict | None = None) -> bool:
-    """Done when its result file is there, or when Slurm no longer lists it (then it died).
+    """Done when its result file is there, or when Slurm no longer lists it (then it died, or
+    raised: submitit's own record of that is a pickle, which is not read).
     With `gone_since`, a task must stay unlisted for RESULT_GRACE_S first: on a shared file
     system its result file can show up on this node a little after the task ended."""
-    if job.paths.result_pickle.exists():
+    if result_path(job.paths).exists():
         return True
     if queued is None or job.job_id in queued:
         return False
@@ -195,19 +258,17 @@ def array_results(function, arguments: list[tuple], folder: Path, slurm: SlurmSe
     that fail or die raise TasksFailed once every task ended; SIGINT/SIGTERM cancel the array
     (and raise Interrupted here, model/interrupts.py)."""
     executor = _executor(Path(folder), slurm)
-    jobs = _submit(executor, function, *zip(*arguments))
+    jobs = _submit(executor, _returning_a_file, [function] * len(arguments), *zip(*arguments))
     echo(f"submitted {len(jobs)} tasks as Slurm job {jobs[0].job_id.split('_')[0]} (files: {folder})")
     failures = []
     pending = dict(enumerate(jobs))
     with interruptible():
         try:
             for index, job in as_finished(pending):
-                try:
-                    value = job.result()
-                except Exception as err:      # the task raised, or died without a result
-                    failures.append(f"task {index} ({_last_line(err)}; see {job.paths.stdout})")
+                if not result_path(job.paths).exists():      # the task raised, or died
+                    failures.append(f"task {index} (ended without a result; see {job.paths.stdout})")
                     continue
-                yield index, value
+                yield index, read_result(result_path(job.paths))
         except (KeyboardInterrupt, GeneratorExit):    # stopped, or the caller gave up on us
             for job in pending.values():
                 job.cancel(check=False)
@@ -224,8 +285,8 @@ def submit_grid(configs: list[GridCell], launch: LaunchSettings, slurm: SlurmSet
     if not queue:
         return records, None
     executor = _executor(launch.output_dir / SLURM_SUBDIR, slurm)
-    jobs = _submit(executor, run_task, [cmd for _, _, cmd in queue], [records[i].log for i, _, _ in queue],
-                   [cfg.job_name for _, cfg, _ in queue])
+    jobs = _submit(executor, _returning_a_file, [run_task] * len(queue), [cmd for _, _, cmd in queue],
+                   [records[i].log for i, _, _ in queue], [cfg.job_name for _, cfg, _ in queue])
     for (index, _, _), job in zip(queue, jobs):
         records[index].slurm_job_id, records[index].status = job.job_id, "submitted"
     save_summary(launch.output_dir, records)

@@ -5,6 +5,7 @@ build its parser, and print --help, without loading them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from model.errors import InputError
@@ -28,6 +29,13 @@ class SlurmSettings:
                 raise InputError(f"{name} must be at least {low}, got {value}")
         if not self.mem_gb > 0:
             raise InputError(f"--slurm_mem_gb must be positive, got {self.mem_gb}")
+        # each lands on a line of the sbatch script: a line break would add #SBATCH lines
+        if self.partition is not None and not re.fullmatch(r"[A-Za-z0-9._,-]+", self.partition):
+            raise InputError(f"--slurm_partition {self.partition!r}: a partition name (letters, digits, "
+                             "'.', '_', '-'; several separated by ',')")
+        for line in self.setup:
+            if re.search(r"[\n\r\x00]", line):
+                raise InputError(f"--slurm_setup {line!r}: one shell line, without line breaks")
 
 
 def add_slurm_flags(parser, what: str, gpus: bool = True):

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +62,28 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout)
 
 
-def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+class Ran(subprocess.CompletedProcess):
+    """run_main's result: a CompletedProcess that also unpacks as (returncode, stdout, stderr)."""
+
+    def __iter__(self):
+        return iter((self.returncode, self.stdout, self.stderr))
+
+
+def run_main(*args, env: dict | None = None) -> Ran:
     """run_cli's twin in this process, for the checks of a bad input's exit 2: starting Python
-    and importing torch would cost seconds per case. The command's own run_cli (errors.py)
-    turns InputError into its line and exit status; any other exception is a bug and fails
-    the test with its traceback. Environment, argv, signal handlers and the grid are restored."""
+    and importing torch would cost seconds per case. The command is given as run_cli takes it
+    ("-m", "model.x", flags... or "script.py", flags...) or as its module object then flags.
+    The command's own run_cli (errors.py) turns InputError into its line and exit status; any
+    other exception is a bug and fails the test with its traceback. Environment, argv, signal
+    handlers and the grid are restored."""
     from model import errors, grid
-    module = args[1] if args[0] == "-m" else Path(args[0]).stem
-    argv = list(args[2:] if args[0] == "-m" else args[1:])
+    if not isinstance(args[0], str):
+        module, argv = args[0].__name__, list(args[1:])
+    elif args[0] == "-m":
+        module, argv = args[1], list(args[2:])
+    else:
+        module, argv = Path(args[0]).stem, list(args[1:])
+    argv = [str(a) for a in argv]
     saved = dict(os.environ), sys.argv, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     os.environ.update({"WANDB_MODE": "disabled", **(env or {})})
     sys.argv = [module, *argv]
@@ -86,8 +100,29 @@ def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         for s, handler in saved[2].items():
             signal.signal(s, handler)
         grid.use_grid(os.environ.get(grid.GRID_ENV))
-    return subprocess.CompletedProcess([module, *argv], code, stdout.getvalue(), stderr.getvalue())
+    return Ran([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
+
+
+@contextmanager
+def fails_instead_of_hanging(seconds: int = 20):
+    """Turn a call that blocks (reading a FIFO nobody writes) into a test failure after
+    `seconds`, instead of a suite that never ends (SIGALRM interrupts the blocked read)."""
+    def stop(signum, frame):
+        raise AssertionError(f"blocked for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe at `path` that nobody writes to."""
+    os.mkfifo(path)
+    return path

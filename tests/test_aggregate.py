@@ -188,3 +188,55 @@ def test_table_and_all_jobs_csv_say_where_the_numbers_came_from(metrics_dir, tmp
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
     assert len(all_jobs) == 3 and {"job", "val_f1", "ece", "num_epochs", "lr", "git_commit"} <= set(all_jobs.columns)
     assert set(all_jobs["num_epochs"]) == {30}
+
+
+def test_output_and_csv_output_on_one_file_is_refused_before_writing(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import files_under, run_main
+    before = files_under(tmp_path)
+    same = tmp_path / "out" / "both.txt"
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", same, "--csv_output", same)
+    assert code == 2 and "--csv_output" in err and "--output" in err
+    assert files_under(tmp_path) == before
+
+
+def _provenance_with(metrics_dir, data: str):
+    for job in ("llama-3-8b_a100_tp1", "llama-3-8b_h100_tp2", "deepseek-r1-distill-70b_h100_tp8"):
+        write_provenance(metrics_dir, job)
+        path = metrics_dir / f"{job}_provenance.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {"data": data}))
+
+
+def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import run_main
+    _provenance_with(metrics_dir, "demo\n\\input{/etc/hostname}\r\n% more")
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+                            "--csv_output", tmp_path / "stats.csv")
+    assert code == 0, err
+    lines = (tmp_path / "table.tex").read_text().splitlines()
+    assert lines[0].startswith("% ") and r"\input{/etc/hostname}" in lines[0]
+    assert lines[1] == r"\begin{table*}[!htb]"
+
+
+def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import run_main
+    _provenance_with(metrics_dir, "=cmd|' /C calc'!A0")
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+                            "--csv_output", tmp_path / "stats.csv")
+    assert code == 0, err
+    all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
+    assert set(all_jobs["data"]) == {"'=cmd|' /C calc'!A0"}
+    assert all_jobs["val_f1"].dtype == float          # numbers stay numbers
+
+
+def test_a_fifo_in_the_metrics_folder_is_refused_without_blocking(metrics_dir, tmp_path):
+    import aggregate_metrics
+    from conftest import fails_instead_of_hanging, fifo, run_main
+    fifo(metrics_dir / "llama-3-8b_a100_tp2_metrics.csv")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "t.tex",
+                                "--csv_output", tmp_path / "s.csv")
+    assert code == 2 and "named pipe" in err and not (tmp_path / "t.tex").exists()

@@ -247,3 +247,38 @@ def test_demo_data_names_a_model_whose_size_it_cannot_tell(tmp_path):
     finally:
         from model.grid import use_grid
         use_grid(None)
+
+
+def test_a_fifo_as_data_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    pipe = fifo(tmp_path / "vllm-benchmark_llama-3-8b_a100.npz")
+    with fails_instead_of_hanging(), pytest.raises(DataError, match="named pipe"):
+        load_power_file(pipe)
+
+
+@pytest.mark.parametrize("broken,outcome", [(2, "note"), ("most", "error")])
+def test_negative_or_nan_request_times_are_not_dropped_as_padding_silently(demo_file, tmp_path, capsys, broken,
+                                                                           outcome):
+    arrays = load_arrays(demo_file)
+    times = arrays["request_timestamps"]
+    real = np.flatnonzero(times[0] > 0)
+    chosen = real[:2] if broken == 2 else real[: len(real) // 2 + 1]
+    times[0, chosen[::2]] = -5.0
+    times[0, chosen[1::2]] = np.nan
+    path = save_arrays(tmp_path / demo_file.name, arrays)
+    if outcome == "error":
+        with pytest.raises(DataError, match="negative or NaN arrival"):
+            load_power_file(path)
+        return
+    data = load_power_file(path)
+    assert "trace 0: 2 request(s) with a negative or NaN arrival time are dropped" in capsys.readouterr().err
+    assert len(data.traces[0].request_times) == len(real) - 2
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e7])
+def test_watts_scaled_out_of_any_plausible_range_are_refused(demo_file, tmp_path, scale):
+    arrays = load_arrays(demo_file)
+    arrays["power_traces"] = arrays["power_traces"] * scale
+    path = save_arrays(tmp_path / demo_file.name, arrays)
+    with pytest.raises(DataError, match="another unit, or scaled"):
+        load_power_file(path)

@@ -213,3 +213,72 @@ def test_an_interrupted_run_writes_nothing_and_a_rerun_completes(results, tmp_pa
     assert again.returncode == 0, again.stderr
     assert {"site_power.csv", "manifest.json", "facility_metrics.csv"} <= files_under(out)
     assert not any(".tmp-" in name for name in files_under(out))
+
+
+def test_a_fifo_as_diurnal_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    from model.sites.layout import read_diurnal
+    pipe = fifo(tmp_path / "hours.csv")
+    with fails_instead_of_hanging(), pytest.raises(InputError, match="named pipe"):
+        read_diurnal(pipe)
+
+
+@pytest.fixture
+def tiny_results(tmp_path):
+    """A results folder with one made-up (untrained) checkpoint, m_h_tp1: no training needed."""
+    from test_checkpoint import tiny_checkpoint
+    path = config.checkpoint_path(tmp_path / "results", "m_h_tp1")
+    path.parent.mkdir(parents=True)
+    tiny_checkpoint(path)
+    return tmp_path / "results"
+
+
+def _site(results, out, *extra):
+    from model.facility import build_site, parse_args
+    return build_site(parse_args(["--config", "m_h_tp1", "--results_dir", str(results), "--rows", "1",
+                                  "--racks_per_row", "2", "--nodes_per_rack", "2", "--out", str(out),
+                                  "--no_progress", *extra]))
+
+
+def test_a_small_site_of_a_made_up_checkpoint_is_written(tiny_results, tmp_path, capsys):
+    assert _site(tiny_results, tmp_path / "out", "--rate_per_node", "1", "--duration", "60") == 0
+    assert {"site_power.csv", "manifest.json", "facility_metrics.csv"} <= files_under(tmp_path / "out")
+    assert not any(".tmp-" in name for name in files_under(tmp_path / "out"))
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tiny_results, tmp_path):
+    from model.outputs import locked_directory
+    out = tmp_path / "out"
+    with locked_directory(out, "--out"):            # as a first run would, for its whole run
+        with pytest.raises(InputError, match="in use by another run"):
+            _site(tiny_results, out, "--rate_per_node", "1", "--duration", "60")
+    assert files_under(out) == set()
+    assert _site(tiny_results, out, "--rate_per_node", "1", "--duration", "60") == 0     # free again
+
+
+def test_a_run_that_fails_while_writing_leaves_no_site_power_csv(tiny_results, tmp_path, monkeypatch):
+    from model.sites import report
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+    monkeypatch.setattr(report, "write_figures", fail)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        _site(tiny_results, tmp_path / "out", "--rate_per_node", "1", "--duration", "60")
+    assert files_under(tmp_path / "out") == set()
+
+
+@pytest.mark.parametrize("flags,problem", [
+    (["--rows", "1000000000", "--rate_per_node", "1", "--duration", "86400"], "GiB of memory"),
+    (["--rate_per_node", "1", "--duration", "1e15"], "GiB of memory"),
+    (["--rate_per_node", "1", "--duration", "60", "--row_limit_kw", "inf"], "--row_limit_kw"),
+    (["--rate_per_node", "1", "--duration", "60", "--diurnal", "DIURNAL_INF"], "finite multiplier"),
+])
+def test_sizes_beyond_memory_and_infinite_limits_are_one_line_before_any_work(tiny_results, tmp_path, flags,
+                                                                             problem):
+    hours = tmp_path / "hours.csv"
+    hours.write_text("hour,multiplier\n" + "".join(f"{h},{'inf' if h == 3 else 1}\n" for h in range(24)))
+    flags = [str(hours) if f == "DIURNAL_INF" else f for f in flags]
+    with pytest.raises(InputError, match=problem) as err:
+        _site(tiny_results, tmp_path / "out", *flags)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()

@@ -202,3 +202,74 @@ def test_a_plain_cpp_extension_import_would_log_the_cuda_warning(monkeypatch, tm
     logged = _fresh_cpp_extension_import(lambda: importlib.import_module("torch.utils.cpp_extension"),
                                          monkeypatch, tmp_path)
     assert any("No CUDA runtime is found" in line for line in logged)
+
+
+def test_the_same_torch_through_another_path_builds_in_its_own_directory(monkeypatch):
+    """Another torch location compiles against other include paths: torch would rebuild in place
+    while other processes wait on its lock."""
+    original = _build_directory()
+    monkeypatch.setattr(torch, "__file__", "/elsewhere/venv/lib/site-packages/torch/__init__.py")
+    assert _build_directory() != original
+    assert _build_directory().parent == original.parent
+
+
+@pytest.fixture
+def read_only_cache(tmp_path, monkeypatch):
+    """The usual cache cannot be created (as under a read-only HOME); the temporary folder is
+    tmp_path/tmp. Returns the fallback folder the kernel would use."""
+    import tempfile
+    from model.classifiers import fused_gru
+    not_a_folder = tmp_path / "home_file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(not_a_folder / "cache"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(fused_gru, "_extension", None)
+    monkeypatch.setattr(fused_gru, "_build_error", None)
+    import os
+    return tmp_path / "tmp" / f"torch_extensions-{os.getuid()}"
+
+
+@pytest.mark.parametrize("planted", ["open to everyone", "another user's", "a symbolic link"])
+def test_a_shared_temporary_kernel_folder_someone_else_could_write_is_not_used(read_only_cache, tmp_path, planted):
+    import os
+    from model.classifiers import fused_gru
+    if planted == "a symbolic link":
+        (tmp_path / "theirs").mkdir(mode=0o700)
+        read_only_cache.symlink_to(tmp_path / "theirs")
+    else:
+        read_only_cache.mkdir()
+        os.chmod(read_only_cache, 0o777 if planted == "open to everyone" else 0o700)
+        if planted == "another user's":
+            if os.getuid() != 0:
+                pytest.skip("only root can make a folder another user's")
+            os.chown(read_only_cache, 65534, 65534)
+    with pytest.raises(fused_gru.FusedGRUUnavailable, match="torch_extensions-"):
+        fused_gru._writable_build_directory()
+
+
+def test_the_private_temporary_kernel_folder_is_made_for_this_user_only(read_only_cache):
+    import os
+    import stat
+    from model.classifiers import fused_gru
+    build_dir = fused_gru._writable_build_directory()
+    assert read_only_cache in build_dir.parents
+    assert stat.S_IMODE(os.stat(read_only_cache).st_mode) == 0o700
+
+
+def test_a_symlinked_build_lock_is_not_followed(tmp_path, monkeypatch):
+    """A `build.flock` pointing at another file must not truncate it (nor be locked through)."""
+    from torch.utils import cpp_extension
+    from model.classifiers import fused_gru
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fused_gru, "_extension", None)
+    monkeypatch.setattr(fused_gru, "_build_error", None)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: "built")    # no compiling here
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    build_dir = _build_directory()
+    build_dir.mkdir(parents=True)
+    (build_dir / "build.flock").symlink_to(precious)
+    with pytest.raises(fused_gru.FusedGRUUnavailable, match="build.flock"):
+        load_extension()
+    assert precious.read_text() == "keep me\n"

@@ -70,3 +70,60 @@ def test_launcher_jobs_and_aggregator_all_follow_the_grid_file(demo_dir, tmp_pat
     assert list(pd.read_csv(out / "model_statistics.csv")["model"]) == ["my-llm"]
     # without the grid file the same results are not this grid's: nothing to tabulate
     assert run_cli("aggregate_metrics.py", "--metrics_dir", str(out / "metrics")).returncode == 2
+
+
+def _grid_json(hardware: str = '{"x": 400}', label: str = '"A"') -> str:
+    return '{"models": [{"key": "a", "tp": [1], "label": ' + label + '}], "hardware": ' + hardware + '}'
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('[{"models": []}]', "not a list"),
+    ('"models"', "not a str"),
+    (_grid_json('{"x": NaN}'), "positive TDP"),
+    (_grid_json('{"x": Infinity}'), "positive TDP"),
+    (_grid_json('{"x": 400, "x": 700}'), "'x' appears twice"),
+    ('{"models": [], "models": [{"key": "a", "tp": [1], "label": "A"}], "hardware": {"x": 1}}', "appears twice"),
+])
+def test_a_grid_json_that_is_not_an_object_has_a_nan_tdp_or_a_key_twice_is_refused(tmp_path, text, problem,
+                                                                                 restore_grid):
+    path = tmp_path / "grid.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem):
+        grid_module.read_grid_file(path)
+
+
+def test_a_nan_tdp_in_a_toml_grid_is_refused(tmp_path, restore_grid):
+    path = tmp_path / "grid.toml"
+    path.write_text("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=nan\n")
+    with pytest.raises(InputError, match="positive TDP"):
+        grid_module.read_grid_file(path)
+
+
+def test_grid_labels_are_text_in_latex_never_commands(tmp_path, restore_grid):
+    path = tmp_path / "grid.json"
+    path.write_text(_grid_json(label=r'"\\input /etc/hostname ~ x^2 \\\\ 50% & $"'))
+    [spec], _ = grid_module.read_grid_file(path)
+    inner = spec.table_label
+    assert r"\input" not in inner.replace(r"\textbackslash{}input", "")
+    assert r"\textbackslash{}input /etc/hostname \textasciitilde{} x\textasciicircum{}2" in inner
+    assert r"50\% \& \$" in inner
+
+
+@pytest.mark.slow
+def test_a_bad_grid_file_through_the_environment_is_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+    path = tmp_path / "grid.json"
+    path.write_text("[1, 2]")
+    proc = subprocess.run([sys.executable, "-c", "import model.grid"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, POWERTRACE_GRID=str(path)), timeout=120)
+    assert proc.returncode == 2 and "POWERTRACE_GRID" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_fifo_as_grid_file_is_refused_without_blocking(tmp_path, restore_grid):
+    from conftest import fails_instead_of_hanging, fifo
+    pipe = fifo(tmp_path / "grid.toml")
+    with fails_instead_of_hanging(), pytest.raises(InputError, match="named pipe"):
+        grid_module.read_grid_file(pipe)

@@ -182,3 +182,16 @@ def test_tp_minus_one_trains_every_tp(demo_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "metrics").glob("*_metrics.csv")) == [
         "llama-3-8b_a100_tp1_metrics.csv", "llama-3-8b_a100_tp2_metrics.csv"]
+
+
+def test_a_loss_far_above_its_first_epoch_is_divergence_not_success(demo_file, tmp_path):
+    from model.errors import TrainingDiverged
+    from model.job import divergence
+    assert divergence([1.8, 1.2, 0.9], 6) is None and divergence([1.8, 3.0, 1.7], 6) is None
+    assert "5.8e+31" in divergence([1.8, 5.8e31], 6) and "nan" in divergence([1.8, float("nan")], 6)
+    assert divergence([4e31, 5.8e31], 6)              # exploded within the first epoch already
+    with pytest.raises(TrainingDiverged, match="training diverged"):        # --lr 1e30: finite, exploding
+        run_job(JobSettings(data_file=str(demo_file), model="llama-3-8b", hardware="a100", tp=1, lr=1e30,
+                            num_epochs=3, output_dir=str(tmp_path), use_wandb=False, progress=False,
+                            gru_impl="torch"))
+    assert not config.metrics_path(tmp_path, "llama-3-8b_a100_tp1").exists()

@@ -130,3 +130,30 @@ def test_progress_line_counts_jobs_and_estimates_what_is_left():
     assert progress_line(2, 2, 4, [30.0, 90.0], jobs=2) == "2 done, 2 running, 4 waiting, about 3 min left"
     assert progress_line(1, 0, 1, [20.0], jobs=1) == "1 done, 0 running, 1 waiting, about 20 s left"
     assert progress_line(16, 0, 0, [1.0] * 16, jobs=2) == "16 done"
+
+
+def test_a_symlinked_launcher_lock_is_refused_and_its_target_untouched(tmp_path):
+    from model.errors import InputError
+    from model.launcher import LOCK_FILE, lock_output_dir
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).symlink_to(outside)
+    with pytest.raises(InputError, match="symbolic link"):
+        lock_output_dir(out)
+    assert outside.read_text() == "keep me\n"
+
+
+def test_a_symlinked_job_log_writes_in_the_output_folder_not_through_the_link(tmp_path):
+    from model.launcher import start_job
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    log_path = tmp_path / "logs" / "job.log"
+    log_path.parent.mkdir()
+    log_path.symlink_to(outside)
+    process, log = start_job([sys.executable, "-c", "print('job output')"], str(log_path), "job")
+    with log:
+        assert process.wait() == 0
+    assert outside.read_text() == "keep me\n"
+    assert not log_path.is_symlink() and "job output" in log_path.read_text()

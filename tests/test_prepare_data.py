@@ -216,3 +216,62 @@ def test_a_folder_of_raw_runs_becomes_a_file_train_entry_trains_on(tmp_path):
                    "--no_wandb", "--no_progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert config.metrics_path(out, "llama-3-8b_h100_tp2").exists()
+
+
+def test_an_existing_sources_file_is_not_replaced_without_overwrite(tmp_path):
+    from conftest import run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    (tmp_path / "x.sources.json").write_text("precious")
+    code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                            "--out", tmp_path / "x.npz")
+    assert code == 2 and "x.sources.json" in err and "--overwrite" in err
+    assert (tmp_path / "x.sources.json").read_text() == "precious" and not (tmp_path / "x.npz").exists()
+
+
+def test_out_onto_a_raw_file_is_refused_even_with_overwrite(tmp_path):
+    from conftest import run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    before = {p.name: p.read_bytes() for p in runs.iterdir()}
+    raw = sorted(runs.glob("*.csv"))[0]
+    code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                            "--out", raw, "--overwrite")
+    assert code == 2 and "--out" in err and raw.name in err
+    assert {p.name: p.read_bytes() for p in runs.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", ["power.csv", "bench.json"])
+def test_a_fifo_among_the_raw_runs_is_refused_without_blocking(tmp_path, name):
+    from conftest import fails_instead_of_hanging, fifo, run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    fifo(runs / f"zz_{name}")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                                "--out", tmp_path / "x.npz")
+    assert code == 2 and "named pipe" in err and f"zz_{name}" in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("tokens", [10**30, 10**15, -3])
+def test_absurd_token_counts_are_one_line_exit_2(tmp_path, tokens):
+    from conftest import run_main
+    from model import prepare_data
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "r", DAY + timedelta(minutes=1), tp=1, seed=0)
+    bench = runs / "r.json"
+    record = json.loads(bench.read_text())
+    record["input_lens"][3] = tokens
+    bench.write_text(json.dumps(record))
+    code, _, err = run_main(prepare_data, "--runs", runs, "--model", "llama-3-8b", "--hardware", "h100",
+                            "--out", tmp_path / "x.npz")
+    assert code == 2 and "r.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npz").exists()

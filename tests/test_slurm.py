@@ -209,3 +209,70 @@ def test_without_a_cluster_slurm_tests_skip_with_the_reason_and_fail_only_under_
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert outcome in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
     assert "no Slurm cluster is up" in proc.stdout
+
+
+def _record(out):
+    from model.launcher import JobRecord
+    return JobRecord(model="a", hardware="b", tp=1, job_name="a_b_tp1", data_file="d.npz", command="x",
+                     log=str(out / "logs" / "a_b_tp1.log"), slurm_job_id="123_0", status="submitted")
+
+
+class _RunsCode:
+    """Unpickling this creates the file `marker`: what a planted result pickle could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_collect_never_unpickles_a_planted_result_file(tmp_path, monkeypatch):
+    import pickle
+    from model import slurm
+    from model.launcher import save_summary
+    out = tmp_path / "out"
+    (out / slurm.SLURM_SUBDIR).mkdir(parents=True)
+    save_summary(out, [_record(out)])
+    marker = tmp_path / "code_ran"
+    (out / slurm.SLURM_SUBDIR / "123_0_0_result.pkl").write_bytes(pickle.dumps(_RunsCode(marker)))
+    monkeypatch.setattr(slurm, "queued_tasks", lambda ids: {})       # Slurm lists it no more
+    [record] = slurm.collect(out, echo=lambda *a: None)
+    assert not marker.exists()
+    assert record.status == "failed" and "without a result" in record.note
+
+
+def test_a_task_result_comes_back_through_its_own_file(tmp_path, monkeypatch):
+    from model import slurm
+    from model.launcher import save_summary
+    out = tmp_path / "out"
+    save_summary(out, [_record(out)])
+    job = slurm.submitit.SlurmJob(folder=out / slurm.SLURM_SUBDIR, job_id="123_0")
+    slurm.write_result(slurm.result_path(job.paths), {"returncode": 0, "seconds": 1.5})
+    monkeypatch.setattr(slurm, "queued_tasks", lambda ids: {})
+    [record] = slurm.collect(out, echo=lambda *a: None)
+    assert (record.status, record.returncode, record.seconds) == ("succeeded", 0, 1.5)
+
+
+def test_a_site_shard_survives_the_result_file_unchanged(tmp_path):
+    import numpy as np
+    from model import slurm
+    shard = [(3, np.arange(5.0), [[1.0, 2.0]], [{0.1: {"peak": 2.0}, 60.0: {"peak": 1.5}}],
+              [[4, np.int64(10), np.int64(7)]])]
+    slurm.write_result(tmp_path / "r.npz", shard)
+    back = slurm.read_result(tmp_path / "r.npz")
+    assert back[0][0] == 3 and isinstance(back[0], tuple)
+    np.testing.assert_array_equal(back[0][1], shard[0][1])
+    assert back[0][2:] == shard[0][2:]
+
+
+@pytest.mark.parametrize("flag,value", [("--slurm_partition", "gpu\n#SBATCH --uid=0"),
+                                        ("--slurm_partition", "gpu --exclusive"),
+                                        ("--slurm_setup", "module load cuda\n#SBATCH --uid=0")])
+def test_a_line_break_in_a_slurm_flag_cannot_add_sbatch_lines(tmp_path, flag, value):
+    import run_all_training
+    from conftest import run_main
+    code, out, err = run_main(run_all_training, "--output_dir", tmp_path / "out", "--launcher", "slurm",
+                              flag, value, "--dry_run")
+    assert code == 2 and flag in err and "#SBATCH --uid" not in out
+    assert not (tmp_path / "out").exists()

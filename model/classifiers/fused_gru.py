@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import platform
+import stat
 import sys
 import time
 from pathlib import Path
@@ -34,15 +35,19 @@ class FusedGRUUnavailable(RuntimeError):
 
 
 def _build_tag() -> str:
-    """One build per CPU (-march=native: never reuse it on another one), flags, and kernel source
-    files and text: a changed or second checkout builds beside the other instead of rebuilding
-    over a library that running jobs have loaded."""
+    """One build per CPU (-march=native: never reuse it on another one), flags, kernel source
+    files and text, and torch (location and version): a changed or second checkout, or another
+    torch, builds beside the other instead of rebuilding over a library that running jobs have
+    loaded."""
     try:
         with open("/proc/cpuinfo") as f:
             lines = [l for l in f if l.startswith(("model name", "flags"))][:2]
     except OSError:
         lines = [platform.processor(), platform.machine()]
-    key = ("".join(lines) + " ".join(CFLAGS) + " ".join(map(str, SOURCES))).encode()
+    # torch's location and version too: the same environment reached through a second path
+    # compiles against other include paths, which torch would otherwise rebuild in place
+    torch_key = f" torch {torch.__version__} at {os.path.dirname(torch.__file__)} "
+    key = ("".join(lines) + " ".join(CFLAGS) + " ".join(map(str, SOURCES)) + torch_key).encode()
     key += b"".join(source.read_bytes() for source in SOURCES)
     return hashlib.sha256(key).hexdigest()[:10]
 
@@ -53,9 +58,28 @@ def _build_directory(root: Path | str | None = None) -> Path:
     return Path(root) / tag / f"powertrace_gru_{_build_tag()}"
 
 
+def _private_folder(folder: Path) -> Path:
+    """`folder` created (mode 0700) or found as this user's own, private, real directory: in a
+    shared temporary folder anyone could have made it first and planted a library in it.
+    OSError naming the problem otherwise."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise OSError(f"not a directory{' (a symbolic link)' if stat.S_ISLNK(info.st_mode) else ''}")
+    if info.st_uid != os.getuid():
+        raise OSError(f"owned by user id {info.st_uid}, not by this user ({os.getuid()})")
+    if info.st_mode & 0o077:
+        raise OSError(f"open to other users (mode {stat.S_IMODE(info.st_mode):o}, want 700)")
+    return folder
+
+
 def _writable_build_directory() -> Path:
     """The usual cache folder, or, where it cannot be created (a read-only or missing HOME), one
-    in the temporary folder, with one notice; FusedGRUUnavailable when neither can be."""
+    in a private folder of this user in the temporary folder, with one notice;
+    FusedGRUUnavailable when neither can be (then nn.GRU runs)."""
     import tempfile
     usual = _build_directory()
     try:
@@ -63,12 +87,14 @@ def _writable_build_directory() -> Path:
         return usual
     except OSError as err:
         problem = f"{usual}: {err.strerror or err}"
-    fallback = _build_directory(Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}")
+    private = Path(tempfile.gettempdir()) / f"torch_extensions-{os.getuid()}"
+    fallback = _build_directory(private)
     try:
+        _private_folder(private)
         fallback.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FusedGRUUnavailable(f"cannot create a cache folder for the fused GRU kernel ({problem}; "
-                                  f"{fallback}: {err.strerror or err}); set TORCH_EXTENSIONS_DIR") from None
+                                  f"{private}: {err.strerror or err}); set TORCH_EXTENSIONS_DIR") from None
     print(f"notice: cannot use the kernel cache ({problem}); building in {fallback} instead "
           "(set TORCH_EXTENSIONS_DIR to choose)", file=sys.stderr, flush=True)
     return fallback
@@ -115,7 +141,9 @@ def load_extension(verbose: bool = True):
         # torch marks a build in progress with a plain `lock` file, which a killed build leaves
         # behind, and every later load then waits for it forever. Builds here take an OS lock
         # first (released when its holder dies), so whoever holds it knows any `lock` is stale.
-        with open(build_dir / "build.flock", "w") as flock:
+        # never through a symbolic link (it could point at any file); never truncated either
+        lock_fd = os.open(build_dir / "build.flock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(lock_fd, "w") as flock:
             fcntl.flock(flock, fcntl.LOCK_EX)
             (build_dir / "lock").unlink(missing_ok=True)
             _extension = cpp_extension.load(name="powertrace_gru", sources=[str(source) for source in SOURCES],

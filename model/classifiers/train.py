@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import config
-from model.outputs import atomic_path
+from model.outputs import write_torch
 from model.tracking import Tracker
 
 
@@ -48,8 +48,7 @@ def _save_state(path: Path, model, optimizer, shuffle_rng, epoch: int, result: F
              "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.bit_generator.state,
              "train_losses": result.train_losses, "val_losses": result.val_losses,
              "train_seconds": result.train_seconds, "fingerprint": fingerprint}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch(path, state)
 
 
 DISCARDED_SUFFIX = ".discarded"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.generation.generator import Requests
 from model.outputs import atomic_path
 
@@ -50,6 +50,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
 def read_requests(path: Path | str) -> tuple[Requests, list[str]]:
     """The requests of a CSV file, sorted by arrival, and notes on what was changed."""
     path = Path(path)
+    refuse_special_file(path, "requests file")
     if not path.is_file():
         raise InputError(f"{path}: requests file not found" + (" (a directory)" if path.is_dir() else ""))
     try:

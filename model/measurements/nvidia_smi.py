@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.measurements.common import NUM_GPUS_HINT, SMI_TIME_FORMAT, PowerLog, ReadOptions, Sources
 
 SUFFIX = ".csv"
@@ -58,6 +58,7 @@ def read_power_log(path: Path | str, num_gpus: int | None = None) -> PowerLog:
     dropped too.
     """
     path = Path(path)
+    refuse_special_file(path, "power CSV")
     try:
         frame = pd.read_csv(path, skipinitialspace=True, dtype=str, keep_default_na=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:

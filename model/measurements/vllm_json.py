@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file, strict_json
 from model.measurements.common import EDGE_TOLERANCE_S, BenchmarkRun, ReadOptions, Sources, _clock
 
 SUFFIX = ".json"
 BENCHMARK_DATE_FORMAT = "%Y%m%d-%H%M%S"
 PER_REQUEST_KEYS = ("input_lens", "output_lens", "ttfts", "itls")
+MAX_TOKENS = 10**9      # per request, far beyond any context window; sums of them stay exact in int64
 ZONE_STEP_S = 900.0                  # every UTC offset in use is a multiple of 15 minutes
 
 
@@ -96,20 +97,22 @@ def _fit_to_span(schedule: np.ndarray, busy_s: np.ndarray, limit: int | None, du
 
 def _results_in(path: Path) -> list[tuple[str, object]]:
     """The JSON values a file holds, named: one, or one per line (`--append-result`)."""
+    refuse_special_file(path, "benchmark JSON")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read it ({err})") from None
     try:
-        return [(path.name, json.loads(text))]
+        return [(path.name, strict_json(text))]
     except json.JSONDecodeError as err:
         if err.msg != "Extra data":
-            raise InputError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+            where = "" if "twice" in err.msg else f"line {err.lineno}: "
+            raise InputError(f"{path}: not valid JSON ({where}{err.msg})") from None
     values = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                values.append((f"{path.name}:{number}", json.loads(line)))
+                values.append((f"{path.name}:{number}", strict_json(line)))
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}: line {number}: not valid JSON ({err.msg}); a file of "
                                  f"appended results holds one JSON object per line") from None
@@ -253,8 +256,12 @@ def _completed(lists: dict[str, list], n_requests: int, label: str) -> tuple:
         latencies = ttfts + np.array([float(np.sum(lists["itls"][i] or [0.0])) for i in kept])
         inputs = np.array([lists["input_lens"][i] for i in kept], dtype=np.int64)
         outputs = np.array([lists["output_lens"][i] for i in kept], dtype=np.int64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise InputError(f"{label}: a request's lengths or inter-token latencies are not numbers ({err})") from None
+    for key, lengths in (("input_lens", inputs), ("output_lens", outputs)):
+        if lengths.min() < 0 or lengths.max() > MAX_TOKENS:
+            raise InputError(f"{label}: {key} holds {lengths.min() if lengths.min() < 0 else lengths.max()} "
+                             f"tokens; a request's length lies in 0..{MAX_TOKENS:,}")
     return kept, ttfts, latencies, inputs, outputs
 
 

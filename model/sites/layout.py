@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.errors import InputError
+from model.errors import InputError, refuse_special_file
 from model.generation.generator import Requests
 
 
@@ -85,6 +85,7 @@ def split_requests(requests: Requests, n_nodes: int, seed: int) -> list[Requests
 def read_diurnal(path: Path | str) -> np.ndarray:
     """24 multipliers, one per hour of the day, from a CSV `hour,multiplier` (each hour 0-23 once,
     multipliers >= 0, one at least above 0)."""
+    refuse_special_file(path, "diurnal CSV")
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -93,7 +94,7 @@ def read_diurnal(path: Path | str) -> np.ndarray:
         raise InputError(f"{path}: expected the header hour,multiplier")
     hours = pd.to_numeric(frame["hour"], errors="coerce")
     values = pd.to_numeric(frame["multiplier"], errors="coerce")
-    if sorted(hours.tolist()) != list(range(24)) or values.isna().any() or (values < 0).any() \
+    if sorted(hours.tolist()) != list(range(24)) or not np.isfinite(values).all() or (values < 0).any() \
             or not (values > 0).any():
-        raise InputError(f"{path}: needs each hour 0-23 once with a multiplier >= 0 (one above 0)")
+        raise InputError(f"{path}: needs each hour 0-23 once with a finite multiplier >= 0 (one above 0)")
     return values.to_numpy(dtype=np.float64)[np.argsort(hours.to_numpy())]

@@ -1,0 +1,156 @@
+"""A site built from model.facility's flags: servers generated, rolled up, sized and written.
+
+model/facility.py checks the flags and calls build_site; everything that needs torch, pandas
+or matplotlib lives here, so that the command's --help does not load them.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model import config
+from model.checkpoint import load_checkpoint
+from model.errors import EXIT_FAILED, InputError, refuse_oversized
+from model.generation.requests_file import read_requests
+from model.interrupts import exit_status, interruptible
+from model.outputs import file_sha256, locked_directory, staged_folder, write_json, write_text
+from model.provenance import environment, git_state
+from model.sites import report
+from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
+from model.sites.site import Plan, run_site, run_site_on_slurm, site_metrics
+from model.slurm import SLURM_SUBDIR, TasksFailed
+from model.slurm_settings import slurm_settings
+
+QUARTER_S = 900.0
+
+
+def build_site(args) -> int:
+    """Generate the site of `args` (model.facility's flags, already checked), roll it up, size it
+    and write its files; the exit status."""
+    slurm = slurm_settings(args)
+    layout = Layout(args.rows, args.racks_per_row, args.nodes_per_rack)
+    mix = parse_mix(args.config)
+    checkpoints = {job: config.checkpoint_path(args.results_dir, job) for job in mix}
+    ckpts = {job: load_checkpoint(path) for job, path in checkpoints.items()}
+    bins = {float(c.configuration["bin_s"]) for c in ckpts.values()}
+    if len(bins) > 1:
+        raise InputError(f"--config: the configurations have different bin widths ({sorted(bins)} s)")
+    bin_s = bins.pop()
+
+    requests = None
+    if args.requests:
+        requests, notes = read_requests(args.requests)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        requests.arrival_s = requests.arrival_s * args.time_scale
+        duration = args.duration or float(requests.arrival_s[-1]) + 60.0
+    else:
+        duration = args.duration
+    diurnal = read_diurnal(args.diurnal) if args.diurnal else None
+    quarters = math.ceil(duration / QUARTER_S) if math.isfinite(duration) else math.inf
+    # before anything is allocated: the racks' watts, their per-second means and the site's, held
+    # here at once, and each node's statistics and requests
+    refuse_oversized(3.0 * layout.n_racks * quarters * (QUARTER_S / bin_s) * 8 + layout.n_nodes * 4096,
+                     f"{layout.n_racks} racks x {quarters * QUARTER_S / bin_s:.3g} bins",
+                     "--rows, --racks_per_row, --nodes_per_rack or --duration")
+    n_bins = int(quarters) * int(round(QUARTER_S / bin_s))   # whole 15-min windows
+    rack_jobs = assign_configs(layout, mix, args.seed)
+    node_requests, total = None, None
+    if requests is not None:
+        node_requests = split_requests(requests, layout.n_nodes, args.seed)
+        total = np.array([len(requests), requests.input_tokens.sum(), requests.output_tokens.sum()])
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    made_out = not out.exists()
+    try:
+        with locked_directory(out, "--out"):     # two runs on one folder: the last writer would win
+            return _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
+                          n_bins, slurm, out)
+    finally:
+        if made_out:
+            try:
+                out.rmdir()                # only if nothing is in it: a failed run leaves no folder
+            except OSError:
+                pass
+
+
+def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins, slurm,
+           out: Path) -> int:
+    plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
+                args.sampling, node_requests, args.rate_per_node, diurnal,
+                out / "nodes" if args.save_nodes else None)
+    workers = (f"Slurm tasks of {args.racks_per_task} racks" if args.launcher == "slurm"
+               else f"{args.jobs} worker(s)")
+    print(f"{layout.n_nodes} nodes in {layout.n_racks} racks, {n_bins * bin_s / 3600:.2f} h at {bin_s} s, "
+          f"{workers} ...", flush=True)
+    started = time.perf_counter()
+    with interruptible():         # SIGTERM as Ctrl-C: stop, write nothing
+        try:
+            if args.launcher == "slurm":
+                result = run_site_on_slurm(plan, slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
+                                           progress=not args.no_progress)
+            else:
+                result = run_site(plan, jobs=args.jobs, progress=not args.no_progress)
+        except TasksFailed as err:
+            print(f"facility: error: {err}; nothing written", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt as stop:
+            print("facility: interrupted; nothing written", file=sys.stderr)
+            return exit_status(stop)
+    seconds = time.perf_counter() - started
+    if total is not None and not np.allclose(result.requests.sum(axis=0), total):
+        raise RuntimeError(f"the split lost requests or tokens: {result.requests.sum(axis=0)} of {total}")
+
+    metrics = pd.DataFrame(site_metrics(plan, result), columns=["method", "level", "resolution_s", "metric", "value"])
+    it_w = result.racks.sum(axis=0)
+    with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
+        table, largest, seconds = _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs,
+                                                 bin_s, n_bins, staging, seconds)
+    with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
+        print(table.to_string(index=False))
+    if largest:
+        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(f"{k} {v}" for k, v in largest.items()))
+    print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
+    return 0
+
+
+def _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out, seconds):
+    report.write_site_power(out, it_w, args.pue, bin_s)
+    report.write_racks(out, result.racks, rack_jobs, bin_s)
+    report.write_frame(out / "facility_metrics.csv", metrics)
+    table = report.sizing(metrics)
+    write_text(out / "sizing_table.tex", report.sizing_table(
+        table, f"Site of {layout.n_nodes} servers ({layout.rows} rows x {layout.racks_per_row} racks x "
+               f"{layout.nodes_per_rack}), {n_bins * bin_s / 3600:.1f} h, PUE {args.pue:g}: sized by nameplate "
+               "power (TDP), by mean power and by generated traces (ours)."))
+    curve, largest = None, None
+    if args.row_limit_kw:
+        rack_constants = {name: w.reshape(layout.n_racks, -1).sum(axis=1) for name, w in result.constants.items()}
+        per_second = report.window_means(result.racks, int(round(1.0 / bin_s)))
+        curve, largest = report.oversubscription(per_second, rack_constants, args.row_limit_kw * 1e3,
+                                                 args.draws, args.seed)
+        report.write_frame(out / "oversubscription.csv", curve)
+    constant_totals = {f"{name} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
+                       for name, w in result.constants.items()}
+    report.write_figures(out, it_w, args.pue, bin_s, result.racks, constant_totals, curve,
+                         args.row_limit_kw * 1e3 if args.row_limit_kw else None)
+    manifest = {
+        "inputs": {job: {"checkpoint": str(path), "sha256": file_sha256(path)} for job, path in checkpoints.items()}
+        | ({"requests": {"file": args.requests, "sha256": file_sha256(args.requests)}} if args.requests else {})
+        | ({"diurnal": {"file": args.diurnal, "sha256": file_sha256(args.diurnal)}} if args.diurnal else {}),
+        "layout": {"rows": layout.rows, "racks_per_row": layout.racks_per_row,
+                   "nodes_per_rack": layout.nodes_per_rack, "rack_jobs": rack_jobs},
+        "traffic": {"time_scale": args.time_scale} if args.requests else {"rate_per_node": args.rate_per_node},
+        "requests_served": result.requests.sum(axis=0).tolist(), "seed": args.seed, "node_seeds": "seed + node id",
+        "sampling": args.sampling, "bin_s": bin_s, "bins": n_bins, "non_gpu_w": args.non_gpu_w, "pue": args.pue,
+        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest, "git": git_state(),
+        "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
+    }
+    write_json(out / "manifest.json", manifest)
+    return table, largest, seconds

@@ -1,0 +1,116 @@
+"""The checkpoint reader against crafted files: anything wrong is one InputError, never a
+traceback, wrong numbers or a file name with a path in it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.classifiers.gru import PowerStateGRU
+from model.errors import InputError
+from model.features import FeatureNorm
+from model.generation.serving import ServingModel
+from model.states import PowerStates
+
+K = 3
+
+
+def tiny_checkpoint(path, **overrides):
+    """A made-up, valid checkpoint of an untrained classifier (no training needed)."""
+    torch.manual_seed(0)
+    model = PowerStateGRU(K, hidden_size=4, num_layers=1, dropout=0.0)
+    fields = dict(
+        model_args=model.model_args, model_state=model.state_dict(),
+        norm=FeatureNorm(np.zeros(6), np.ones(6)), states=PowerStates(np.array([100.0, 200.0, 300.0])),
+        state_means=np.array([100.0, 200.0, 300.0]), state_stds=np.array([5.0, 5.0, 5.0]),
+        configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1", "bin_s": 0.25,
+                       "gpu_tdp_w": 400.0},
+        training_watts={"min": 90.0, "max": 310.0, "mean": 180.0, "residual_lag1": 0.5,
+                        "state_shares": [0.5, 0.3, 0.2]},
+        input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
+        serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
+    fields.update(overrides)
+    save_checkpoint(path, Checkpoint(**fields))
+    return path
+
+
+def crafted(path, change):
+    """A valid checkpoint whose raw record `change(record)` altered, saved as torch would."""
+    tiny_checkpoint(path)
+    record = torch.load(path, weights_only=True)
+    change(record)
+    torch.save(record, path)
+    return path
+
+
+def test_a_made_up_checkpoint_loads(tmp_path):
+    ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "ok.pt"))
+    assert ckpt.configuration["job_name"] == "m_h_tp1" and ckpt.classifier.model_args["num_states"] == K
+
+
+def _set(*keys, value):
+    def change(record):
+        target = record
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value(target[keys[-1]]) if callable(value) else value
+    return change
+
+
+@pytest.mark.parametrize("job_name", ["../../escape", "/tmp/elsewhere", "m_h_tp1\n", "m/h_x_tp1", "a_b_tp0"])
+def test_a_job_name_that_is_not_one_is_refused(tmp_path, job_name):
+    path = crafted(tmp_path / "c.pt", _set("configuration", "job_name", value=job_name))
+    with pytest.raises(InputError, match="job_name"):
+        load_checkpoint(path)
+
+
+CRAFTED = {
+    "another architecture": _set("model_args", "hidden_size", value=8),
+    "another shape": _set("model_state", "head.weight", value=torch.zeros(K, 3)),
+    "a weight of another type": _set("model_state", "head.bias", value=[0.0] * K),
+    "integer weights": _set("model_state", "head.bias", value=torch.zeros(K, dtype=torch.int64)),
+    "a missing weight": lambda r: r["model_state"].pop("head.bias"),
+    "model_args of another type": _set("model_args", value="GRU"),
+    "a huge classifier": _set("model_args", "hidden_size", value=10**9),
+    "states of another length": _set("states", "means", value=[100.0, 200.0]),
+    "states as text": _set("states", "stds", value="five"),
+    "a token pool of floats": _set("token_pool", "input_tokens", value=torch.tensor([1.5, 2.0])),
+    "a serving model with text": _set("serving_model", "step_s", value="fast"),
+    "a bin width of zero": _set("configuration", "bin_s", value=0.0),
+}
+NOT_FINITE = {
+    "NaN weights": _set("model_state", "gru.weight_hh_l0", value=lambda w: torch.full_like(w, float("nan"))),
+    "infinite weights": _set("model_state", "head.weight", value=lambda w: torch.full_like(w, float("inf"))),
+    "NaN state means": _set("states", "means", value=[100.0, float("nan"), 300.0]),
+    "negative state means": _set("states", "means", value=[-1e6, 200.0, 300.0]),
+    "NaN feature normalisation": _set("feature_norm", "std", value=[float("nan")] * 6),
+    "infinite training watts": _set("training_watts", "mean", value=float("inf")),
+}
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_a_checkpoint_of_another_architecture_shape_or_type_is_one_input_error(tmp_path, kind):
+    path = crafted(tmp_path / "c.pt", CRAFTED[kind])
+    with pytest.raises(InputError, match="not a usable checkpoint") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", NOT_FINITE)
+def test_a_checkpoint_with_nan_or_negative_numbers_is_refused_not_used(tmp_path, kind):
+    path = crafted(tmp_path / "c.pt", NOT_FINITE[kind])
+    with pytest.raises(InputError, match="NaN or infinite|negative|not finite"):
+        load_checkpoint(path)
+
+
+def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch):
+    import builtins
+    from model import outputs
+
+    def full_disk(path, mode="r", *args, **kwargs):      # every write fails as on a full disk
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+    monkeypatch.setattr(outputs, "open", full_disk, raising=False)
+    with pytest.raises(InputError, match="no space left on device"):
+        tiny_checkpoint(tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []

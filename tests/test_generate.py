@@ -1,0 +1,58 @@
+"""model.generate against hostile and clumsy input, in-process (no training: made-up checkpoints)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import files_under, run_main
+from model import generate
+from test_checkpoint import crafted, tiny_checkpoint
+
+
+@pytest.mark.parametrize("job_name", ["../../escaped", "/tmp/powertrace_escaped_by_checkpoint", "m_h_tp1\n"])
+def test_a_crafted_job_name_cannot_choose_where_generate_writes(tmp_path, monkeypatch, job_name):
+    ckpt = tmp_path / "in" / "c.pt"
+    ckpt.parent.mkdir()
+    crafted(ckpt, lambda r: r["configuration"].update(job_name=job_name))
+    work = tmp_path / "a" / "b" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--rate", "1", "--duration", "10")
+    assert code == 2 and "job_name" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"in/c.pt"}
+    assert not Path("/tmp/powertrace_escaped_by_checkpoint_rate1_10s_seed0.csv").exists()
+
+
+@pytest.mark.parametrize("onto", ["--checkpoint", "--requests"])
+def test_out_onto_an_input_is_refused_and_the_input_kept(tmp_path, onto):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    requests = tmp_path / "requests.csv"
+    requests.write_text("arrival_time_s,input_tokens,output_tokens\n0.5,10,5\n2.0,20,6\n")
+    before = {p: p.read_bytes() for p in (ckpt, requests)}
+    target = ckpt if onto == "--checkpoint" else requests
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", requests, "--out", target)
+    assert code == 2 and onto in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (ckpt, requests)} == before
+    assert files_under(tmp_path) == {"c.pt", "requests.csv"}
+
+
+def test_a_fifo_as_requests_file_is_refused_without_blocking(tmp_path):
+    from conftest import fails_instead_of_hanging, fifo
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    pipe = fifo(tmp_path / "requests.csv")
+    with fails_instead_of_hanging():
+        code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", pipe, "--out", tmp_path / "o.csv")
+    assert code == 2 and "named pipe" in err and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("traffic", [["--rate", "1e12", "--duration", "1e15"], ["--rate", "1e-9", "--duration", "1e15"],
+                                     ["--requests", "LATE"]])
+def test_traffic_beyond_memory_is_one_line_before_anything_is_allocated(tmp_path, traffic):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    late = tmp_path / "late.csv"
+    late.write_text("arrival_time_s,input_tokens,output_tokens\n1.0,10,5\n1e12,20,6\n")    # an arrival at 1e12 s
+    traffic = [str(late) if t == "LATE" else t for t in traffic]
+    code, _, err = run_main(generate, "--checkpoint", ckpt, *traffic, "--out", tmp_path / "o.csv")
+    assert code == 2 and "GiB of memory" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"c.pt", "late.csv"}
