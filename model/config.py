@@ -57,12 +57,14 @@ GENERATION_SAMPLING = "independent"
 # real input on both sides that are computed and dropped (tests/test_generation.py holds
 # the windowed probabilities to the whole-sequence ones)
 INFERENCE_CONTEXT = 512
-# window length and windows per forward pass, by GRU implementation: nn.GRU runs a batch's
-# windows side by side and is faster the more there are (the batch bounds the activations kept
-# in memory); the fused kernel steps windows one after another, so batching buys it nothing and
-# long windows cut the context computed twice to 6 % (python -m model.benchmark --generation)
+# window length and windows per forward pass, by GRU implementation (the batch bounds the
+# activations kept in memory): nn.GRU runs a batch's windows side by side and is faster the more
+# there are; the fused kernel steps its batch side by side too, six windows filling one block of
+# its register-blocked W_hh product (on the AVX-512 CPU of docs/speed.md more saved no time, as
+# its matrix-vector product already ran at the FMA units' speed), and long windows cut the
+# context computed twice to 6 % (python -m model.benchmark --generation)
 INFERENCE_WINDOW = {"torch": 4096, "fused": 16384}
-INFERENCE_BATCH = {"torch": 96, "fused": 1}
+INFERENCE_BATCH = {"torch": 96, "fused": 6}
 
 # Output tree (docs/design.md, "Outputs")
 METRICS_SUBDIR = "metrics"

@@ -199,3 +199,22 @@ def test_a_changed_kernel_source_builds_in_its_own_directory(tmp_path, monkeypat
     monkeypatch.setattr(fused_gru, "SOURCES", [changed, *fused_gru.SOURCES[1:]])
     assert _build_directory() != original
     assert _build_directory().parent == original.parent
+
+
+def test_a_racks_traces_share_forward_passes_and_each_gets_its_own_probabilities():
+    """windowed_log_probabilities_many puts the windows of several traces, and whole short traces
+    of one length, through the classifier together (the kernel steps them side by side), and each
+    trace gets what it gets alone."""
+    from model.generation.generator import windowed_log_probabilities_many
+    torch.manual_seed(6)
+    model = PowerStateGRU(4, gru_impl="fused")
+    rng = np.random.default_rng(6)
+    traces = [rng.normal(size=(n, 6)).astype(np.float32) for n in (3000, 700, 3000, 700, 500)]
+    batches = []
+    forward = model.forward
+    model.forward = lambda x: batches.append(tuple(x.shape[:2])) or forward(x)
+    together = windowed_log_probabilities_many(model, traces, window=1000, context=100, batch=4)
+    assert sorted(batches) == [(1, 500), (2, 700), (2, 1200), (4, 1200)]   # 6 windows, 2 short, 1 short
+    for features, got in zip(traces, together):
+        alone = windowed_log_probabilities_many(model, [features], window=1000, context=100, batch=1)[0]
+        np.testing.assert_allclose(np.exp(got), np.exp(alone), atol=1e-6)
