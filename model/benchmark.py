@@ -26,7 +26,7 @@ classifier with stock nn.GRU (batches of windows), the fused kernel as it ran un
 default), alternating in rounds, and prints seconds per server-day and their ratios.
 
 --site runs a small site (--site_racks racks of --nodes_per_rack servers, --hours of Poisson
-traffic) through model.facility's own code in this process and prints the seconds per
+traffic) through model.facility's own code in this process and prints the CPU seconds per
 server-day of each stage: requests and serving simulation, features, classifier, sampling,
 roll-up, oversubscription, files, figures, and the rest (start-up, loading). Then, on the
 same site's features, the classifier batched (the default) against the one-window-at-a-time path
@@ -199,7 +199,7 @@ SITE_STAGES = {
 
 @contextlib.contextmanager
 def stage_timers(stages: dict[str, list[str]]):
-    """Time every call of the listed functions, by stage, while the block runs: each is replaced
+    """CPU time of every call of the listed functions, by stage, while the block runs: each is replaced
     in its module and wherever a loaded model module imported it by name, then put back."""
     import importlib
     seconds = dict.fromkeys(stages, 0.0)
@@ -212,11 +212,11 @@ def stage_timers(stages: dict[str, list[str]]):
             if active[0]:
                 return original(*args, **kwargs)
             active[0] += 1
-            started = time.perf_counter()
+            started = time.process_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                seconds[stage] += time.perf_counter() - started
+                seconds[stage] += time.process_time() - started
                 active[0] -= 1
         return wrapper
 
@@ -297,10 +297,11 @@ def site_benchmark(args) -> None:
     print(f"a site of {layout.n_nodes} servers ({args.site_racks} racks of {args.nodes_per_rack}), {args.hours:g} h "
           f"of Poisson traffic, one process: {server_days:g} server-days", flush=True)
     with stage_timers(SITE_STAGES) as seconds, open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        started = time.perf_counter()
+        started = time.process_time()
         build_site(facility_args(argv))
-        total = time.perf_counter() - started
+        total = time.process_time() - started
     seconds["rest (start-up, loading)"] = total - sum(seconds.values())
+    print(f"CPU seconds (other programs on the machine slow the wall clock, not these):")
     print(f"{'stage':34}{'seconds':>9}{'s per server-day':>18}{'share':>8}")
     for stage, value in seconds.items():
         print(f"{stage:34}{value:9.2f}{value / server_days:18.3f}{value / total:8.0%}")
