@@ -22,8 +22,8 @@ are partly start-up, so that ratio is lower than the steady state of a long grid
 --generation times inference instead, as the generator and model.facility run it: one server's
 day (345,600 bins of 0.25 s, the demo traces' features end to end) through the windowed
 classifier with stock nn.GRU (batches of windows), the fused kernel as it ran until 2026-11-30
-(one window at a time, layer by layer: `stepwise`) and the fused kernel's batched inference (the
-default), alternating in rounds, and prints seconds per server-day and their ratios.
+(16,384-bin windows one at a time, layer by layer: `stepwise`) and the fused kernel's batched
+inference (the defaults), alternating in rounds, and prints seconds per server-day and their ratios.
 
 --site runs a small site (--site_racks racks of --nodes_per_rack servers, --hours of Poisson
 traffic) through model.facility's own code in this process and prints the CPU seconds per
@@ -135,8 +135,9 @@ class _Stepwise(torch.nn.Module):
         return self.inner.head(stepwise_fused_forward(self.inner.gru, features))
 
 
-# the paths compared: name -> (module wrapper, windows per pass); stepwise ran one at a time
-INFERENCE_PATHS = {"stepwise": (_Stepwise, 1), "batched": (lambda model: model, None)}
+# the paths compared: name -> (module wrapper, window, windows per pass); stepwise ran 16,384-bin
+# windows one at a time, batched uses the defaults (config.INFERENCE_WINDOW, INFERENCE_BATCH)
+INFERENCE_PATHS = {"stepwise": (_Stepwise, 16384, 1), "batched": (lambda model: model, None, None)}
 
 
 def inference_rounds(model: PowerStateGRU, features: list[np.ndarray], rounds: int,
@@ -146,10 +147,10 @@ def inference_rounds(model: PowerStateGRU, features: list[np.ndarray], rounds: i
     from model.generation.generator import windowed_log_probabilities_many
     seconds = {name: [] for name in paths}
     for _ in range(rounds):
-        for name, (wrap, batch) in paths.items():
+        for name, (wrap, window, batch) in paths.items():
             runner = wrap(model)
             started = time.process_time()
-            windowed_log_probabilities_many(runner, features, batch=batch)
+            windowed_log_probabilities_many(runner, features, window=window, batch=batch)
             seconds[name].append(time.process_time() - started)
     return seconds
 
@@ -159,9 +160,9 @@ def generation_benchmark(features: np.ndarray, num_states: int, rounds: int) -> 
     alternating rounds."""
     torch.manual_seed(0)
     model = PowerStateGRU(num_states).eval()
-    paths = {"stock": (lambda m: _with_impl(m, "torch"), None),
-             "stepwise": (lambda m: _Stepwise(_with_impl(m, "fused")), 1),
-             "batched": (lambda m: _with_impl(m, "fused"), None)}
+    paths = {"stock": (lambda m: _with_impl(m, "torch"), None, None),
+             "stepwise": (lambda m: _Stepwise(_with_impl(m, "fused")), 16384, 1),
+             "batched": (lambda m: _with_impl(m, "fused"), None, None)}
     print(f"one server-day: {len(features)} bins; CPU seconds per round: " + ", ".join(paths), flush=True)
     seconds = inference_rounds(model, [features], rounds, paths)
     for round_ in range(rounds):

@@ -60,10 +60,11 @@ INFERENCE_CONTEXT = 512
 # window length and windows per forward pass, by GRU implementation (the batch bounds the
 # activations kept in memory): nn.GRU runs a batch's windows side by side and is faster the more
 # there are; the fused kernel steps its batch side by side too, six windows filling one block of
-# its register-blocked W_hh product (on the AVX-512 CPU of docs/speed.md more saved no time, as
-# its matrix-vector product already ran at the FMA units' speed), and long windows cut the
-# context computed twice to 6 % (python -m model.benchmark --generation)
-INFERENCE_WINDOW = {"torch": 4096, "fused": 16384}
+# its register-blocked W_hh product (more saved no time in docs/speed.md). 8,192-bin windows
+# compute 12 % of context twice, and keep a pass's output (6 x 9,216 bins x 128 floats, 28 MB)
+# under the 32 MiB above which glibc's malloc maps every allocation afresh: longer windows
+# saved that 6 % and lost more to page faults (python -m model.benchmark --generation)
+INFERENCE_WINDOW = {"torch": 4096, "fused": 8192}
 INFERENCE_BATCH = {"torch": 96, "fused": 6}
 
 # Output tree (docs/design.md, "Outputs")

@@ -379,11 +379,24 @@ torch::Tensor gru_inference(torch::Tensor x, std::vector<torch::Tensor> params, 
     TORCH_CHECK(B == 0 || (steps.min().item<int64_t>() >= 1 && steps.max().item<int64_t>() <= S),
                 "lengths must be between 1 and the padded length");
   }
+  // Outputs of the layers before the last are kept from call to call (per thread, two taking
+  // turns): a batch's are tens of MB, which the allocator maps afresh every time, and the page
+  // faults of touching new memory cost a third as much as the arithmetic (docs/speed.md). Only real rows
+  // of them are ever read, so their padding needs no zeros; the last layer's output, returned, is
+  // new memory every call.
+  static thread_local torch::Tensor between[2];
   auto out = x.contiguous();
   for (int64_t layer = 0; layer < num_layers; ++layer) {
     auto in = out;
-    const int64_t I = in.size(2);
-    out = steps.defined() ? torch::zeros({B, S, D * H}, x.options()) : torch::empty({B, S, D * H}, x.options());
+    const int64_t I = in.size(2), need = B * S * D * H;
+    if (layer + 1 < num_layers) {
+      auto& kept = between[layer % 2];
+      if (!kept.defined() || kept.scalar_type() != x.scalar_type() || kept.numel() < need)
+        kept = torch::empty({need}, x.options());
+      out = kept.narrow(0, 0, need).view({B, S, D * H});
+    } else {
+      out = steps.defined() ? torch::zeros({B, S, D * H}, x.options()) : torch::empty({B, S, D * H}, x.options());
+    }
     for (int64_t d = 0; d < D; ++d) {
       const auto* p = &params[4 * (layer * D + d)];
       TORCH_CHECK(p[0].size(0) == G && p[0].size(1) == I && p[1].size(0) == G && p[1].size(1) == H &&
