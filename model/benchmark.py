@@ -129,7 +129,7 @@ class _Stepwise(torch.nn.Module):
         super().__init__()
         self.inner = model
         self.head = model.head           # windowed_log_probabilities_many reads head.out_features
-        self.gru_impl = "fused"          # ... and the fused defaults of window and batch
+        self.gru_impl = "fused"          # ... and gru_impl (window and batch are given here)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.inner.head(stepwise_fused_forward(self.inner.gru, features))
@@ -137,7 +137,8 @@ class _Stepwise(torch.nn.Module):
 
 # the paths compared: name -> (module wrapper, window, windows per pass); stepwise ran 16,384-bin
 # windows one at a time, batched uses the defaults (config.INFERENCE_WINDOW, INFERENCE_BATCH)
-INFERENCE_PATHS = {"stepwise": (_Stepwise, 16384, 1), "batched": (lambda model: model, None, None)}
+INFERENCE_PATHS = {"stepwise": (_Stepwise, 16384, 1),
+                   "batched": (lambda model: _with_impl(model, "fused"), None, None)}
 
 
 def inference_rounds(model: PowerStateGRU, features: list[np.ndarray], rounds: int,
@@ -160,9 +161,7 @@ def generation_benchmark(features: np.ndarray, num_states: int, rounds: int) -> 
     alternating rounds."""
     torch.manual_seed(0)
     model = PowerStateGRU(num_states).eval()
-    paths = {"stock": (lambda m: _with_impl(m, "torch"), None, None),
-             "stepwise": (lambda m: _Stepwise(_with_impl(m, "fused")), 16384, 1),
-             "batched": (lambda m: _with_impl(m, "fused"), None, None)}
+    paths = {"stock": (lambda m: _with_impl(m, "torch"), None, None), **INFERENCE_PATHS}
     print(f"one server-day: {len(features)} bins; CPU seconds per round: " + ", ".join(paths), flush=True)
     seconds = inference_rounds(model, [features], rounds, paths)
     for round_ in range(rounds):
