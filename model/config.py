@@ -60,12 +60,15 @@ GENERATION_SAMPLING = "independent"
 # real input on both sides that are computed and dropped (tests/test_generation.py holds
 # the windowed probabilities to the whole-sequence ones)
 INFERENCE_CONTEXT = 512
-# window length and windows per forward pass, by GRU implementation: nn.GRU runs a batch's
-# windows side by side and is faster the more there are (the batch bounds the activations kept
-# in memory); the fused kernel steps windows one after another, so batching buys it nothing and
-# long windows cut the context computed twice to 6 % (python -m model.benchmark --generation)
-INFERENCE_WINDOW = {"torch": 4096, "fused": 16384}
-INFERENCE_BATCH = {"torch": 96, "fused": 1}
+# window length and windows per forward pass, by GRU implementation (the batch bounds the
+# activations kept in memory): nn.GRU runs a batch's windows side by side and is faster the more
+# there are; the fused kernel steps its batch side by side too, six windows filling one block of
+# its register-blocked W_hh product (more saved no time in docs/speed.md). 8,192-bin windows
+# compute 12 % of context twice, and keep a pass's output (6 x 9,216 bins x 128 floats, 28 MB)
+# under the 32 MiB above which glibc's malloc maps every allocation afresh: longer windows
+# saved that 6 % and lost more to page faults (python -m model.benchmark --generation)
+INFERENCE_WINDOW = {"torch": 4096, "fused": 8192}
+INFERENCE_BATCH = {"torch": 96, "fused": 6}
 
 # Output tree (docs/design.md, "Outputs")
 METRICS_SUBDIR = "metrics"

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,20 @@ class JobResult:
     job: str
     metrics: dict[str, float]
     paths: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)     # stage -> wall seconds (Laps)
+
+
+class Laps:
+    """Wall seconds between successive marks, each credited to the stage the mark ends."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 @dataclass
@@ -301,7 +316,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     before anything is written.
     """
     settings.validate()
-    started = now()
+    started, laps = now(), Laps()
     device = resolve_device(settings.device)
     data = data or load_power_file(settings.data_file)
     prepared = prepare(settings, data)
@@ -320,17 +335,22 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     own_tracker = tracker is None
     tracker = tracker or Tracker(job, run_config, enabled=settings.use_wandb, run_dir=settings.output_dir,
                                  tags=(settings.model, settings.hardware, f"tp{settings.tp}"))
+    laps.mark("data")
     try:
         model, fit_result = train(settings, prepared, device, gru_impl, tracker, paths["state"], run_fingerprint)
         model = model.cpu()
+        laps.mark("training")
         evaluation = evaluate(settings, model, prepared, fit_result)
+        laps.mark("scores")
         bin_s = bin_width(prepared.train)
         serving = fit_serving_model(prepared.train, bin_s)
         evaluation.values |= serving_fidelity(serving, prepared.val)
+        laps.mark("serving fit")
         checkpoint = make_checkpoint(settings, model, prepared, serving.to_dict(), run_config,
                                      run_fingerprint, evaluation.values, bin_s)
         generation = score_generation(checkpoint, prepared.val, seeds=config.GENERATION_SEEDS,
                                       base_seed=settings.seed)
+        laps.mark("generation")
         tracker.log_final(evaluation.values)
         record = provenance(run_fingerprint, config.recorded_path(settings.data_file), data.simulated,
                             started, now())
@@ -343,4 +363,5 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         raise
     if own_tracker:
         tracker.finish()
-    return JobResult(job, evaluation.values, {k: str(v) for k, v in paths.items() if k != "state"})
+    laps.mark("files")
+    return JobResult(job, evaluation.values, {k: str(v) for k, v in paths.items() if k != "state"}, laps.seconds)

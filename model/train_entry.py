@@ -28,6 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stage_line(seconds: dict[str, float]) -> str:
+    """'12.3 s: data 0.4, training 8.1, ...', a job's wall time split into its stages."""
+    return f"{sum(seconds.values()):.1f} s: " + ", ".join(f"{stage} {s:.1f}" for stage, s in seconds.items())
+
+
 def main() -> int:
     args = parse_args()
     # torch and the rest load after the flags are read: --help and usage errors stay instant
@@ -59,7 +64,7 @@ def main() -> int:
         m = result.metrics
         print(f"{result.job}: val_f1={m['val_f1']:.3f} autocorr_r2={m['autocorr_r2']:.3f} "
               f"transition_mae={m['transition_mae']:.1f} W ece={m['ece']:.4f} "
-              f"energy_error={m['energy_error_pct']:.1f}% ({m['train_seconds']:.1f} s training)")
+              f"energy_error={m['energy_error_pct']:.1f}% ({stage_line(result.seconds)})")
         for kind, path in result.paths.items():
             print(f"  {kind:<10} {path}")
     return 0

@@ -26,10 +26,24 @@ def test_benchmark_runs_and_reports_every_figure():
     assert re.search(r"torch: --jobs 1 ~[\d.]+ h", out), out
 
 
-def test_generation_benchmark_reports_both_implementations_and_their_ratio():
-    proc = subprocess.run([sys.executable, "-m", "model.benchmark", "--generation", "--rounds", "1"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "one server-day: 345600 bins" in proc.stdout
-    assert re.search(r"median: stock [\d.]+ s, fused [\d.]+ s per server-day; speed-up, side by side: [\d.]+x",
-                     proc.stdout), proc.stdout
+def test_generation_benchmark_reports_every_path_and_the_ratios(capsys):
+    from model.benchmark import main
+    assert main(["--generation", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "one server-day: 345600 bins" in out
+    assert re.search(r"median: stock [\d.]+ s, stepwise fused [\d.]+ s, batched fused [\d.]+ s per server-day; "
+                     r"side by side: batched [\d.]+x stock, [\d.]+x stepwise", out), out
+
+
+def test_site_benchmark_prints_every_stage_and_the_batched_ratio(site_results, capsys):
+    """In process, on the shared site checkpoint, a quarter hour of two servers: a smoke test
+    that every stage and figure is printed, not a timing."""
+    from conftest import SITE_JOB
+    from model.benchmark import SITE_STAGES, main
+    assert main(["--site", "--results_dir", str(site_results), "--config", SITE_JOB, "--site_racks", "1",
+                 "--nodes_per_rack", "2", "--hours", "0.25", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for stage in [*SITE_STAGES, "rest (start-up, loading)", "total"]:
+        assert re.search(rf"^{re.escape(stage)} +[\d.]+ +[\d.]+", out, re.M), (stage, out)
+    assert re.search(r"batched vs stepwise, side by side: [\d.]+x; batched classifier [\d.]+ GFlop/s "
+                     r"\(.*\), torch.matmul on the same shapes [\d.]+ GFlop/s", out), out

@@ -60,6 +60,47 @@ def test_inference_without_grad_matches_nn_gru_and_keeps_nothing_for_backward(hi
     assert gates.numel() == 0 and ghn.numel() == 0
 
 
+def test_windows_side_by_side_give_nn_gru_probabilities_on_a_long_trace():
+    """Inference steps a batch's windows together (matrix products per step): in float32 the
+    state probabilities of a long trace cut into windows stay within 1e-5 of nn.GRU's, with the
+    same most likely state in every bin. 13 windows: two full register blocks and a remainder."""
+    torch.manual_seed(4)
+    model = PowerStateGRU(5).eval()
+    windows = torch.from_numpy(np.random.default_rng(4).normal(size=(13, 3000, 6)).astype(np.float32))
+    with torch.no_grad():
+        model.gru_impl = "torch"
+        expected = torch.softmax(model(windows), dim=2)
+        model.gru_impl = "fused"
+        got = torch.softmax(model(windows), dim=2)
+    assert (got - expected).abs().max().item() < 1e-5
+    assert torch.equal(got.argmax(dim=2), expected.argmax(dim=2))
+
+
+@pytest.mark.parametrize("hidden,dtype", [(64, torch.float32), (13, torch.float64)])
+def test_unequal_lengths_run_each_sequence_as_if_alone_and_padding_never_leaks(hidden, dtype):
+    """Sequence b is x[b, :lengths[b]]: the same output as nn.GRU on it alone, in both directions
+    (the reverse one starts at the sequence's own end), zeros past it, and NaN padding, which
+    would spread through any product that read it, reaches nothing."""
+    torch.manual_seed(5)
+    gru = nn.GRU(6, hidden, num_layers=2, bidirectional=True, batch_first=True).to(dtype).eval()
+    lengths = torch.tensor([150, 1, 64, 65, 149, 7, 128])    # around the kernel's 64-step chunks
+    x = torch.randn(len(lengths), 150, 6, dtype=dtype)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = float("nan")
+    with torch.no_grad():
+        got = fused_gru_forward(gru, x, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone = gru(x[b:b + 1, :n])[0][0]
+            torch.testing.assert_close(got[b, :n], alone, rtol=1e-5, atol=1e-6)
+            assert torch.all(got[b, n:] == 0)
+
+
+def test_lengths_are_refused_where_a_gradient_is_wanted():
+    gru = nn.GRU(6, 8, batch_first=True, bidirectional=True)
+    with pytest.raises(ValueError, match="lengths"):
+        fused_gru_forward(gru, torch.randn(2, 5, 6), torch.tensor([5, 3]))
+
+
 @pytest.mark.parametrize("directions,hidden,batch", [(1, 4, 2), (2, 4, 2), (2, 11, 1)])
 def test_gradcheck_layer(directions, hidden, batch):
     torch.manual_seed(1)
@@ -273,3 +314,22 @@ def test_a_symlinked_build_lock_is_not_followed(tmp_path, monkeypatch):
     with pytest.raises(fused_gru.FusedGRUUnavailable, match="build.flock"):
         load_extension()
     assert precious.read_text() == "keep me\n"
+
+
+def test_a_racks_traces_share_forward_passes_and_each_gets_its_own_probabilities():
+    """windowed_log_probabilities_many puts the windows of several traces, and whole short traces
+    of one length, through the classifier together (the kernel steps them side by side), and each
+    trace gets what it gets alone."""
+    from model.generation.generator import windowed_log_probabilities_many
+    torch.manual_seed(6)
+    model = PowerStateGRU(4, gru_impl="fused")
+    rng = np.random.default_rng(6)
+    traces = [rng.normal(size=(n, 6)).astype(np.float32) for n in (3000, 700, 3000, 700, 500)]
+    batches = []
+    forward = model.forward
+    model.forward = lambda x: batches.append(tuple(x.shape[:2])) or forward(x)
+    together = windowed_log_probabilities_many(model, traces, window=1000, context=100, batch=4)
+    assert sorted(batches) == [(1, 500), (2, 700), (2, 1200), (4, 1200)]   # 6 windows, 2 short, 1 short
+    for features, got in zip(traces, together):
+        alone = windowed_log_probabilities_many(model, [features], window=1000, context=100, batch=1)[0]
+        np.testing.assert_allclose(np.exp(got), np.exp(alone), atol=1e-6)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,15 @@ def test_output_files(trained):
     assert not config.state_path(out, job).exists()
     assert config.synthetic_path(out, job).stat().st_size > 0
     assert not [p for p in out.rglob(".*tmp-*")]
+
+
+def test_a_jobs_time_is_split_into_its_stages_for_its_closing_line(trained):
+    from model.train_entry import stage_line
+    _, _, result = trained
+    assert list(result.seconds) == ["data", "training", "scores", "serving fit", "generation", "files"]
+    assert all(seconds >= 0 for seconds in result.seconds.values())
+    assert re.fullmatch(r"[\d.]+ s: data [\d.]+, training [\d.]+, scores [\d.]+, serving fit [\d.]+, "
+                        r"generation [\d.]+, files [\d.]+", stage_line(result.seconds))
 
 
 def test_checkpoint_loads_into_plain_nn_gru(trained):

@@ -239,33 +239,26 @@ def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * noise.div_(1 - p)
 
 
-def _layer_inference(x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    """GRULayer.forward without anything kept for a backward pass (no gradient wanted)."""
-    w_ih, w_hh, b_ih, b_hh = ([p.detach() for p in params[i::4]] for i in range(4))
-    batch, steps, inputs = x.shape
-    x_rows = x.reshape(batch * steps, inputs)
-    gi = x.new_empty(len(w_ih), batch * steps, w_ih[0].shape[0])
-    for d, w in enumerate(w_ih):
-        torch.mm(x_rows, w.t(), out=gi[d])
-    return load_extension().forward(gi.view(len(w_ih), batch, steps, -1), w_hh, b_ih, b_hh,
-                                    keep_for_backward=False)[0]
-
-
-def fused_gru_forward(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
+def fused_gru_forward(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Output of `gru(x)[0]` for a batch_first, zero-initial-state nn.GRU, with the fused kernel.
 
     Dropout between layers draws its mask exactly as nn.GRU's CPU path does, so with the
-    same RNG state both implementations train identically. Under torch.no_grad (validation,
-    generation) nothing is kept for backward.
+    same RNG state both implementations train identically. Under torch.no_grad in eval mode
+    (validation, generation) the kernel runs every layer itself, the batch's sequences side by
+    side, and keeps nothing for backward; there `lengths` (B,) may give sequences of unequal
+    length, padded at the end: sequence b is x[b, :lengths[b]], as if run alone, and its output
+    rows past that are zero (nn.GRU's output for a packed sequence, padded back).
     """
     if not gru.batch_first or not gru.bias:
         raise ValueError("fused_gru_forward supports batch_first GRUs with biases")
+    if not torch.is_grad_enabled() and not (gru.training and gru.dropout > 0):
+        params = [p.detach() for layer in range(gru.num_layers) for p in _layer_parameters(gru, layer)]
+        return load_extension().inference(x, params, gru.num_layers, lengths)
+    if lengths is not None:
+        raise ValueError("fused_gru_forward takes lengths under torch.no_grad in eval mode only")
     out = x
     for layer in range(gru.num_layers):
         if layer > 0 and gru.dropout > 0 and gru.training:
             out = _dropout(out, gru.dropout)
-        if torch.is_grad_enabled():
-            out = GRULayer.apply(out, *_layer_parameters(gru, layer))
-        else:
-            out = _layer_inference(out.contiguous(), _layer_parameters(gru, layer))
+        out = GRULayer.apply(out, *_layer_parameters(gru, layer))
     return out

@@ -17,7 +17,7 @@ from scipy.special import ndtr
 
 from model import config
 from model.checkpoint import Checkpoint
-from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
+from model.classifiers.gru import PowerStateGRU, resolve_gru_impl
 from model.classifiers.synthetic import states_from_uniforms, synthesize
 from model.data import Trace, Workload
 from model.features import raw_features
@@ -78,30 +78,29 @@ def windowed_log_probabilities_many(model: PowerStateGRU, traces: list[np.ndarra
     A day at 0.25 s is 345,600 steps: stock nn.GRU stepping it as one sequence takes minutes,
     while cut into windows of `window` bins, each read with `context` real bins on both sides
     (whose outputs are dropped), its recurrence runs over a batch of windows at once; windows of
-    several traces share batches (at most `batch` windows each, which bounds memory). The fused
-    kernel is as fast on one window, so it takes longer windows one at a time (the defaults
-    depend on model.gru_impl). A trace no longer than one window plus its context is run whole,
-    exactly as in training.
+    several traces (a rack's servers) share batches of at most `batch` windows, which bounds
+    memory (the defaults depend on model.gru_impl). A trace no longer than one window plus its
+    context is run whole, exactly as in training, in batches with the traces of its length.
     """
     window = window or config.INFERENCE_WINDOW[model.gru_impl]
     batch = batch or config.INFERENCE_BATCH[model.gru_impl]
     span = window + 2 * context
-    out = [None] * len(traces)
-    jobs = []                                   # (trace, core start, core end, chunk start)
+    out = [np.empty((len(features), model.head.out_features)) for features in traces]
+    by_span: dict[int, list] = {}               # span -> [(trace, core start, core end, chunk start)]
     for i, features in enumerate(traces):
         if len(features) <= span:
-            out[i] = state_log_probabilities(model, features)
+            by_span.setdefault(len(features), []).append((i, 0, len(features), 0))
         else:
-            out[i] = np.empty((len(features), model.head.out_features))
-            jobs += [(i, *w) for w in _windows(len(features), window, context)]
+            by_span.setdefault(span, []).extend((i, *w) for w in _windows(len(features), window, context))
     model.eval()
-    for first in range(0, len(jobs), batch):
-        part = jobs[first:first + batch]
-        chunk = np.stack([traces[i][c:c + span] for i, _, _, c in part])
-        logits = model(torch.from_numpy(np.ascontiguousarray(chunk)))
-        log_probs = torch.log_softmax(logits.double(), dim=2).numpy()
-        for k, (i, start, end, c) in enumerate(part):
-            out[i][start:end] = log_probs[k, start - c:end - c]
+    for length, jobs in by_span.items():
+        for first in range(0, len(jobs), batch):
+            part = jobs[first:first + batch]
+            chunk = np.stack([traces[i][c:c + length] for i, _, _, c in part])
+            logits = model(torch.from_numpy(np.ascontiguousarray(chunk)))
+            log_probs = torch.log_softmax(logits.double(), dim=2).numpy()
+            for k, (i, start, end, c) in enumerate(part):
+                out[i][start:end] = log_probs[k, start - c:end - c]
     return out
 
 

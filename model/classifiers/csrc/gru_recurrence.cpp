@@ -8,7 +8,9 @@
 // A reverse direction steps t = S-1 .. 0; every array stays in natural time order, so the
 // caller never flips a sequence.
 #include <torch/extension.h>
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <cstring>
 #include <vector>
 
@@ -62,6 +64,88 @@ struct BlockedMatrix {
 
   const T* mat;
   int64_t K, N, blocks;
+  std::vector<T> slabs;
+};
+
+// The widest vectors this build's target has (the kernel is compiled with -march=native for the
+// CPU it runs on): 512-bit where AVX-512 is, 256-bit otherwise.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#else
+constexpr int kVecBytes = 32;
+#endif
+
+// A row-major (K, N) matrix for products with blocks of rows, A (M, K) x mat: its columns in
+// panels of NB, each a contiguous (K, NB) slab, and the product done MR rows of A at a time, in
+// MR x NV vector accumulators that stay in registers over the whole k loop. Each weight vector
+// loaded then feeds MR multiply-adds instead of one: many windows stepped side by side (a row
+// each) run at the speed of the FMA units rather than of the loads, which bound a matrix-vector
+// product (one load per multiply-add). The last N % NB columns stay in the original matrix.
+template <typename T>
+struct PanelMatrix {
+  typedef T Vec __attribute__((vector_size(kVecBytes), aligned(alignof(T)), may_alias));
+  static constexpr int64_t L = kVecBytes / sizeof(T);
+  // accumulators + a slab row + one broadcast fit the register file: 6 x 4 + 4 + 1 of AVX-512's
+  // 32 vector registers, 6 x 2 + 2 + 1 of AVX2's 16
+  static constexpr int64_t MR = 6, NV = kVecBytes == 64 ? 4 : 2, NB = NV * L;
+
+  PanelMatrix(const T* mat, int64_t K, int64_t N) : mat(mat), K(K), N(N), panels(N / NB) {
+    slabs.resize(panels * K * NB);
+    for (int64_t p = 0; p < panels; ++p)
+      for (int64_t k = 0; k < K; ++k)
+        std::memcpy(&slabs[(p * K + k) * NB], mat + k * N + p * NB, NB * sizeof(T));
+  }
+
+  // out[m, n] = init[n] + sum_k a[m, k] mat[k, n] for m < M; a and out are row-major with K and N
+  // columns. Panel by panel, so one slab (16 KiB at H = 64, float32) stays in L1 while every
+  // block of rows streams past it.
+  void matmul_add(const T* a, int64_t M, const T* init, T* out) const {
+    for (int64_t p = 0; p < panels; ++p) {
+      int64_t m0 = 0;
+      for (; m0 + MR <= M; m0 += MR) rows_block<MR>(a, m0, p, init, out);
+      switch (M - m0) {          // the last M % MR rows: the same loop, fewer accumulators
+        case 5: rows_block<5>(a, m0, p, init, out); break;
+        case 4: rows_block<4>(a, m0, p, init, out); break;
+        case 3: rows_block<3>(a, m0, p, init, out); break;
+        case 2: rows_block<2>(a, m0, p, init, out); break;
+        case 1: rows_block<1>(a, m0, p, init, out); break;
+      }
+    }
+    const int64_t rest = panels * NB;
+    for (int64_t m = 0; m < M && rest < N; ++m) {
+      T* o = out + m * N;
+      for (int64_t n = rest; n < N; ++n) o[n] = init[n];
+      for (int64_t k = 0; k < K; ++k) {
+        const T s = a[m * K + k];
+        const T* row = mat + k * N;
+        for (int64_t n = rest; n < N; ++n) o[n] += row[n] * s;
+      }
+    }
+  }
+
+  template <int64_t R>
+  void rows_block(const T* a, int64_t m0, int64_t p, const T* init, T* out) const {
+    static_assert(R <= MR, "more rows than accumulators");
+    const int64_t n0 = p * NB;
+    const T* slab = slabs.data() + p * K * NB;
+    const T* rows = a + m0 * K;
+    Vec acc[R][NV];
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t v = 0; v < NV; ++v) acc[i][v] = *reinterpret_cast<const Vec*>(init + n0 + v * L);
+    for (int64_t k = 0; k < K; ++k) {
+      Vec w[NV];
+      for (int64_t v = 0; v < NV; ++v) w[v] = *reinterpret_cast<const Vec*>(slab + k * NB + v * L);
+      for (int64_t i = 0; i < R; ++i) {
+        const T s = rows[i * K + k];
+        for (int64_t v = 0; v < NV; ++v) acc[i][v] += w[v] * s;
+      }
+    }
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t v = 0; v < NV; ++v) *reinterpret_cast<Vec*>(out + (m0 + i) * N + n0 + v * L) = acc[i][v];
+  }
+
+  const T* mat;
+  int64_t K, N, panels;
   std::vector<T> slabs;
 };
 
@@ -125,6 +209,51 @@ static void forward_kernel(const T* gi, const T* w_hh_t, const T* b_ih, const T*
       w.matvec_add(h.data(), bias.data(), gh.data(), step & 1);       // gh = bias + W_hh h
       forward_gates(gi + row * G, b_ih + 2 * H, gh.data(), h.data(), keep ? gates + row * G : g_scratch.data(),
                     keep ? ghn + row * H : ghn_scratch.data(), hs + row * ld_hs, H);
+    }
+  }
+}
+
+// Steps per chunk of inference: the input products of a chunk of every sequence (B x kChunk x 3H
+// values, 1.2 MiB for 24 windows at H = 64, float32) are made just before it is stepped, into one
+// buffer used over and over, instead of a whole-sequence array each layer (newly mapped memory,
+// whose page faults cost about as much as the arithmetic).
+constexpr int64_t kChunk = 64;
+
+// One direction of one layer, inference only, for B sequences stepped side by side: each step's
+// W_hh products for all of them are one (B, H) x (H, 3H) matrix product instead of B
+// matrix-vector ones. x (B, S, I) is the layer input, w_ih_t (I, 3H) and w_hh_t (H, 3H) the
+// transposed weights. Sequence b is its first lengths[b] rows (the rest padding, never read nor
+// written: a reverse direction starts at the sequence's own last row). Rows of hs are `ld_hs`
+// apart, so both directions write one (B, S, D x H) layer output.
+template <typename T, int64_t FixedH = 0>
+static void inference_direction(const T* x, int64_t I, const T* w_ih_t, const T* w_hh_t, const T* b_ih,
+                                const T* b_hh, T* hs, int64_t ld_hs, int64_t B, int64_t S, int64_t hidden,
+                                bool reverse, const int64_t* lengths) {
+  const int64_t H = FixedH ? FixedH : hidden, G = 3 * H;
+  const PanelMatrix<T> wi(w_ih_t, I, G), wh(w_hh_t, H, G);
+  // h of sequences that have ended (shorter than the longest) keeps being multiplied, unused
+  std::vector<T> h(B * H, T(0)), gh(B * G), gi(B * kChunk * G), bias(b_hh, b_hh + G), zeros(G, T(0));
+  std::vector<T> g_scratch(G), ghn_scratch(H);
+  for (int64_t j = 0; j < 2 * H; ++j) bias[j] += b_ih[j];    // as in forward_kernel
+  std::vector<int64_t> length(B, S), first(B);
+  if (lengths) std::copy(lengths, lengths + B, length.begin());
+  const int64_t longest = B ? *std::max_element(length.begin(), length.end()) : 0;
+  for (int64_t s0 = 0; s0 < longest; s0 += kChunk) {
+    // the chunk's steps s0 .. s0 + kChunk - 1 are, for sequence b, rows first[b] onwards
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t end = std::min(s0 + kChunk, length[b]);
+      if (end <= s0) continue;
+      first[b] = reverse ? length[b] - end : s0;
+      wi.matmul_add(x + (b * S + first[b]) * I, end - s0, zeros.data(), gi.data() + b * kChunk * G);
+    }
+    for (int64_t step = s0; step < std::min(s0 + kChunk, longest); ++step) {
+      wh.matmul_add(h.data(), B, bias.data(), gh.data());      // gh = bias + h W_hh^T, every row
+      for (int64_t b = 0; b < B; ++b) {
+        if (step >= length[b]) continue;
+        const int64_t t = reverse ? length[b] - 1 - step : step;
+        forward_gates(gi.data() + (b * kChunk + t - first[b]) * G, b_ih + 2 * H, gh.data() + b * G,
+                      h.data() + b * H, g_scratch.data(), ghn_scratch.data(), hs + (b * S + t) * ld_hs, H);
+      }
     }
   }
 }
@@ -233,11 +362,65 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor grad_hs, std::vector<torch
   return {dgi, dgh, db_ih, db_hh};
 }
 
+// A whole multi-layer GRU in eval mode, nothing kept for backward: x (B, S, I) -> the last layer's
+// output (B, S, D x H). params: per layer, per direction, w_ih (3H, I_l), w_hh (3H, H), b_ih and
+// b_hh (3H), nn.GRU's order (fused_gru._layer_parameters). lengths (B,), each in 1..S, where given:
+// sequence b is x[b, :lengths[b]], as if alone, and its output rows past that are zero.
+torch::Tensor gru_inference(torch::Tensor x, std::vector<torch::Tensor> params, int64_t num_layers,
+                            std::optional<torch::Tensor> lengths = std::nullopt) {
+  TORCH_CHECK(x.dim() == 3 && !x.is_cuda(), "x must be (B, S, I) on CPU");
+  TORCH_CHECK(num_layers >= 1 && params.size() % (4 * num_layers) == 0, "four parameters per layer and direction");
+  const int64_t D = params.size() / (4 * num_layers), B = x.size(0), S = x.size(1);
+  const int64_t H = params[1].size(1), G = 3 * H;
+  torch::Tensor steps;
+  if (lengths.has_value()) {
+    steps = lengths->to(torch::kLong).contiguous();
+    TORCH_CHECK(steps.dim() == 1 && steps.size(0) == B, "one length per sequence");
+    TORCH_CHECK(B == 0 || (steps.min().item<int64_t>() >= 1 && steps.max().item<int64_t>() <= S),
+                "lengths must be between 1 and the padded length");
+  }
+  // Outputs of the layers before the last are kept from call to call (per thread, two taking
+  // turns): a batch's are tens of MB, which the allocator maps afresh every time, and the page
+  // faults of touching new memory cost a third as much as the arithmetic (docs/speed.md). Only real rows
+  // of them are ever read, so their padding needs no zeros; the last layer's output, returned, is
+  // new memory every call.
+  static thread_local torch::Tensor between[2];
+  auto out = x.contiguous();
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    auto in = out;
+    const int64_t I = in.size(2), need = B * S * D * H;
+    if (layer + 1 < num_layers) {
+      auto& kept = between[layer % 2];
+      if (!kept.defined() || kept.scalar_type() != x.scalar_type() || kept.numel() < need)
+        kept = torch::empty({need}, x.options());
+      out = kept.narrow(0, 0, need).view({B, S, D * H});
+    } else {
+      out = steps.defined() ? torch::zeros({B, S, D * H}, x.options()) : torch::empty({B, S, D * H}, x.options());
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      const auto* p = &params[4 * (layer * D + d)];
+      TORCH_CHECK(p[0].size(0) == G && p[0].size(1) == I && p[1].size(0) == G && p[1].size(1) == H &&
+                  p[2].numel() == G && p[3].numel() == G, "W_ih, W_hh and bias shapes");
+      auto w_ih_t = p[0].t().contiguous(), w_hh_t = p[1].t().contiguous();
+      auto bi = p[2].contiguous(), bh = p[3].contiguous();
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_inference", [&] {
+        auto kernel = H == kTunedHidden ? inference_direction<scalar_t, kTunedHidden> : inference_direction<scalar_t>;
+        kernel(in.data_ptr<scalar_t>(), I, w_ih_t.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+               bi.data_ptr<scalar_t>(), bh.data_ptr<scalar_t>(), out.data_ptr<scalar_t>() + d * H, D * H, B, S, H,
+               d == 1, steps.defined() ? steps.data_ptr<int64_t>() : nullptr);
+      });
+    }
+  }
+  return out;
+}
+
 void bernoulli_mask_(torch::Tensor out, double p);   // dropout_mask.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &gru_forward, "GRU layer recurrence forward, all directions (CPU)", py::arg("gi"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("keep_for_backward") = true);
+  m.def("inference", &gru_inference, "a whole multi-layer GRU, eval mode, sequences side by side (CPU)",
+        py::arg("x"), py::arg("params"), py::arg("num_layers"), py::arg("lengths") = py::none());
   m.def("backward", &gru_backward, "GRU layer recurrence backward, all directions (CPU)");
   m.def("bernoulli_mask_", &bernoulli_mask_, "out.bernoulli_(p) with the same draws, faster (CPU)");
 }
