@@ -39,7 +39,8 @@ def test_site_benchmark_prints_every_stage_and_the_batched_ratio(site_results, c
     """In process, on the shared site checkpoint, a quarter hour of two servers: a smoke test
     that every stage and figure is printed, not a timing."""
     from conftest import SITE_JOB
-    from model.benchmark import SITE_STAGES, main
+    from model.benchmark import main
+    from model.timing import SITE_STAGES
     assert main(["--site", "--results_dir", str(site_results), "--config", SITE_JOB, "--site_racks", "1",
                  "--nodes_per_rack", "2", "--hours", "0.25", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
