@@ -194,7 +194,8 @@ def main() -> int:
         print(f"\nNo data file was found in {data_dir} (expected names like "
               f"{data_file_name(configs[0].model, configs[0].hardware)}).\n"
               f"To try the pipeline on generated demo data: python3 run_all_training.py --demo")
-    failed = counts.get("failed", 0) + counts.get("missing_data", 0) + counts.get("diverged", 0)
+    # a job stopped by a signal from outside (the launcher itself was not) has no result either
+    failed = sum(counts.get(s, 0) for s in ("failed", "missing_data", "diverged", "interrupted"))
     if not args.demo and counts.get("succeeded", 0):
         print(next_steps(output_dir))
     if args.demo and counts.get("succeeded", 0) + counts.get("skipped_existing", 0) > 0:

@@ -70,9 +70,17 @@ class JobRecord:
     git_commit: str = ""           # the launcher's checkout (with "+dirty" for uncommitted changes)
 
 
+# exit statuses of a job stopped by SIGINT or SIGTERM: 128 + the signal as train_entry exits, or
+# minus the signal when it was killed before it could handle it
+STOPPED_BY_SIGNAL = {130: "SIGINT", 143: "SIGTERM", -2: "SIGINT", -15: "SIGTERM"}
+
+
 def job_status(returncode: int | None) -> str:
     """A finished job's status from its exit status: train_entry exits EXIT_DIVERGED when the
-    loss stopped being finite, which is no result at all rather than a bad one."""
+    loss stopped being finite, which is no result at all rather than a bad one; a job stopped by
+    SIGINT or SIGTERM was interrupted, not failed."""
+    if returncode in STOPPED_BY_SIGNAL:
+        return "interrupted"
     return {0: "succeeded", EXIT_DIVERGED: "diverged"}.get(returncode, "failed")
 
 

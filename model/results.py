@@ -91,8 +91,8 @@ def read_results(metrics_dir: Path | str) -> Results:
     rows, cells = [], []
     for job, cell in known.items():
         path = metrics_dir / f"{job}{METRICS_SUFFIX}"
-        if not path.is_file():
-            continue
+        if not path.exists() and not path.is_symlink():
+            continue            # not there; anything else there (a FIFO, a folder) is read and refused
         try:
             values = read_metrics_file(path)
         except (ValueError, OSError) as err:

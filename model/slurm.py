@@ -25,7 +25,8 @@ from model.errors import InputError
 from model.grid import GridCell
 from model.interrupts import interruptible, signum_of
 from model.outputs import write_npz
-from model.launcher import JobRecord, LaunchSettings, job_status, load_summary, plan_grid, save_summary, start_job
+from model.launcher import (STOPPED_BY_SIGNAL, JobRecord, LaunchSettings, job_status, load_summary, plan_grid,
+                            save_summary, start_job)
 from model.slurm_settings import SlurmSettings
 
 SLURM_SUBDIR = "slurm"
@@ -145,6 +146,9 @@ def _task_outcome(job) -> tuple[str, int | None, float, str]:
         returncode, seconds = int(result["returncode"]), float(result["seconds"])
     except (InputError, TypeError, ValueError, KeyError) as err:
         return "failed", None, 0.0, f"{died} ({err})"
+    if returncode in STOPPED_BY_SIGNAL:       # scancel, or the time limit, while the job ran
+        return ("interrupted", returncode, seconds, f"the job was stopped by {STOPPED_BY_SIGNAL[returncode]} "
+                f"(scancel or the task's time limit); see {job.paths.stdout}")
     return job_status(returncode), returncode, seconds, ""
 
 

@@ -103,7 +103,7 @@ def test_no_wait_then_collect(cluster, demo_dir, tmp_path):
     assert len(list((out / "metrics").glob("*_metrics.csv"))) == 2
 
 
-def test_a_task_that_dies_or_fails_is_reported_failed(cluster, demo_dir, tmp_path):
+def test_a_task_whose_job_fails_is_reported_failed(cluster, demo_dir, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     source = demo_dir / "vllm-benchmark_llama-3-8b_a100.npz"
@@ -113,17 +113,48 @@ def test_a_task_that_dies_or_fails_is_reported_failed(cluster, demo_dir, tmp_pat
     assert [(r["status"], r["returncode"]) for r in summary(tmp_path / "bad")] == [("failed", 2)] * 2
     assert "not a readable .npz" in config.log_path(tmp_path / "bad", "llama-3-8b_a100_tp1").read_text()
 
+
+def squeue_states(array: str) -> dict[str, str]:
+    lines = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", array], capture_output=True, text=True,
+                           timeout=30).stdout.split("\n")
+    return dict(line.split() for line in lines if line.strip())
+
+
+def test_a_cancelled_task_is_recorded_as_what_happened_to_it(cluster, demo_dir, tmp_path):
+    """scancel reaches a running task's job as SIGTERM (interrupted, exit 143) and a pending task
+    before it ever ran (failed, without a result). Each task takes a whole node's CPUs, so one
+    runs while the other waits; the test waits for those states, not for time to pass."""
+    node_cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                               timeout=30).stdout.split()[0].rstrip("+")
     out = tmp_path / "killed"
-    proc = grid(demo_dir, out, *SLURM, "--no_wait", "--num_epochs", "5000")
+    proc = grid(demo_dir, out, *SLURM, "--slurm_cpus_per_job", node_cpus, "--no_wait", "--num_epochs", "5000")
     assert proc.returncode == 0, proc.stderr
-    array = summary(out)[0]["slurm_job_id"].split("_")[0]
+    records = summary(out)
+    array = records[0]["slurm_job_id"].split("_")[0]
+    deadline = time.time() + 180
+
+    def one_training_one_waiting() -> str | None:
+        states = squeue_states(array)
+        running = [r for r in records if states.get(r["slurm_job_id"]) == "RUNNING"]
+        pending = [r for r in records if states.get(r["slurm_job_id"]) == "PENDING"]
+        if len(running) == 1 and len(pending) == 1 and (out / running[0]["log"]).exists() \
+                and "training on" in (out / running[0]["log"]).read_text():
+            return running[0]["job_name"]
+        return None
+
+    while (running := one_training_one_waiting()) is None:
+        assert time.time() < deadline, squeue_states(array)
+        time.sleep(1)
     subprocess.run(["scancel", array], check=True)
-    deadline = time.time() + 120
     while (collected := run_cli("run_all_training.py", "--collect", "--output_dir", str(out))).returncode == 3:
         assert time.time() < deadline, collected.stdout
         time.sleep(2)
     assert collected.returncode == 1
-    assert all(r["status"] == "failed" and "without a result" in r["note"] for r in summary(out))
+    outcome = {r["job_name"]: (r["status"], r["returncode"], r["note"]) for r in summary(out)}
+    status, returncode, note = outcome.pop(running)
+    assert (status, returncode) == ("interrupted", 143) and "SIGTERM" in note, outcome
+    [(status, returncode, note)] = outcome.values()
+    assert (status, returncode) == ("failed", None) and "without a result" in note
 
 
 def test_interrupted_launcher_cancels_its_tasks(cluster, demo_dir, tmp_path):
