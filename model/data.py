@@ -212,13 +212,9 @@ def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
         raise DataError(path, f"key {key!r} has dtype {array.dtype}, expected numbers")
 
 
-def load_power_file(path: Path | str) -> PowerData:
-    """Load and validate one data file; raise DataError on any defect."""
-    path = Path(path)
-    arrays = _read_arrays(path)
-    for key, array in arrays.items():
-        _check_numeric(path, key, array)
-
+def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The file's arrays agree on N traces, T bins and R requests, TP sizes are positive
+    integers; returns `trace_lengths` (None when absent), checked against T."""
     tp = arrays["tensor_parallelism"]
     if tp.ndim != 1:
         raise DataError(path, f"'tensor_parallelism' has shape {tp.shape}, expected (N,)")
@@ -236,68 +232,98 @@ def load_power_file(path: Path | str) -> PowerData:
     bin_shape = arrays["timestamps"].shape
     if not np.all(np.isfinite(tp)) or np.any(tp < 1) or np.any(tp != np.round(tp)):
         raise DataError(path, "'tensor_parallelism' holds a value that is not a positive integer")
-
     lengths = arrays.get("trace_lengths")
     if lengths is not None:
         if lengths.shape != (n,):
             raise DataError(path, f"'trace_lengths' has shape {lengths.shape}, expected ({n},)")
         if np.any(lengths < 1) or np.any(lengths > bin_shape[1]) or np.any(lengths != np.round(lengths)):
             raise DataError(path, f"'trace_lengths' must be integers in 1..{bin_shape[1]}")
+    return lengths
 
+
+def _trace_length(path: Path, arrays: dict[str, np.ndarray], i: int, lengths: np.ndarray | None,
+                  notes: list[str]) -> int:
+    """Trace i's true length: `trace_lengths`, else where its timestamps stop increasing."""
+    length = int(lengths[i]) if lengths is not None else true_length(arrays["timestamps"][i])
+    if length < 2:
+        raise DataError(path, f"trace {i} has {length} valid bins (timestamps must be "
+                              "positive and increasing)")
+    if lengths is None:
+        dropped = _bins_after_cut(arrays["timestamps"][i], length)
+        if dropped > length:
+            raise DataError(path, f"trace {i}: timestamps stop increasing at bin {length}, but "
+                                  f"{dropped} more bins of data follow; fix the timestamps or give "
+                                  "'trace_lengths'")
+        if dropped:
+            notes.append(f"trace {i}: timestamps stop increasing at bin {length}; the {dropped} "
+                         "bins after it are dropped")
+    return length
+
+
+def _check_bins(path: Path, arrays: dict[str, np.ndarray], i: int, length: int) -> np.ndarray:
+    """Trace i's timestamps (returned), workload and watts are finite, ordered and plausible."""
+    ts = arrays["timestamps"][i, :length].astype(np.float64)
+    if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
+        raise DataError(path, f"trace {i}: timestamps are not finite and strictly increasing "
+                              f"within its {length} bins")
+    for key in BIN_KEYS[1:]:
+        values = arrays[key][i, :length]
+        what = "watts" if key == "power_traces" else "values"
+        bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+        if len(bad):
+            raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
+                                  f"{bad[0]} ({values[bad[0]]!r})")
+    peak = float(arrays["power_traces"][i, :length].max())
+    if peak > MAX_TRACE_W or 0 < peak < MIN_PEAK_W:
+        raise DataError(path, f"trace {i}: 'power_traces' peaks at {peak:.3g} W; a server's GPUs draw "
+                              f"between {MIN_PEAK_W:g} and {MAX_TRACE_W:g} W (another unit, or scaled?)")
+    return ts
+
+
+def _request_mask(path: Path, arrays: dict[str, np.ndarray], i: int, ts: np.ndarray,
+                  notes: list[str]) -> np.ndarray:
+    """Which of trace i's request slots hold requests (padding is 0); broken or misplaced
+    requests are noted, or refused when they are most of them."""
+    raw_times = arrays["request_timestamps"][i]
+    request_mask = raw_times > 0
+    # padding is 0; a negative or NaN arrival is a broken request, dropped only with a note
+    broken = int(np.sum(~request_mask & (raw_times != 0)))
+    if broken and broken * 2 > broken + int(request_mask.sum()):
+        raise DataError(path, f"trace {i}: {broken} of {broken + int(request_mask.sum())} requests "
+                              "have a negative or NaN arrival time ('request_timestamps')")
+    if broken:
+        notes.append(f"trace {i}: {broken} request(s) with a negative or NaN arrival time are dropped")
+    times = raw_times[request_mask]
+    # the last bin is one median step wide; requests after a cut were counted with its bins
+    span_end = max(ts[-1], float(np.nanmax(arrays["timestamps"][i]))) + float(np.median(np.diff(ts)))
+    outside = int(np.sum((times < ts[0]) | (times >= span_end)))
+    if outside and outside * 2 > len(times):
+        raise DataError(path, f"trace {i}: {outside} of {len(times)} requests arrive outside the "
+                              f"trace's time span [{ts[0]:.6g}, {span_end:.6g}) s; are "
+                              "'request_timestamps' on the same clock as 'timestamps'?")
+    if outside:
+        notes.append(f"trace {i}: {outside} of {len(times)} requests arrive outside the trace's "
+                     "time span and count as no arrivals")
+    for key in REQUEST_KEYS:
+        values = arrays[key][i][request_mask]
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise DataError(path, f"trace {i}: {key!r} has non-finite or negative values")
+    return request_mask
+
+
+def load_power_file(path: Path | str) -> PowerData:
+    """Load and validate one data file; raise DataError on any defect."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    for key, array in arrays.items():
+        _check_numeric(path, key, array)
+    lengths = _check_shapes(path, arrays)
+    tp = arrays["tensor_parallelism"]
     traces, notes = [], []
-    for i in range(n):
-        length = int(lengths[i]) if lengths is not None else true_length(arrays["timestamps"][i])
-        if length < 2:
-            raise DataError(path, f"trace {i} has {length} valid bins (timestamps must be "
-                                  "positive and increasing)")
-        if lengths is None:
-            dropped = _bins_after_cut(arrays["timestamps"][i], length)
-            if dropped > length:
-                raise DataError(path, f"trace {i}: timestamps stop increasing at bin {length}, but "
-                                      f"{dropped} more bins of data follow; fix the timestamps or give "
-                                      "'trace_lengths'")
-            if dropped:
-                notes.append(f"trace {i}: timestamps stop increasing at bin {length}; the {dropped} "
-                             "bins after it are dropped")
-        ts = arrays["timestamps"][i, :length].astype(np.float64)
-        if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
-            raise DataError(path, f"trace {i}: timestamps are not finite and strictly increasing "
-                                  f"within its {length} bins")
-        for key in BIN_KEYS[1:]:
-            values = arrays[key][i, :length]
-            what = "watts" if key == "power_traces" else "values"
-            bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
-            if len(bad):
-                raise DataError(path, f"trace {i}: {key!r} has non-finite or negative {what} at bin "
-                                      f"{bad[0]} ({values[bad[0]]!r})")
-        peak = float(arrays["power_traces"][i, :length].max())
-        if peak > MAX_TRACE_W or 0 < peak < MIN_PEAK_W:
-            raise DataError(path, f"trace {i}: 'power_traces' peaks at {peak:.3g} W; a server's GPUs draw "
-                                  f"between {MIN_PEAK_W:g} and {MAX_TRACE_W:g} W (another unit, or scaled?)")
-        raw_times = arrays["request_timestamps"][i]
-        request_mask = raw_times > 0
-        # padding is 0; a negative or NaN arrival is a broken request, dropped only with a note
-        broken = int(np.sum(~request_mask & (raw_times != 0)))
-        if broken and broken * 2 > broken + int(request_mask.sum()):
-            raise DataError(path, f"trace {i}: {broken} of {broken + int(request_mask.sum())} requests "
-                                  "have a negative or NaN arrival time ('request_timestamps')")
-        if broken:
-            notes.append(f"trace {i}: {broken} request(s) with a negative or NaN arrival time are dropped")
-        times = raw_times[request_mask]
-        # the last bin is one median step wide; requests after a cut were counted with its bins
-        span_end = max(ts[-1], float(np.nanmax(arrays["timestamps"][i]))) + float(np.median(np.diff(ts)))
-        outside = int(np.sum((times < ts[0]) | (times >= span_end)))
-        if outside and outside * 2 > len(times):
-            raise DataError(path, f"trace {i}: {outside} of {len(times)} requests arrive outside the "
-                                  f"trace's time span [{ts[0]:.6g}, {span_end:.6g}) s; are "
-                                  "'request_timestamps' on the same clock as 'timestamps'?")
-        if outside:
-            notes.append(f"trace {i}: {outside} of {len(times)} requests arrive outside the trace's "
-                         "time span and count as no arrivals")
-        for key in REQUEST_KEYS:
-            values = arrays[key][i][request_mask]
-            if not np.all(np.isfinite(values)) or np.any(values < 0):
-                raise DataError(path, f"trace {i}: {key!r} has non-finite or negative values")
+    for i in range(len(tp)):
+        length = _trace_length(path, arrays, i, lengths, notes)
+        ts = _check_bins(path, arrays, i, length)
+        request_mask = _request_mask(path, arrays, i, ts, notes)
         workload = Workload(
             timestamps=ts,
             prefill_tokens=arrays["prefill_tokens"][i, :length].astype(np.float64),

@@ -255,7 +255,7 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
     for spec in {spec for _, spec, _, _ in targets}:
         llm_params(spec)            # a model of unknown size fails before any file is written
     written = []
-    for model_index, spec, hw, path in targets:
+    for model_index, _spec, hw, path in targets:
         runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
         try:
             # `simulated` marks the file as demo data wherever its results go (provenance, table)

@@ -33,8 +33,10 @@ def files_by_format(folder: Path) -> dict[object, list[Path]]:
     return {fmt: sorted(folder.glob(f"*{fmt.SUFFIX}")) for fmt in FORMATS}
 
 
-def read_folder(folder: Path, options: ReadOptions = ReadOptions()) -> Sources:
-    """Every file of every format in the folder, read into one Sources."""
+def read_folder(folder: Path, options: ReadOptions | None = None) -> Sources:
+    """Every file of every format in the folder, read into one Sources (options: the defaults
+    when None)."""
+    options = options or ReadOptions()
     found = Sources()
     for fmt, paths in files_by_format(folder).items():
         for path in paths:
