@@ -189,9 +189,9 @@ def test_a_site_generated_by_slurm_tasks_equals_the_local_one(cluster, site_resu
     site = ("-m", "model.facility", "--config", SITE_JOB, "--results_dir", str(site_results), "--rows", "1",
             "--racks_per_row", "3", "--nodes_per_rack", "2", "--rate_per_node", "1", "--duration", "900",
             "--seed", "3", "--no_progress")
-    local = run_cli(*site, "--out", str(tmp_path / "local"))
+    local = run_cli(*site, "--output_dir", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
-    proc = run_cli(*site, "--out", str(tmp_path / "slurm"), "--launcher", "slurm", "--racks_per_task", "2",
+    proc = run_cli(*site, "--output_dir", str(tmp_path / "slurm"), "--launcher", "slurm", "--racks_per_task", "2",
                    "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submitted 2 tasks as Slurm job" in proc.stdout         # racks 0-1 and rack 2
@@ -204,7 +204,7 @@ def test_a_site_generated_by_slurm_tasks_equals_the_local_one(cluster, site_resu
     broken = tmp_path / "broken_results"
     shutil.copytree(site_results, broken)
     sabotage = ["--slurm_setup", f"rm -f {config.checkpoint_path(broken, SITE_JOB)}"]
-    proc = run_cli(*site[:5], str(broken), *site[6:], "--out", str(tmp_path / "failed"), "--launcher", "slurm",
+    proc = run_cli(*site[:5], str(broken), *site[6:], "--output_dir", str(tmp_path / "failed"), "--launcher", "slurm",
                    "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20", *sabotage)
     assert proc.returncode == 1 and "Slurm tasks failed" in proc.stderr, proc.stdout + proc.stderr
     assert {f for f in files_under(tmp_path / "failed") if not f.startswith("slurm/")} == set()
