@@ -159,6 +159,12 @@ class _DeprecatedSpelling(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def add_deprecated_flag(parser, old: str, new: str, dest: str) -> None:
+    """`old` as a spelling of `new` (stored in `dest`) that still works, with one note."""
+    parser.add_argument(old, dest=dest, action=_DeprecatedSpelling, new_flag=new,
+                        help=f"deprecated spelling of {new}")
+
+
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -185,8 +191,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, slurm_what: str | None = Non
                        "default": None if required else f.default}
         target.add_argument(flag_name(f), dest=f.name, help=f.metadata["help"], **kwargs)
         if f.metadata["deprecated"]:
-            target.add_argument(f.metadata["deprecated"], dest=f.name, action=_DeprecatedSpelling,
-                                new_flag=flag_name(f), help=f"deprecated spelling of {flag_name(f)}")
+            add_deprecated_flag(target, f.metadata["deprecated"], flag_name(f), f.name)
 
 
 def from_args(cls, args: argparse.Namespace):

@@ -87,3 +87,26 @@ def test_a_negative_drain_time_is_refused():
         GenerateSettings(checkpoint="c.pt", rate=1.0, duration=60.0, drain_s=-1.0).validate()
     with pytest.raises(InputError, match="--drain_s"):
         FacilitySettings(rate_per_node=1.0, duration=60.0, drain_s=float("nan")).validate()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(config.MAX_SEED + 1)])
+def test_one_seed_range_in_demo_data_and_prepare_data(tmp_path, monkeypatch, seed):
+    from model import demo_data, prepare_data
+    with pytest.raises(InputError, match=r"--seed must lie in 0\.\.2\*\*32-1"):
+        demo_data.main(["--output_dir", str(tmp_path / "demo"), "--seed", seed])
+    assert not (tmp_path / "demo").exists()
+    monkeypatch.setattr("sys.argv", ["prepare_data", "--runs", str(tmp_path), "--model", "llama-3-8b",
+                                     "--hardware", "a100", "--out", str(tmp_path / "a.npz"), "--seed", seed])
+    with pytest.raises(InputError, match=r"--seed must lie in 0\.\.2\*\*32-1"):
+        prepare_data.main()
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_demo_data_writes_to_output_dir_and_takes_out_as_its_deprecated_spelling(tmp_path, capsys):
+    from model.demo_data import main
+    assert main(["--out", str(tmp_path / "old"), "--rates", "2"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "--out is deprecated" in notes[0] and "--output_dir" in notes[0]
+    assert sorted(p.name for p in (tmp_path / "old").glob("*.npz")) == sorted(
+        p.name for p in (tmp_path / "old").iterdir())
+    assert any((tmp_path / "old").glob("*.npz"))

@@ -219,7 +219,7 @@ def example_grid():
 def test_demo_data_follows_the_grid_file_gpus_by_nameplate_and_llms_by_size(example_grid, tmp_path):
     from model.demo_data import main
     from model.grid import GPU_TDP_W
-    assert main(["--grid", str(example_grid), "--out", str(tmp_path), "--rates", "2"]) == 0
+    assert main(["--grid", str(example_grid), "--output_dir", str(tmp_path), "--rates", "2"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(
         data_file_name(m, hw) for m in ("llama-3-8b", "llama-3-70b", "qwen-2.5-32b") for hw in ("h100", "h200"))
     qwen = load_power_file(tmp_path / data_file_name("qwen-2.5-32b", "h200"))
@@ -241,9 +241,9 @@ def test_demo_data_names_a_model_whose_size_it_cannot_tell(tmp_path):
     grid_file.write_text('[[models]]\nkey = "mystery"\ntp = [1]\nlabel = "Mystery"\n[hardware]\nb200 = 1000\n')
     try:
         with pytest.raises(InputError, match="'mystery'.*size_b"):
-            main(["--grid", str(grid_file), "--out", str(tmp_path / "out")])
+            main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")])
         grid_file.write_text(grid_file.read_text().replace('label = "Mystery"', 'label = "Mystery"\nsize_b = 13'))
-        assert main(["--grid", str(grid_file), "--out", str(tmp_path / "out")]) == 0
+        assert main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")]) == 0
     finally:
         from model.grid import use_grid
         use_grid(None)
