@@ -52,7 +52,7 @@ def metrics_dir(tmp_path):
 
 def aggregate_cli(metrics_dir, out):
     return run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir),
-                   "--output", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
+                   "--out", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
 
 
 @pytest.mark.slow
@@ -181,7 +181,7 @@ def test_jobs_trained_with_different_settings_are_not_pooled(metrics_dir, tmp_pa
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "num_epochs differs" in proc.stderr and "llama-3-8b_a100_tp1" in proc.stderr
     assert "llama-3-8b_h100_tp2" in proc.stderr and not (tmp_path / "table.tex").exists()
-    proc = run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--output", str(tmp_path / "t.tex"),
+    proc = run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--out", str(tmp_path / "t.tex"),
                    "--csv_output", str(tmp_path / "s.csv"), "--allow_mixed_settings")
     assert proc.returncode == 0 and "pooled despite: num_epochs differs" in proc.stdout
 
@@ -205,8 +205,8 @@ def test_output_and_csv_output_on_one_file_is_refused_before_writing(metrics_dir
     from conftest import files_under, run_main
     before = files_under(tmp_path)
     same = tmp_path / "out" / "both.txt"
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", same, "--csv_output", same)
-    assert code == 2 and "--csv_output" in err and "--output" in err
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", same, "--csv_output", same)
+    assert code == 2 and "--csv_output" in err and "is also --out;" in err
     assert files_under(tmp_path) == before
 
 
@@ -223,7 +223,7 @@ def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metr
     import aggregate_metrics
     from conftest import run_main
     _provenance_with(metrics_dir, "demo\n\\input{/etc/hostname}\r\n% more")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
                             "--csv_output", tmp_path / "stats.csv")
     assert code == 0, err
     lines = (tmp_path / "table.tex").read_text().splitlines()
@@ -236,7 +236,7 @@ def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_d
     import aggregate_metrics
     from conftest import run_main
     _provenance_with(metrics_dir, "=cmd|' /C calc'!A0")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
                             "--csv_output", tmp_path / "stats.csv")
     assert code == 0, err
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
@@ -250,7 +250,7 @@ def test_a_fifo_in_the_metrics_folder_is_refused_without_blocking(metrics_dir, t
     from conftest import fails_instead_of_hanging, fifo, run_main
     fifo(metrics_dir / "llama-3-8b_a100_tp2_metrics.csv")
     with fails_instead_of_hanging():
-        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "t.tex",
+        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "t.tex",
                                 "--csv_output", tmp_path / "s.csv")
     assert code == 2 and "named pipe" in err and not (tmp_path / "t.tex").exists()
 
@@ -281,3 +281,13 @@ def test_aggregator_output_onto_a_folder_is_one_line(tmp_path):
     (tmp_path / "table.tex").mkdir()
     with pytest.raises(InputError, match="is a directory"):
         aggregate(folder, tmp_path / "table.tex", tmp_path / "stats.csv")
+
+
+def test_the_table_file_is_out_and_output_its_deprecated_spelling(metrics_dir, tmp_path):
+    import aggregate_metrics
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "old.tex",
+                            "--csv_output", tmp_path / "stats.csv")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert [n for n in notes if "--output is deprecated" in n and "--out" in n] == notes[:1]
+    assert (tmp_path / "old.tex").exists()

@@ -109,7 +109,7 @@ def test_end_to_end_tiny_grid(demo_dir, tmp_path):
     summary = json.loads((out / "jobs_summary.json").read_text())
     assert [r["status"] for r in summary] == ["succeeded"] * 8
     proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(out / "metrics"),
-                   "--output", str(out / "table_summary.tex"), "--csv_output", str(out / "model_statistics.csv"),
+                   "--out", str(out / "table_summary.tex"), "--csv_output", str(out / "model_statistics.csv"),
                    "--plots")
     assert proc.returncode == 0, proc.stderr
     assert len(list((out / "synthetic").glob("*.npz"))) == 8
