@@ -170,28 +170,34 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 def add_flags(parser: argparse.ArgumentParser, cls, slurm_what: str | None = None) -> None:
     """One flag per field of `cls` (the parsed value under the field's name); with `slurm_what`,
-    the --launcher and --slurm_* flags too (what one array task does), and the fields of group
-    'slurm' join that group."""
-    groups = {"slurm": add_slurm_flags(parser, slurm_what, gpus=False)} if slurm_what else {}
+    the --launcher and --slurm_* flags too (what one array task does), after the command's own,
+    and the fields of group 'slurm' join them."""
     for f in fields(cls):
-        if not f.metadata["cli"]:
-            continue
-        target = groups.get(f.metadata["group"], parser)
-        if f.type == "bool":
-            action = "store_false" if f.default else "store_true"
-            target.add_argument(flag_name(f), dest=f.name, action=action, default=f.default, help=f.metadata["help"])
-            continue
-        kwargs = {"choices": f.metadata["choices"], "metavar": f.metadata["metavar"]}
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if f.type == "list[str]":
-            kwargs |= {"action": "append", "default": []}
-        else:
-            required = f.default is dataclasses.MISSING
-            kwargs |= {"type": _TYPES[f.type.removesuffix(" | None")], "required": required,
-                       "default": None if required else f.default}
-        target.add_argument(flag_name(f), dest=f.name, help=f.metadata["help"], **kwargs)
-        if f.metadata["deprecated"]:
-            add_deprecated_flag(target, f.metadata["deprecated"], flag_name(f), f.name)
+        if f.metadata["cli"] and not f.metadata["group"]:
+            _add_flag(parser, f)
+    if slurm_what:
+        slurm = add_slurm_flags(parser, slurm_what, gpus=False)
+        for f in fields(cls):
+            if f.metadata["cli"] and f.metadata["group"] == "slurm":
+                _add_flag(slurm, f)
+
+
+def _add_flag(target, f: dataclasses.Field) -> None:
+    if f.type == "bool":
+        action = "store_false" if f.default else "store_true"
+        target.add_argument(flag_name(f), dest=f.name, action=action, default=f.default, help=f.metadata["help"])
+        return
+    kwargs = {"choices": f.metadata["choices"], "metavar": f.metadata["metavar"]}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if f.type == "list[str]":
+        kwargs |= {"action": "append", "default": []}
+    else:
+        required = f.default is dataclasses.MISSING
+        kwargs |= {"type": _TYPES[f.type.removesuffix(" | None")], "required": required,
+                   "default": None if required else f.default}
+    target.add_argument(flag_name(f), dest=f.name, help=f.metadata["help"], **kwargs)
+    if f.metadata["deprecated"]:
+        add_deprecated_flag(target, f.metadata["deprecated"], flag_name(f), f.name)
 
 
 def from_args(cls, args: argparse.Namespace):
