@@ -43,14 +43,15 @@ def check_bin_width(data_file, traces, bin_s: float) -> None:
 
 def main() -> int:
     args = parse_args()
-    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    args.validate()
+    # torch, pandas and matplotlib load after the flags are read and checked: --help and usage
+    # errors stay instant
     import matplotlib
     import pandas as pd
     from model.checkpoint import load_checkpoint
     from model.data import load_power_file, trace_sha256
     from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
     from model.plots import STYLE, held_out_figure, save_figure
-    args.validate()
     if args.out:
         out = Path(args.out)
         plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"

@@ -25,6 +25,7 @@ from model.command_settings import GenerateSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, refuse_oversized, run_cli
 from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
 
+
 def parse_args(argv=None) -> GenerateSettings:
     """The GenerateSettings of the command line (model/command_settings.py: one field per flag)."""
     parser = ArgumentParser(__doc__)
@@ -45,7 +46,9 @@ def check_size(n_requests: float, n_bins: float) -> None:
 
 def main() -> int:
     args = parse_args()
-    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    args.validate()
+    # torch, pandas and matplotlib load after the flags are read and checked: --help and usage
+    # errors stay instant
     import matplotlib
     import numpy as np
     import pandas as pd
@@ -53,7 +56,6 @@ def main() -> int:
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_requests, read_requests
     from model.plots import STYLE, generated_day_figure, save_figure
-    args.validate()
     ckpt = load_checkpoint(args.checkpoint)
     generator = Generator(ckpt)
     job = ckpt.configuration["job_name"]
