@@ -2,7 +2,7 @@
 
     python3 aggregate_metrics.py
     python3 aggregate_metrics.py --metrics_dir demo/training_results/metrics \\
-        --output demo/training_results/table_summary.tex --csv_output demo/training_results/model_statistics.csv
+        --out demo/training_results/table_summary.tex --csv_output demo/training_results/model_statistics.csv
     python3 aggregate_metrics.py --plots           # also the figures, under training_results/plots/
 
 Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from model import config
 from model.grid import add_grid_flag, grid_from_argv
+from model.command_settings import add_deprecated_flag
 from model.errors import ArgumentParser, EXIT_OK, run_cli
 
 
@@ -23,9 +24,10 @@ def main() -> int:
     add_grid_flag(parser)
     parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR),
                         help=f"the jobs' metrics folder (default: {config.RESULTS_DIR / config.METRICS_SUBDIR})")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--out", dest="output", default=None,
                         help=f"LaTeX table to write (default: beside the metrics folder, {config.TABLE_FILE}); "
                              f"the generation table and statistics go beside it")
+    add_deprecated_flag(parser, "--output", "--out", "output")
     parser.add_argument("--csv_output", default=None,
                         help=f"per-model statistics CSV (default: beside the metrics folder, {config.STATISTICS_FILE})")
     parser.add_argument("--allow_mixed_settings", action="store_true",

@@ -250,7 +250,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     are not pooled: InputError naming them, unless allow_mixed_settings.
     """
     out_dir = Path(table_path).parent
-    refuse_clashes({"--output": table_path, "--csv_output": csv_path, config.ALL_JOBS_FILE: out_dir / config.ALL_JOBS_FILE,
+    refuse_clashes({"--out": table_path, "--csv_output": csv_path, config.ALL_JOBS_FILE: out_dir / config.ALL_JOBS_FILE,
                     config.GENERATION_STATISTICS_FILE: out_dir / config.GENERATION_STATISTICS_FILE,
                     config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
                    {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})

@@ -27,6 +27,7 @@ LR = 1e-4
 NUM_EPOCHS = 500
 VAL_SPLIT = 0.2
 SEED = 0
+MAX_SEED = 2**32 - 1   # every command's --seed lies in 0..MAX_SEED (numpy's legacy seed range)
 GRAD_CLIP = 1.0
 # --gru_impl: auto = the fused C++ kernel on the CPU, cuDNN on CUDA; torch = stock nn.GRU
 GRU_IMPLS = ("auto", "fused", "torch")
@@ -51,6 +52,9 @@ WANDB_PROJECT = "powertrace-classifier-training"
 # Generation (docs/design.md, "Generation")
 GENERATION_SEEDS = 5          # seeds per validation trace when a job scores generation
 GENERATED_DIR = Path("generated")
+# a trace from a requests file runs on this long after the last arrival, so that its last
+# requests finish (model.generate and model.facility --drain_s)
+DRAIN_S = 60.0
 # how the generator draws states: "independent" per bin (as the training table's synthetic
 # trace) or "coherent" in time; chosen by held-out fidelity, measured both ways with
 # `python -m model.evaluate_generation --sampling` (README, "Generating power traces")

@@ -1,6 +1,6 @@
 """Demo data: a small simulation of a vLLM server, written in the measured files' format.
 
-    python -m model.demo_data --out demo/training_data [--seed 0] [--scale demo|paper] [--grid FILE]
+    python -m model.demo_data --output_dir demo/training_data [--seed 0] [--scale demo|paper] [--grid FILE]
 
 Writes one file per LLM and GPU type of the grid (the built-in one: 8 files), each holding the
 TP values the grid uses for that LLM, with `trace_lengths`. The same seed gives identical files.
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
+from model.command_settings import add_deprecated_flag, check_seed
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import GPU_TDP_W, HARDWARE, MODELS, ModelSpec, add_grid_flag, data_file_name, grid_from_argv
 from model.data import write_power_file
@@ -272,19 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     grid_from_argv(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
-    parser.add_argument("--out", required=True, help="folder to write the grid's .npz files into")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (same seed, same files)")
+    parser.add_argument("--output_dir", default=None, help="folder to write the grid's .npz files into (required)")
+    add_deprecated_flag(parser, "--out", "--output_dir", "output_dir")
+    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the simulation (same seed, same files)")
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in POISSON_RATES),
                         help="arrival rates (requests/s) the traces of each TP cycle through "
                              "(default: %(default)s); e.g. one rate alone makes held-out traffic")
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
                         help="demo: 10 traces of ~280 bins per TP; paper: 30 of ~2,450 bins")
     args = parser.parse_args(argv)
+    if args.output_dir is None:
+        parser.error("the following arguments are required: --output_dir")
+    check_seed(args.seed)
     try:
         rates = tuple(float(r) for r in args.rates.split(","))
     except ValueError:
         raise InputError(f"--rates {args.rates!r}: expected numbers like 0.5,1,2") from None
-    for path in write_demo_files(args.out, args.seed, args.scale, rates=rates):
+    for path in write_demo_files(args.output_dir, args.seed, args.scale, rates=rates):
         print(f"wrote {path}")
     return 0
 

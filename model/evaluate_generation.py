@@ -18,24 +18,16 @@ import sys
 from pathlib import Path
 
 from model import config
+from model.command_settings import EvaluateGenerationSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, run_cli
 from model.outputs import atomic_path, file_sha256, refuse_clashes
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> EvaluateGenerationSettings:
+    """The settings of the command line (model/command_settings.py: one field per flag)."""
     parser = ArgumentParser(__doc__)
-    parser.add_argument("--checkpoint", required=True, help="a training job's checkpoints/{job}.pt")
-    parser.add_argument("--data_file", required=True, help=".npz file of measured traces")
-    parser.add_argument("--tp", type=int, default=None, help="TP of the traces to score (default: the checkpoint's)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per trace (default: 5)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
-    parser.add_argument("--sampling", choices=config.SAMPLINGS, default=None,
-                        help="how states are drawn in time (default: the generator's default)")
-    parser.add_argument("--out", default=None, help="summary CSV (default: print only)")
-    parser.add_argument("--plot", action="store_true",
-                        help="with --out: draw the first scored trace, measured against ours and the "
-                             "marginal baseline, as <out>_trace.png and .pdf")
-    return parser.parse_args(argv)
+    add_flags(parser, EvaluateGenerationSettings)
+    return from_args(EvaluateGenerationSettings, parser.parse_args(argv))
 
 
 def check_bin_width(data_file, traces, bin_s: float) -> None:
@@ -51,17 +43,15 @@ def check_bin_width(data_file, traces, bin_s: float) -> None:
 
 def main() -> int:
     args = parse_args()
-    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    args.validate()
+    # torch, pandas and matplotlib load after the flags are read and checked: --help and usage
+    # errors stay instant
     import matplotlib
     import pandas as pd
     from model.checkpoint import load_checkpoint
     from model.data import load_power_file, trace_sha256
     from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
     from model.plots import STYLE, held_out_figure, save_figure
-    if args.seeds < 1:
-        raise InputError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
     if args.out:
         out = Path(args.out)
         plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"

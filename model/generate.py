@@ -21,26 +21,16 @@ import time
 from pathlib import Path
 
 from model import config
+from model.command_settings import GenerateSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, refuse_oversized, run_cli
 from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
 
-DRAIN_S = 60.0
 
-
-def parse_args(argv=None):
+def parse_args(argv=None) -> GenerateSettings:
+    """The GenerateSettings of the command line (model/command_settings.py: one field per flag)."""
     parser = ArgumentParser(__doc__)
-    parser.add_argument("--checkpoint", required=True, help="a training job's checkpoints/{job}.pt")
-    parser.add_argument("--requests", default=None, help="CSV of requests (ours or the Azure trace's)")
-    parser.add_argument("--rate", type=float, default=None, help="Poisson arrivals per second")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of trace")
-    parser.add_argument("--drain_s", type=float, default=DRAIN_S,
-                        help=f"with --requests and no --duration: seconds after the last arrival (default: {DRAIN_S})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the traffic and the sampling (default: 0)")
-    parser.add_argument("--sampling", choices=config.SAMPLINGS, default=config.GENERATION_SAMPLING,
-                        help=f"how states are drawn in time (default: {config.GENERATION_SAMPLING})")
-    parser.add_argument("--out", default=None, help="output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
-    parser.add_argument("--plot", action="store_true", help="also draw the trace as <out>.png and .pdf")
-    return parser.parse_args(argv)
+    add_flags(parser, GenerateSettings)
+    return from_args(GenerateSettings, parser.parse_args(argv))
 
 
 # memory per bin (features, state probabilities, watts, states, the CSV's frame) and per request
@@ -56,7 +46,9 @@ def check_size(n_requests: float, n_bins: float) -> None:
 
 def main() -> int:
     args = parse_args()
-    # torch, pandas and matplotlib load after the flags are read: --help and usage errors stay instant
+    args.validate()
+    # torch, pandas and matplotlib load after the flags are read and checked: --help and usage
+    # errors stay instant
     import matplotlib
     import numpy as np
     import pandas as pd
@@ -64,14 +56,6 @@ def main() -> int:
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_requests, read_requests
     from model.plots import STYLE, generated_day_figure, save_figure
-    if (args.requests is None) == (args.rate is None):
-        raise InputError("give the traffic as --requests FILE or as --rate R --duration S (one of them)")
-    if args.rate is not None and args.duration is None:
-        raise InputError("--rate needs --duration (seconds of traffic)")
-    if args.duration is not None and not (args.duration > 0 and math.isfinite(args.duration)):
-        raise InputError(f"--duration must be a positive number of seconds, got {args.duration}")
-    if not 0 <= args.seed < 2**32:
-        raise InputError(f"--seed must lie in 0..2**32-1, got {args.seed}")
     ckpt = load_checkpoint(args.checkpoint)
     generator = Generator(ckpt)
     job = ckpt.configuration["job_name"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
+from model.command_settings import check_seed
 from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
@@ -135,6 +136,7 @@ def main() -> int:
                         help="use randomly rebuilt send times for runs whose JSON has none (finite request rate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args()
+    check_seed(args.seed)
     if args.num_gpus is not None and args.num_gpus < 1:
         raise InputError(f"--num_gpus must be at least 1, got {args.num_gpus}")
     out = Path(args.out) if args.out else config.DATA_DIR / data_file_name(args.model, args.hardware)

@@ -104,7 +104,7 @@ class JobSettings:
                   (self.val_every >= 1, f"--val_every must be at least 1, got {self.val_every}"),
                   (self.checkpoint_every >= 1,
                    f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
-                  (0 <= self.seed < 2**32, f"--seed must lie in 0..2**32-1, got {self.seed}"),
+                  (0 <= self.seed <= config.MAX_SEED, f"--seed must lie in 0..2**32-1, got {self.seed}"),
                   (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}")]
         for ok, message in checks:
             if not ok:

@@ -255,7 +255,7 @@ def site_benchmark(args) -> None:
     server_days = layout.n_nodes * math.ceil(args.hours * 4) / 4 / 24     # facility rounds up to 15 minutes
     argv = ["--config", job, "--results_dir", str(results), "--rows", "1", "--racks_per_row",
             str(args.site_racks), "--nodes_per_rack", str(args.nodes_per_rack), "--rate_per_node", "0.5",
-            "--duration", str(args.hours * 3600), "--row_limit_kw", "60", "--out", str(Path(tmp.name) / "site"),
+            "--duration", str(args.hours * 3600), "--row_limit_kw", "60", "--output_dir", str(Path(tmp.name) / "site"),
             "--no_progress", "--jobs", "1"]
     print(f"a site of {layout.n_nodes} servers ({args.site_racks} racks of {args.nodes_per_rack}), {args.hours:g} h "
           f"of Poisson traffic, one process: {server_days:g} server-days", flush=True)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -126,3 +127,13 @@ def fifo(path: Path) -> Path:
     """A named pipe at `path` that nobody writes to."""
     os.mkfifo(path)
     return path
+
+
+def wait_until(predicate, timeout=300):
+    """Poll until predicate() holds; TimeoutError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import run_cli, run_main
 from model import config
+from model.errors import InputError
 
-pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 
 def write_metrics(folder, job, f1, r2, mae, ece):
@@ -52,9 +52,10 @@ def metrics_dir(tmp_path):
 
 def aggregate_cli(metrics_dir, out):
     return run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir),
-                   "--output", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
+                   "--out", str(out / "table.tex"), "--csv_output", str(out / "stats.csv"))
 
 
+@pytest.mark.slow
 def test_exact_table_statistics_and_notes(metrics_dir, tmp_path):
     proc = aggregate_cli(metrics_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -74,6 +75,7 @@ def test_exact_table_statistics_and_notes(metrics_dir, tmp_path):
     assert "deepseek-r1-distill-70b: 1 of 4 configurations" in proc.stdout
 
 
+@pytest.mark.slow
 def test_nan_kept_out_of_means_with_a_note(metrics_dir, tmp_path):
     write_metrics(metrics_dir, "llama-3-8b_a100_tp2", 0.5, 0.7, float("nan"), 0.02)
     proc = aggregate_cli(metrics_dir, tmp_path)
@@ -83,6 +85,7 @@ def test_nan_kept_out_of_means_with_a_note(metrics_dir, tmp_path):
     assert "transition_mae is NaN in 1 of 3" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,problem", [
     ("", "empty"),
     ("metric,value\nval_f1,0.5\n", "missing"),
@@ -98,6 +101,7 @@ def test_damaged_metrics_file_exit_2_naming_it(metrics_dir, tmp_path, content, p
     assert not (tmp_path / "table.tex").exists() and not (tmp_path / "stats.csv").exists()
 
 
+@pytest.mark.slow
 def test_no_metrics_file_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "absent"):
@@ -105,6 +109,7 @@ def test_no_metrics_file_exit_2(tmp_path):
         assert proc.returncode == 2 and str(folder) in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None and not os.environ.get("CI"),
                     reason="pdflatex not installed (.ci/run installs it)")
 def test_table_compiles_with_pdflatex(metrics_dir, tmp_path):
@@ -125,6 +130,7 @@ def write_generation(folder, job, ours_ks, tdp_energy):
         "method,ks,acf_r2,nrmse,p95_error_pct,p99_error_pct,energy_error_pct\n" + "\n".join(rows) + "\n")
 
 
+@pytest.mark.slow
 def test_generation_statistics_pool_every_configuration(metrics_dir, tmp_path):
     write_generation(metrics_dir, "llama-3-8b_a100_tp1", 0.10, 200.0)
     write_generation(metrics_dir, "llama-3-8b_h100_tp2", 0.30, 300.0)
@@ -149,6 +155,7 @@ def test_generation_statistics_pool_every_configuration(metrics_dir, tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_outputs_default_beside_the_metrics_they_come_from(metrics_dir, tmp_path):
     proc = run_cli("aggregate_metrics.py", "--metrics_dir", str(metrics_dir))
     assert proc.returncode == 0, proc.stderr
@@ -165,6 +172,7 @@ def write_provenance(metrics_dir, job, **settings):
     (metrics_dir / f"{job}_provenance.json").write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_jobs_trained_with_different_settings_are_not_pooled(metrics_dir, tmp_path):
     write_provenance(metrics_dir, "llama-3-8b_a100_tp1", num_epochs=6)
     write_provenance(metrics_dir, "llama-3-8b_h100_tp2", num_epochs=5)
@@ -173,11 +181,12 @@ def test_jobs_trained_with_different_settings_are_not_pooled(metrics_dir, tmp_pa
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "num_epochs differs" in proc.stderr and "llama-3-8b_a100_tp1" in proc.stderr
     assert "llama-3-8b_h100_tp2" in proc.stderr and not (tmp_path / "table.tex").exists()
-    proc = run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--output", str(tmp_path / "t.tex"),
+    proc = run_main("aggregate_metrics.py", "--metrics_dir", str(metrics_dir), "--out", str(tmp_path / "t.tex"),
                    "--csv_output", str(tmp_path / "s.csv"), "--allow_mixed_settings")
     assert proc.returncode == 0 and "pooled despite: num_epochs differs" in proc.stdout
 
 
+@pytest.mark.slow
 def test_table_and_all_jobs_csv_say_where_the_numbers_came_from(metrics_dir, tmp_path):
     for job in ("llama-3-8b_a100_tp1", "llama-3-8b_h100_tp2", "deepseek-r1-distill-70b_h100_tp8"):
         write_provenance(metrics_dir, job)
@@ -190,13 +199,14 @@ def test_table_and_all_jobs_csv_say_where_the_numbers_came_from(metrics_dir, tmp
     assert set(all_jobs["num_epochs"]) == {30}
 
 
+@pytest.mark.slow
 def test_output_and_csv_output_on_one_file_is_refused_before_writing(metrics_dir, tmp_path):
     import aggregate_metrics
     from conftest import files_under, run_main
     before = files_under(tmp_path)
     same = tmp_path / "out" / "both.txt"
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", same, "--csv_output", same)
-    assert code == 2 and "--csv_output" in err and "--output" in err
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", same, "--csv_output", same)
+    assert code == 2 and "--csv_output" in err and "is also --out;" in err
     assert files_under(tmp_path) == before
 
 
@@ -208,11 +218,12 @@ def _provenance_with(metrics_dir, data: str):
         path.write_text(json.dumps(record | {"data": data}))
 
 
+@pytest.mark.slow
 def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metrics_dir, tmp_path):
     import aggregate_metrics
     from conftest import run_main
     _provenance_with(metrics_dir, "demo\n\\input{/etc/hostname}\r\n% more")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
                             "--csv_output", tmp_path / "stats.csv")
     assert code == 0, err
     lines = (tmp_path / "table.tex").read_text().splitlines()
@@ -220,11 +231,12 @@ def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metr
     assert lines[1] == r"\begin{table*}[!htb]"
 
 
+@pytest.mark.slow
 def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_dir, tmp_path):
     import aggregate_metrics
     from conftest import run_main
     _provenance_with(metrics_dir, "=cmd|' /C calc'!A0")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "table.tex",
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
                             "--csv_output", tmp_path / "stats.csv")
     assert code == 0, err
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
@@ -232,11 +244,50 @@ def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_d
     assert all_jobs["val_f1"].dtype == float          # numbers stay numbers
 
 
+@pytest.mark.slow
 def test_a_fifo_in_the_metrics_folder_is_refused_without_blocking(metrics_dir, tmp_path):
     import aggregate_metrics
     from conftest import fails_instead_of_hanging, fifo, run_main
     fifo(metrics_dir / "llama-3-8b_a100_tp2_metrics.csv")
     with fails_instead_of_hanging():
-        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "t.tex",
+        code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "t.tex",
                                 "--csv_output", tmp_path / "s.csv")
     assert code == 2 and "named pipe" in err and not (tmp_path / "t.tex").exists()
+
+
+def test_aggregator_leaves_out_diverged_jobs_with_a_note(tmp_path):
+    from model.aggregate import collect
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    for job, loss in (("llama-3-8b_a100_tp1", "0.5"), ("llama-3-8b_a100_tp2", "nan"),
+                      ("llama-3-8b_h100_tp1", "0.4")):
+        rows = {m: "0.5" for m in config.METRIC_ORDER} | {"final_train_loss": loss}
+        (folder / f"{job}_metrics.csv").write_text(
+            "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+    (tmp_path / config.SUMMARY_FILE).write_text(json.dumps([{"job_name": "llama-3-8b_h100_tp1",
+                                                             "status": "diverged"}]))
+    results, notes = collect(folder)
+    assert list(results["job"]) == ["llama-3-8b_a100_tp1"]
+    assert sum("left out" in n and "diverged" in n for n in notes) == 2
+
+
+def test_aggregator_output_onto_a_folder_is_one_line(tmp_path):
+    from model.aggregate import aggregate
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    rows = {m: "0.5" for m in config.METRIC_ORDER}
+    (folder / "llama-3-8b_a100_tp1_metrics.csv").write_text(
+        "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+    (tmp_path / "table.tex").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        aggregate(folder, tmp_path / "table.tex", tmp_path / "stats.csv")
+
+
+def test_the_table_file_is_out_and_output_its_deprecated_spelling(metrics_dir, tmp_path):
+    import aggregate_metrics
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--output", tmp_path / "old.tex",
+                            "--csv_output", tmp_path / "stats.csv")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert [n for n in notes if "--output is deprecated" in n and "--out" in n] == notes[:1]
+    assert (tmp_path / "old.tex").exists()

@@ -130,6 +130,6 @@ def test_launcher_unwritable_output(tmp_path):
 
 @pytest.mark.slow
 def test_demo_data_bad_scale_and_folder(tmp_path):
-    assert_bad_input(run_cli("-m", "model.demo_data", "--out", str(tmp_path), "--scale", "huge"), "huge")
+    assert_bad_input(run_cli("-m", "model.demo_data", "--output_dir", str(tmp_path), "--scale", "huge"), "huge")
     (tmp_path / "file").write_text("")
-    assert_bad_input(run_cli("-m", "model.demo_data", "--out", str(tmp_path / "file" / "x")), "file")
+    assert_bad_input(run_cli("-m", "model.demo_data", "--output_dir", str(tmp_path / "file" / "x")), "file")

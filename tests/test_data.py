@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_arrays, save_arrays
+from conftest import ROOT, load_arrays, run_cli, save_arrays
 from model.data import DataError, load_power_file, true_length
 from model.demo_data import hardware_params, llm_params, per_gpu_watts, write_demo_files
 from model.grid import MODELS, MODELS_BY_KEY, data_file_name, grid
@@ -219,7 +219,7 @@ def example_grid():
 def test_demo_data_follows_the_grid_file_gpus_by_nameplate_and_llms_by_size(example_grid, tmp_path):
     from model.demo_data import main
     from model.grid import GPU_TDP_W
-    assert main(["--grid", str(example_grid), "--out", str(tmp_path), "--rates", "2"]) == 0
+    assert main(["--grid", str(example_grid), "--output_dir", str(tmp_path), "--rates", "2"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(
         data_file_name(m, hw) for m in ("llama-3-8b", "llama-3-70b", "qwen-2.5-32b") for hw in ("h100", "h200"))
     qwen = load_power_file(tmp_path / data_file_name("qwen-2.5-32b", "h200"))
@@ -241,9 +241,9 @@ def test_demo_data_names_a_model_whose_size_it_cannot_tell(tmp_path):
     grid_file.write_text('[[models]]\nkey = "mystery"\ntp = [1]\nlabel = "Mystery"\n[hardware]\nb200 = 1000\n')
     try:
         with pytest.raises(InputError, match="'mystery'.*size_b"):
-            main(["--grid", str(grid_file), "--out", str(tmp_path / "out")])
+            main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")])
         grid_file.write_text(grid_file.read_text().replace('label = "Mystery"', 'label = "Mystery"\nsize_b = 13'))
-        assert main(["--grid", str(grid_file), "--out", str(tmp_path / "out")]) == 0
+        assert main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")]) == 0
     finally:
         from model.grid import use_grid
         use_grid(None)
@@ -282,3 +282,106 @@ def test_watts_scaled_out_of_any_plausible_range_are_refused(demo_file, tmp_path
     path = save_arrays(tmp_path / demo_file.name, arrays)
     with pytest.raises(DataError, match="another unit, or scaled"):
         load_power_file(path)
+
+
+@pytest.mark.slow
+def test_demo_refuses_to_overwrite_a_measured_file(demo_file, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    arrays = load_arrays(demo_file)
+    del arrays["simulated"]                  # as a measured file: no simulation mark
+    real = save_arrays(data / demo_file.name, arrays)
+    before = real.read_bytes()
+    result = run_cli("run_all_training.py", "--demo", "--data_dir", str(data), "--models", "llama-3-8b",
+                     "--output_dir", str(tmp_path / "out"), "--no_wandb", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refusing to overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert real.read_bytes() == before
+    assert sorted(p.name for p in data.iterdir()) == [demo_file.name]
+
+
+def test_demo_rewrites_its_own_files(tmp_path):
+    from model.demo_data import write_demo_files
+    first = write_demo_files(tmp_path, models=["llama-3-8b"], hardware=["a100"])
+    assert write_demo_files(tmp_path, models=["llama-3-8b"], hardware=["a100"]) == first
+
+
+def without_lengths(demo_file, tmp_path, change):
+    arrays = load_arrays(demo_file)
+    del arrays["trace_lengths"]
+    change(arrays)
+    return save_arrays(tmp_path / demo_file.name, arrays)
+
+
+def test_backwards_timestamp_is_reported_with_the_bins_dropped(demo_file, tmp_path, capsys):
+    from model.data import load_power_file
+    length = int(load_arrays(demo_file)["trace_lengths"][0])
+
+    def repeat_one(arrays):
+        arrays["timestamps"][0, 200] = arrays["timestamps"][0, 199]
+    data = load_power_file(without_lengths(demo_file, tmp_path, repeat_one))
+    assert len(data.traces[0]) == 200
+    err = capsys.readouterr().err
+    assert "trace 0" in err and f"{length - 200} bins" in err
+
+
+def test_backwards_timestamp_early_in_a_trace_is_refused(demo_file, tmp_path):
+    from model.data import DataError, load_power_file
+
+    def repeat_early(arrays):
+        arrays["timestamps"][0, 20] = arrays["timestamps"][0, 19]
+    with pytest.raises(DataError, match="trace 0: timestamps stop increasing at bin 20"):
+        load_power_file(without_lengths(demo_file, tmp_path, repeat_early))
+
+
+def test_requests_on_another_clock_are_refused_or_counted(demo_file, tmp_path, capsys):
+    from model.data import DataError, load_power_file
+    arrays = load_arrays(demo_file)
+    times = arrays["request_timestamps"]
+    moved = times.copy()
+    moved[0][moved[0] > 0] += 1e6                 # every request of trace 0 on another clock
+    with pytest.raises(DataError, match="trace 0: .* requests arrive outside"):
+        load_power_file(save_arrays(tmp_path / "moved.npz", arrays | {"request_timestamps": moved}))
+    one = times.copy()
+    one[1][np.flatnonzero(one[1] > 0)[0]] += 1e6  # one request of trace 1
+    load_power_file(save_arrays(tmp_path / demo_file.name, arrays | {"request_timestamps": one}))
+    assert f"trace 1: 1 of {int(np.sum(times[1] > 0))} requests" in capsys.readouterr().err
+
+
+def test_npz_declaring_more_data_than_it_holds_is_refused_before_allocating(demo_file, tmp_path):
+    import zipfile
+    from model.data import DataError, load_power_file
+    arrays = load_arrays(demo_file)
+    path = save_arrays(tmp_path / demo_file.name, arrays)
+    crafted = tmp_path / "crafted.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "power_traces.npy":    # same bytes, a header claiming 596 GiB
+                header = np.lib.format.header_data_from_array_1_0(np.zeros(0))
+                header["shape"] = (80_000_000, 1000)
+                buffer = __import__("io").BytesIO()
+                np.lib.format.write_array_header_1_0(buffer, header)
+                data = buffer.getvalue() + data[128:]
+            target.writestr(info.filename, data)
+    with pytest.raises(DataError, match="'power_traces' declares 640,000,000,000 bytes"):
+        load_power_file(crafted)
+
+
+def test_unreadable_data_file_is_not_called_a_broken_zip(demo_file, tmp_path, monkeypatch):
+    from model import data as data_module
+    path = save_arrays(tmp_path / demo_file.name, load_arrays(demo_file))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(data_module, "open", denied, raising=False)
+    with pytest.raises(data_module.DataError, match="cannot be read: Permission denied"):
+        data_module.load_power_file(path)
+
+
+def test_symlink_loop_is_not_called_missing(tmp_path):
+    from model.data import DataError, load_power_file
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    with pytest.raises(DataError, match="symbolic link"):
+        load_power_file(tmp_path / "a.npz")

@@ -71,7 +71,7 @@ def results(site_results):
 
 def facility(results, out, *extra, runner=run_cli):
     return runner("-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "2",
-                   "--racks_per_row", "2", "--nodes_per_rack", "2", "--out", str(out), "--no_progress", *extra)
+                   "--racks_per_row", "2", "--nodes_per_rack", "2", "--output_dir", str(out), "--no_progress", *extra)
 
 
 @pytest.mark.slow
@@ -135,7 +135,7 @@ def test_a_site_request_stream_is_split_without_losing_requests_or_tokens(result
 def test_bad_input_is_one_line_exit_2_and_nothing_written(results, tmp_path, flags, problem):
     args = _request_file_args(flags, tmp_path)
     if "--config" in args:      # replace the configuration, not add to it
-        proc = run_main("-m", "model.facility", "--results_dir", str(results), "--out", str(tmp_path / "out"),
+        proc = run_main("-m", "model.facility", "--results_dir", str(results), "--output_dir", str(tmp_path / "out"),
                         "--no_progress", *args)
     else:
         proc = facility(results, tmp_path / "out", *args, runner=run_main)
@@ -181,7 +181,7 @@ def test_bad_site_input_is_refused_before_anything_is_written(results, tmp_path,
     from model.facility import build_site, parse_args
     out = tmp_path / "out"
     with pytest.raises(InputError, match=problem):
-        build_site(parse_args(["--config", JOB, "--results_dir", str(results), "--out", str(out), "--no_progress",
+        build_site(parse_args(["--config", JOB, "--results_dir", str(results), "--output_dir", str(out), "--no_progress",
                                *_request_file_args(flags, tmp_path)]))
     assert files_under(out) == set()
 
@@ -200,7 +200,7 @@ def test_an_interrupted_run_writes_nothing_and_a_rerun_completes(results, tmp_pa
     out = tmp_path / "out"
     args = [sys.executable, "-m", "model.facility", "--config", JOB, "--results_dir", str(results), "--rows", "1",
             "--racks_per_row", "2", "--nodes_per_rack", "4", "--rate_per_node", "1", "--duration", "43200",
-            "--out", str(out), "--no_progress"]
+            "--output_dir", str(out), "--no_progress"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "nodes in" in proc.stdout.readline()       # generation has started
     time.sleep(1.0)
@@ -236,7 +236,7 @@ def tiny_results(tmp_path):
 def _site(results, out, *extra):
     from model.facility import build_site, parse_args
     return build_site(parse_args(["--config", "m_h_tp1", "--results_dir", str(results), "--rows", "1",
-                                  "--racks_per_row", "2", "--nodes_per_rack", "2", "--out", str(out),
+                                  "--racks_per_row", "2", "--nodes_per_rack", "2", "--output_dir", str(out),
                                   "--no_progress", *extra]))
 
 
@@ -249,7 +249,7 @@ def test_a_small_site_of_a_made_up_checkpoint_is_written(tiny_results, tmp_path,
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tiny_results, tmp_path):
     from model.outputs import locked_directory
     out = tmp_path / "out"
-    with locked_directory(out, "--out"):            # as a first run would, for its whole run
+    with locked_directory(out, "--output_dir"):            # as a first run would, for its whole run
         with pytest.raises(InputError, match="in use by another run"):
             _site(tiny_results, out, "--rate_per_node", "1", "--duration", "60")
     assert files_under(out) == set()
@@ -282,3 +282,15 @@ def test_sizes_beyond_memory_and_infinite_limits_are_one_line_before_any_work(ti
         _site(tiny_results, tmp_path / "out", *flags)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_site_from_a_requests_file_runs_on_for_drain_s_after_the_last_arrival(tiny_results, tmp_path):
+    import json
+    requests = tmp_path / "requests.csv"
+    requests.write_text("arrival_time_s,input_tokens,output_tokens\n1.0,100,20\n10.0,100,20\n")
+    bins = {}
+    for drain in ("60", "1000"):                     # 70 s: one 15-minute window; 1010 s: two
+        out = tmp_path / f"drain{drain}"
+        assert _site(tiny_results, out, "--requests", str(requests), "--drain_s", drain) == 0
+        bins[drain] = json.loads((out / "manifest.json").read_text())["bins"]
+    assert bins["1000"] == 2 * bins["60"]

@@ -333,3 +333,22 @@ def test_a_racks_traces_share_forward_passes_and_each_gets_its_own_probabilities
     for features, got in zip(traces, together):
         alone = windowed_log_probabilities_many(model, [features], window=1000, context=100, batch=1)[0]
         np.testing.assert_allclose(np.exp(got), np.exp(alone), atol=1e-6)
+
+
+def test_kernel_cache_falls_back_when_home_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import tempfile
+    from torch.utils import cpp_extension
+    from model.classifiers import fused_gru
+    not_a_folder = tmp_path / "home"
+    not_a_folder.write_text("")            # mkdir under it fails, as under a read-only HOME
+    monkeypatch.setenv("HOME", str(not_a_folder))
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(fused_gru, "_extension", None)
+    monkeypatch.setattr(fused_gru, "_build_error", None)
+    used = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: used.append(kw["build_directory"]) or "kernel")
+    assert fused_gru.load_extension(verbose=False) == "kernel"
+    assert used and used[0].startswith(str(tmp_path / "tmp"))
+    assert capsys.readouterr().err.count("notice:") == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import load_arrays, run_cli, save_arrays
+from conftest import ROOT, load_arrays, run_cli, save_arrays, wait_until
 from model import config
 from model.checkpoint import load_checkpoint, read_record
 from model.classifiers.gru import state_log_probabilities
@@ -23,7 +24,6 @@ from model.features import raw_features
 from model.job import run_job
 from model.settings import JobSettings
 
-pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 
 def settings(data_file, out, **overrides) -> JobSettings:
@@ -58,6 +58,7 @@ def trained(demo_dir, tmp_path_factory):
     return data_file, out, result
 
 
+@pytest.mark.slow
 def test_learns_states_when_watts_follow_the_workload(trained):
     _, out, result = trained
     assert result.metrics["val_f1"] >= 0.8
@@ -65,6 +66,7 @@ def test_learns_states_when_watts_follow_the_workload(trained):
     assert result.metrics["final_train_loss"] < 1.0
 
 
+@pytest.mark.slow
 def test_no_skill_when_watts_ignore_the_workload(trained, tmp_path):
     data_file, _, result = trained
     noise_file = decoupled(data_file, tmp_path / "decoupled.npz")
@@ -74,6 +76,7 @@ def test_no_skill_when_watts_ignore_the_workload(trained, tmp_path):
     assert blind["transition_mae"] > 1.3 * result.metrics["transition_mae"]
 
 
+@pytest.mark.slow
 def test_output_files(trained):
     _, out, result = trained
     job = "llama-3-70b_h100_tp8"
@@ -95,6 +98,7 @@ def test_output_files(trained):
     assert not [p for p in out.rglob(".*tmp-*")]
 
 
+@pytest.mark.slow
 def test_a_jobs_time_is_split_into_its_stages_for_its_closing_line(trained):
     from model.train_entry import stage_line
     _, _, result = trained
@@ -104,6 +108,7 @@ def test_a_jobs_time_is_split_into_its_stages_for_its_closing_line(trained):
                         r"generation [\d.]+, files [\d.]+", stage_line(result.seconds))
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_into_plain_nn_gru(trained):
     data_file, out, _ = trained
     checkpoint = read_record(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))   # weights_only=True
@@ -118,6 +123,7 @@ def test_checkpoint_loads_into_plain_nn_gru(trained):
     assert checkpoint["settings"]["lr"] == 3e-3 and checkpoint["fingerprint"]["data_sha256"]
 
 
+@pytest.mark.slow
 def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
     data_file, out, _ = trained
     ckpt = load_checkpoint(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))
@@ -130,6 +136,7 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
     np.testing.assert_array_equal(ckpt.state_means, saved["state_means"])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_its_model_config_is_refused_in_one_line(trained, tmp_path):
     _, out, _ = trained
     record = read_record(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))
@@ -139,6 +146,7 @@ def test_a_checkpoint_without_its_model_config_is_refused_in_one_line(trained, t
         load_checkpoint(tmp_path / "old.pt")
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_losses(demo_dir, tmp_path):
     data_file = demo_dir / "vllm-benchmark_llama-3-8b_a100.npz"
     runs = []
@@ -153,6 +161,7 @@ def test_same_seed_same_metrics_and_losses(demo_dir, tmp_path):
     assert other.metrics["final_train_loss"] != runs[0][0]["final_train_loss"]
 
 
+@pytest.mark.slow
 def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env |= {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wb"), "NETRC": str(tmp_path / "none"),
@@ -177,6 +186,7 @@ def test_train_entry_cli_with_real_offline_wandb(demo_file, tmp_path):
     assert b"grid-20261125-test" in blob        # runs of one grid share a group, so grids compare
 
 
+@pytest.mark.slow
 def test_wandb_disabled_writes_no_run(demo_file, tmp_path):
     proc = run_cli("-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
                    "--tp", "1", "--hardware_accelerator", "a100", "--num_epochs", "1", "--no_wandb",
@@ -185,6 +195,7 @@ def test_wandb_disabled_writes_no_run(demo_file, tmp_path):
     assert not (tmp_path / "wb").exists() and not (tmp_path / "out" / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_tp_minus_one_trains_every_tp(demo_file, tmp_path):
     proc = run_cli("-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
                    "--tp", "-1", "--hardware_accelerator", "a100", "--num_epochs", "1",
@@ -194,6 +205,7 @@ def test_tp_minus_one_trains_every_tp(demo_file, tmp_path):
         "llama-3-8b_a100_tp1_metrics.csv", "llama-3-8b_a100_tp2_metrics.csv"]
 
 
+@pytest.mark.slow
 def test_a_loss_far_above_its_first_epoch_is_divergence_not_success(demo_file, tmp_path):
     from model.errors import TrainingDiverged
     from model.job import divergence
@@ -205,3 +217,77 @@ def test_a_loss_far_above_its_first_epoch_is_divergence_not_success(demo_file, t
                             num_epochs=3, output_dir=str(tmp_path), use_wandb=False, progress=False,
                             gru_impl="torch"))
     assert not config.metrics_path(tmp_path, "llama-3-8b_a100_tp1").exists()
+
+
+def job_settings(data_file, out, **overrides):
+    from model.settings import JobSettings
+    return JobSettings(**(dict(data_file=str(data_file), model="llama-3-8b", hardware="a100", tp=1,
+                               num_epochs=1, output_dir=str(out), use_wandb=False, progress=False)
+                          | overrides))
+
+
+@pytest.mark.parametrize("target", ["data", "metrics", "folder", "folder/"])
+def test_weights_path_onto_data_output_or_folder_is_refused_before_training(demo_file, tmp_path, target):
+    from model.job import run_job
+    data = save_arrays(tmp_path / demo_file.name, load_arrays(demo_file))
+    before = data.read_bytes()
+    out = tmp_path / "out"
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    weights = {"data": str(data), "metrics": str(config.metrics_path(out, "llama-3-8b_a100_tp1")),
+               "folder": str(folder), "folder/": str(tmp_path / "new") + "/"}[target]
+    with pytest.raises(InputError):
+        run_job(job_settings(data, out, weights_path=weights))
+    assert data.read_bytes() == before
+    assert not config.losses_path(out, "llama-3-8b_a100_tp1").exists()
+
+
+def test_model_too_big_for_memory_is_bad_input(demo_file, tmp_path):
+    from model.job import run_job
+    with pytest.raises(InputError, match="not enough cpu memory"):
+        run_job(job_settings(demo_file, tmp_path, hidden_size=10**6, gru_impl="torch"))
+
+
+@pytest.mark.slow
+def test_diverged_training_exits_with_its_own_status(demo_file, tmp_path):
+    from model.errors import EXIT_DIVERGED
+    from model.launcher import job_status
+    result = run_cli("-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
+                     "--tp", "1", "--hardware_accelerator", "a100", "--num_epochs", "2", "--lr", "1e38",
+                     "--output_dir", str(tmp_path), "--no_progress", "--no_wandb", "--gru_impl", "torch")
+    assert result.returncode == EXIT_DIVERGED, result.stdout + result.stderr
+    assert "training diverged" in result.stderr and "Traceback" not in result.stderr
+    assert not config.metrics_path(tmp_path, "llama-3-8b_a100_tp1").exists()
+    assert job_status(EXIT_DIVERGED) == "diverged" and job_status(1) == "failed"
+
+
+@pytest.mark.slow
+def test_train_entry_exits_143_on_sigterm(demo_file, tmp_path):
+    job = subprocess.Popen(
+        [sys.executable, "-m", "model.train_entry", "--data_file", str(demo_file), "--model", "llama-3-8b",
+         "--tp", "1", "--hardware_accelerator", "a100", "--num_epochs", "500", "--checkpoint_every", "1",
+         "--output_dir", str(tmp_path), "--no_progress", "--no_wandb", "--gru_impl", "torch"],
+        cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    wait_until(config.state_path(tmp_path, "llama-3-8b_a100_tp1").exists)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 143, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_every_tp_is_checked_before_any_is_trained(demo_file, tmp_path):
+    arrays = load_arrays(demo_file)
+    keep = np.flatnonzero(arrays["tensor_parallelism"] == 1)
+    lone = np.flatnonzero(arrays["tensor_parallelism"] == 2)[:1]        # TP 2 with one trace only
+    rows = np.concatenate([keep, lone])
+    subset = {k: (v[rows] if v.ndim and len(v) == len(arrays["tensor_parallelism"]) else v)
+              for k, v in arrays.items()}
+    path = save_arrays(tmp_path / demo_file.name, subset)
+    result = run_cli("-m", "model.train_entry", "--data_file", str(path), "--model", "llama-3-8b", "--tp", "-1",
+                     "--hardware_accelerator", "a100", "--num_epochs", "1", "--output_dir", str(tmp_path / "out"),
+                     "--no_progress", "--gru_impl", "torch")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "TP 2 has 1 trace" in result.stderr
+    assert not (tmp_path / "out" / "metrics").exists()

@@ -151,3 +151,9 @@ def test_acf_mae_by_hand_and_growing_when_the_lag_one_correlation_halves():
     # autocorr_r2 hardly notices the halving: the ACF keeps its shape (the reason acf_mae exists)
     assert metrics.autocorr_r2([real], [halved]) > 0.5
     assert np.isnan(metrics.acf_mae([real[:50]], [real[:50]]))
+
+
+def test_energy_error_of_all_zero_watts_is_nan():
+    from model.classifiers.metrics import energy_error_pct
+    assert np.isnan(energy_error_pct([np.zeros(200)], [np.full(200, 5.0)]))
+    assert energy_error_pct([np.full(10, 2.0)], [np.full(10, 3.0)]) == pytest.approx(50.0)

@@ -275,3 +275,16 @@ def test_absurd_token_counts_are_one_line_exit_2(tmp_path, tokens):
                             "--out", tmp_path / "x.npz")
     assert code == 2 and "r.json" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", [0, -1])
+def test_prepare_data_refuses_a_request_rate_that_is_not_positive(tmp_path, rate):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_benchmark(runs / "b.json", DAY + timedelta(seconds=30), 30.0, 1, [200] * 5, [10] * 5,
+                    [0.1] * 5, [[0.02] * 9] * 5, request_rate=rate)
+    write_power_csv(runs / "p.csv", DAY - timedelta(seconds=1), 32.0, n_gpus=1)
+    result = prepare(runs, tmp_path / "a.npz", "--allow_rebuilt_arrivals")
+    assert result.returncode == 2 and "request_rate" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "a.npz").exists()

@@ -18,7 +18,6 @@ import pytest
 from conftest import ROOT, SITE_JOB, files_under, run_cli
 from model import config
 
-pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
 MODELS = ("--models", "llama-3-8b", "--hardware", "a100")
 SLURM = ("--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20")
@@ -61,6 +60,7 @@ def explain(proc, out) -> str:
     return "\n".join([proc.stdout[-3000:], proc.stderr[-3000:], *logs])
 
 
+@pytest.mark.slow
 def test_slurm_grid_gives_the_same_outputs_as_a_local_run(cluster, demo_dir, tmp_path):
     local = grid(demo_dir, tmp_path / "local", "--jobs", "2")      # one thread per job, like the tasks
     assert local.returncode == 0, local.stderr
@@ -85,6 +85,7 @@ def test_slurm_grid_gives_the_same_outputs_as_a_local_run(cluster, demo_dir, tmp
     assert [r["status"] for r in summary(tmp_path / "slurm")] == ["skipped_existing"] * 2
 
 
+@pytest.mark.slow
 def test_no_wait_then_collect(cluster, demo_dir, tmp_path):
     out = tmp_path / "out"
     proc = grid(demo_dir, out, *SLURM, "--no_wait")
@@ -103,6 +104,7 @@ def test_no_wait_then_collect(cluster, demo_dir, tmp_path):
     assert len(list((out / "metrics").glob("*_metrics.csv"))) == 2
 
 
+@pytest.mark.slow
 def test_a_task_whose_job_fails_is_reported_failed(cluster, demo_dir, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -120,6 +122,7 @@ def squeue_states(array: str) -> dict[str, str]:
     return dict(line.split() for line in lines if line.strip())
 
 
+@pytest.mark.slow
 def test_a_cancelled_task_is_recorded_as_what_happened_to_it(cluster, demo_dir, tmp_path):
     """scancel reaches a running task's job as SIGTERM (interrupted, exit 143) and a pending task
     before it ever ran (failed, without a result). Each task takes a whole node's CPUs, so one
@@ -157,6 +160,7 @@ def test_a_cancelled_task_is_recorded_as_what_happened_to_it(cluster, demo_dir, 
     assert (status, returncode) == ("failed", None) and "without a result" in note
 
 
+@pytest.mark.slow
 def test_interrupted_launcher_cancels_its_tasks(cluster, demo_dir, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "run_all_training.py", "--data_dir", str(demo_dir), "--output_dir", str(out), *MODELS,
@@ -180,13 +184,14 @@ def test_interrupted_launcher_cancels_its_tasks(cluster, demo_dir, tmp_path):
     assert [r["status"] for r in summary(out)] == ["interrupted"] * 2
 
 
+@pytest.mark.slow
 def test_a_site_generated_by_slurm_tasks_equals_the_local_one(cluster, site_results, tmp_path):
     site = ("-m", "model.facility", "--config", SITE_JOB, "--results_dir", str(site_results), "--rows", "1",
             "--racks_per_row", "3", "--nodes_per_rack", "2", "--rate_per_node", "1", "--duration", "900",
             "--seed", "3", "--no_progress")
-    local = run_cli(*site, "--out", str(tmp_path / "local"))
+    local = run_cli(*site, "--output_dir", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
-    proc = run_cli(*site, "--out", str(tmp_path / "slurm"), "--launcher", "slurm", "--racks_per_task", "2",
+    proc = run_cli(*site, "--output_dir", str(tmp_path / "slurm"), "--launcher", "slurm", "--racks_per_task", "2",
                    "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submitted 2 tasks as Slurm job" in proc.stdout         # racks 0-1 and rack 2
@@ -199,12 +204,13 @@ def test_a_site_generated_by_slurm_tasks_equals_the_local_one(cluster, site_resu
     broken = tmp_path / "broken_results"
     shutil.copytree(site_results, broken)
     sabotage = ["--slurm_setup", f"rm -f {config.checkpoint_path(broken, SITE_JOB)}"]
-    proc = run_cli(*site[:5], str(broken), *site[6:], "--out", str(tmp_path / "failed"), "--launcher", "slurm",
+    proc = run_cli(*site[:5], str(broken), *site[6:], "--output_dir", str(tmp_path / "failed"), "--launcher", "slurm",
                    "--slurm_cpus_per_job", "1", "--slurm_mem_gb", "2", "--slurm_time", "20", *sabotage)
     assert proc.returncode == 1 and "Slurm tasks failed" in proc.stderr, proc.stdout + proc.stderr
     assert {f for f in files_under(tmp_path / "failed") if not f.startswith("slurm/")} == set()
 
 
+@pytest.mark.slow
 def test_dry_run_shows_the_submission_and_submits_nothing(tmp_path):
     proc = run_cli("run_all_training.py", "--output_dir", str(tmp_path / "out"), "--launcher", "slurm",
                    "--slurm_partition", "gpu", "--slurm_gpus_per_job", "1", "--slurm_time", "90",
@@ -217,6 +223,7 @@ def test_dry_run_shows_the_submission_and_submits_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, problem", [
     (("--launcher", "slurm", "--slurm_time", "0"), "--slurm_time must be at least 1"),
     (("--no_wait",), "--no_wait is for --launcher slurm"),
@@ -226,11 +233,13 @@ def test_bad_slurm_options_exit_2(args, problem, tmp_path):
     assert proc.returncode == 2 and problem in proc.stderr
 
 
+@pytest.mark.slow
 def test_collect_without_a_submission_exit_2(tmp_path):
     proc = run_cli("run_all_training.py", "--collect", "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "jobs_summary.json" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ci,outcome", [("", "skipped"), ("true", "error")])
 def test_without_a_cluster_slurm_tests_skip_with_the_reason_and_fail_only_under_ci(tmp_path, ci, outcome):
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "POWERTRACE_NO_SLURM")}
@@ -258,6 +267,7 @@ class _RunsCode:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_collect_never_unpickles_a_planted_result_file(tmp_path, monkeypatch):
     import pickle
     from model import slurm
@@ -273,6 +283,7 @@ def test_collect_never_unpickles_a_planted_result_file(tmp_path, monkeypatch):
     assert record.status == "failed" and "without a result" in record.note
 
 
+@pytest.mark.slow
 def test_a_task_result_comes_back_through_its_own_file(tmp_path, monkeypatch):
     from model import slurm
     from model.launcher import save_summary
@@ -285,6 +296,7 @@ def test_a_task_result_comes_back_through_its_own_file(tmp_path, monkeypatch):
     assert (record.status, record.returncode, record.seconds) == ("succeeded", 0, 1.5)
 
 
+@pytest.mark.slow
 def test_a_site_shard_survives_the_result_file_unchanged(tmp_path):
     import numpy as np
     from model import slurm
@@ -297,6 +309,7 @@ def test_a_site_shard_survives_the_result_file_unchanged(tmp_path):
     assert back[0][2:] == shard[0][2:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,value", [("--slurm_partition", "gpu\n#SBATCH --uid=0"),
                                         ("--slurm_partition", "gpu --exclusive"),
                                         ("--slurm_setup", "module load cuda\n#SBATCH --uid=0")])
@@ -307,3 +320,27 @@ def test_a_line_break_in_a_slurm_flag_cannot_add_sbatch_lines(tmp_path, flag, va
                               flag, value, "--dry_run")
     assert code == 2 and flag in err and "#SBATCH --uid" not in out
     assert not (tmp_path / "out").exists()
+
+
+SINFO = "debug* 2\ndebug* 2\nbig 64\n"
+
+
+def test_tasks_asking_more_cpus_than_any_node_are_refused():
+    from model.slurm import partition_cpu_problem
+    problem = partition_cpu_problem(SINFO, None, 4)
+    assert problem and "debug" in problem and "at most 2 CPUs" in problem
+    assert partition_cpu_problem(SINFO, "big", 4) is None
+    assert partition_cpu_problem(SINFO, None, 2) is None
+    assert partition_cpu_problem("", None, 4) is None          # sinfo said nothing: no check
+
+
+def test_collect_of_interrupted_tasks_fails_and_says_so(tmp_path, capsys):
+    import run_all_training
+    from dataclasses import asdict
+    from model.launcher import JobRecord
+    records = [JobRecord("llama-3-8b", "a100", tp, f"llama-3-8b_a100_tp{tp}", "x.npz", "cmd",
+                         status="interrupted", slurm_job_id=f"7_{tp}", note="Slurm task cancelled")
+               for tp in (1, 2)]
+    (tmp_path / config.SUMMARY_FILE).write_text(json.dumps([asdict(r) for r in records]))
+    assert run_all_training.collect_submitted(tmp_path) == 1
+    assert "2 of 2 jobs did not finish: 2 interrupted" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import pandas as pd
 
 from model import config
 from model.checkpoint import load_checkpoint
+from model.command_settings import FacilitySettings
 from model.errors import EXIT_FAILED, InputError, refuse_oversized
 from model.generation.requests_file import read_requests
 from model.interrupts import exit_status, interruptible
@@ -24,15 +25,13 @@ from model.sites import report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
 from model.sites.site import Plan, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
-from model.slurm_settings import slurm_settings
 
 QUARTER_S = 900.0
 
 
-def build_site(args) -> int:
-    """Generate the site of `args` (model.facility's flags, already checked), roll it up, size it
-    and write its files; the exit status."""
-    slurm = slurm_settings(args)
+def build_site(args: FacilitySettings) -> int:
+    """Generate the site of `args` (model.facility's settings, already checked), roll it up,
+    size it and write its files; the exit status."""
     layout = Layout(args.rows, args.racks_per_row, args.nodes_per_rack)
     mix = parse_mix(args.config)
     checkpoints = {job: config.checkpoint_path(args.results_dir, job) for job in mix}
@@ -48,7 +47,7 @@ def build_site(args) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         requests.arrival_s = requests.arrival_s * args.time_scale
-        duration = args.duration or float(requests.arrival_s[-1]) + 60.0
+        duration = args.duration or float(requests.arrival_s[-1]) + args.drain_s
     else:
         duration = args.duration
     diurnal = read_diurnal(args.diurnal) if args.diurnal else None
@@ -64,14 +63,14 @@ def build_site(args) -> int:
     if requests is not None:
         node_requests = split_requests(requests, layout.n_nodes, args.seed)
         total = np.array([len(requests), requests.input_tokens.sum(), requests.output_tokens.sum()])
-    out = Path(args.out)
+    out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, not a folder")
+        raise InputError(f"--output_dir {out}: is a file, not a folder")
     made_out = not out.exists()
     try:
-        with locked_directory(out, "--out"):     # two runs on one folder: the last writer would win
+        with locked_directory(out, "--output_dir"):     # two runs on one folder: the last writer would win
             return _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
-                          n_bins, slurm, out)
+                          n_bins, args.slurm, out)
     finally:
         if made_out:
             try:
@@ -94,9 +93,9 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
         try:
             if args.launcher == "slurm":
                 result = run_site_on_slurm(plan, slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
-                                           progress=not args.no_progress)
+                                           progress=args.progress)
             else:
-                result = run_site(plan, jobs=args.jobs, progress=not args.no_progress)
+                result = run_site(plan, jobs=args.jobs, progress=args.progress)
         except TasksFailed as err:
             print(f"facility: error: {err}; nothing written", file=sys.stderr)
             return EXIT_FAILED
