@@ -218,14 +218,19 @@ def _provenance_with(metrics_dir, data: str):
         path.write_text(json.dumps(record | {"data": data}))
 
 
-@pytest.mark.slow
-def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metrics_dir, tmp_path):
+def _aggregate_with_data_field(metrics_dir, out, data: str) -> None:
+    """The aggregator run in-process on jobs whose provenance 'data' field is `data`."""
     import aggregate_metrics
     from conftest import run_main
-    _provenance_with(metrics_dir, "demo\n\\input{/etc/hostname}\r\n% more")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
-                            "--csv_output", tmp_path / "stats.csv")
+    _provenance_with(metrics_dir, data)
+    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", out / "table.tex",
+                            "--csv_output", out / "stats.csv")
     assert code == 0, err
+
+
+@pytest.mark.slow
+def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metrics_dir, tmp_path):
+    _aggregate_with_data_field(metrics_dir, tmp_path, "demo\n\\input{/etc/hostname}\r\n% more")
     lines = (tmp_path / "table.tex").read_text().splitlines()
     assert lines[0].startswith("% ") and r"\input{/etc/hostname}" in lines[0]
     assert lines[1] == r"\begin{table*}[!htb]"
@@ -233,12 +238,7 @@ def test_a_line_break_in_a_provenance_field_stays_inside_the_tables_comment(metr
 
 @pytest.mark.slow
 def test_all_jobs_csv_cells_a_spreadsheet_would_run_are_quoted_as_text(metrics_dir, tmp_path):
-    import aggregate_metrics
-    from conftest import run_main
-    _provenance_with(metrics_dir, "=cmd|' /C calc'!A0")
-    code, _, err = run_main(aggregate_metrics, "--metrics_dir", metrics_dir, "--out", tmp_path / "table.tex",
-                            "--csv_output", tmp_path / "stats.csv")
-    assert code == 0, err
+    _aggregate_with_data_field(metrics_dir, tmp_path, "=cmd|' /C calc'!A0")
     all_jobs = pd.read_csv(tmp_path / "all_jobs.csv")
     assert set(all_jobs["data"]) == {"'=cmd|' /C calc'!A0"}
     assert all_jobs["val_f1"].dtype == float          # numbers stay numbers
