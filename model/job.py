@@ -37,7 +37,7 @@ from model.grid import GPU_TDP_W
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
-from model.states import PowerStates, fit_power_states, state_watts
+from model.states import PowerStates, fit_power_states, state_ranges, state_watts
 from model.tracking import Tracker
 from model.validation_series import write_validation_series
 
@@ -253,9 +253,11 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
     """Everything a generator needs, from the training traces only."""
     train_watts = np.concatenate([t.power for t in prepared.train])
     train_states = np.concatenate(prepared.train_labels)
+    lows, highs = state_ranges([t.power for t in prepared.train], prepared.train_labels, prepared.states)
     return Checkpoint(
         model_args=dict(model.model_args), model_state=model.state_dict(), norm=prepared.norm,
         states=prepared.states, state_means=prepared.state_means, state_stds=prepared.state_stds,
+        state_lows=lows, state_highs=highs,
         configuration={"model": settings.model, "hardware": settings.hardware, "tp": settings.tp,
                        "job_name": settings.job_name, "bin_s": bin_s,
                        "gpu_tdp_w": GPU_TDP_W[settings.hardware]},

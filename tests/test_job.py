@@ -128,6 +128,12 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
                             for t in val])
     np.testing.assert_allclose(probs, saved["probabilities"], atol=1e-5)
     np.testing.assert_array_equal(ckpt.state_means, saved["state_means"])
+    # the bounds generation draws within are the training bins' own, state by state
+    train_watts = np.concatenate([t.power for t in load_power_file(data_file).traces
+                                  if t.index in ckpt.train_trace_indices])
+    assert ckpt.state_lows.min() == train_watts.min() == ckpt.training_watts["min"]
+    assert ckpt.state_highs.max() == train_watts.max() == ckpt.training_watts["max"]
+    assert np.all(ckpt.state_lows <= ckpt.state_means) and np.all(ckpt.state_means <= ckpt.state_highs)
 
 
 def test_a_checkpoint_without_its_model_config_is_refused_in_one_line(trained, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from model.data import Trace, Workload
 from model.errors import InputError
 from model.features import FeatureNorm, raw_features, split_traces
-from model.states import PowerStates, fit_power_states, state_watts
+from model.states import PowerStates, fit_power_states, state_ranges, state_watts
 
 
 def make_trace(index, power, active=None, request_times=(), tp=1):
@@ -38,6 +38,14 @@ def test_state_watts_from_given_bins_and_empty_state_falls_back():
     np.testing.assert_allclose(means, [100.0, 200.0, 300.0])
     np.testing.assert_allclose(stds[:2], [2.0, 5.0])
     np.testing.assert_allclose(stds[2], np.sqrt((2 * 4 + 2 * 25) / 4))   # pooled std
+
+
+def test_state_ranges_are_each_states_training_extremes_and_an_empty_state_gets_the_whole_range():
+    states = PowerStates(np.array([100.0, 200.0, 300.0]))
+    power = [np.array([98.0, 102.0, 195.0]), np.array([205.0, 99.0])]
+    lows, highs = state_ranges(power, [states.label(p) for p in power], states)
+    np.testing.assert_array_equal(lows, [98.0, 195.0, 98.0])
+    np.testing.assert_array_equal(highs, [102.0, 205.0, 205.0])
 
 
 def test_too_few_distinct_watts_is_input_error():
