@@ -31,7 +31,7 @@ from model.states import PowerStates
 FORMAT = "powertrace-classifier"
 # 3: configuration records the GPU nameplate watts; 4: states record each state's lowest and
 # highest training watts, which bound generation (an older checkpoint is refused: its draws
-# would have no bounds)
+# would have no bounds), and training_watts how far the training watts go past nameplate
 VERSION = 4
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
@@ -49,7 +49,8 @@ class Checkpoint:
     state_lows: np.ndarray        # (K,) lowest and highest watts of each state's training bins:
     state_highs: np.ndarray       # (K,) the range generation draws within
     configuration: dict           # model, hardware, tp, job_name, bin_s
-    training_watts: dict          # min, max, mean of the training traces' watts
+    training_watts: dict          # min, max, mean of the training traces' watts, their share above
+                                  # nameplate and peaks (model/nameplate.py), ...
     input_tokens: np.ndarray      # (R,) the training requests' prompt lengths ...
     output_tokens: np.ndarray     # (R,) ... and completion lengths, pairwise
     serving_model: dict           # ServingModel.to_dict()
@@ -213,6 +214,10 @@ def _checked(record: dict) -> Checkpoint:
         _number(training_watts.get(key), f"training_watts {key}")
     _number(training_watts.get("residual_lag1"), "training_watts residual_lag1")
     _numbers(training_watts.get("state_shares"), "training_watts state_shares", k, nonnegative=True)
+    nameplate = training_watts.get("nameplate")
+    if not isinstance(nameplate, dict):
+        raise _Unusable("training_watts nameplate is not a dict")
+    _number(nameplate.get("share_above_nameplate"), "training_watts nameplate share_above_nameplate")
     pool = record["token_pool"]
     tokens = []
     for key in ("input_tokens", "output_tokens"):

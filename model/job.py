@@ -37,6 +37,7 @@ from model.grid import GPU_TDP_W
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
+from model.nameplate import above_nameplate
 from model.states import PowerStates, fit_power_states, state_ranges, state_watts
 from model.tracking import Tracker
 from model.validation_series import write_validation_series
@@ -265,7 +266,10 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
                         "mean": float(train_watts.mean()),
                         "state_shares": (np.bincount(train_states, minlength=prepared.states.num_states)
                                          / len(train_states)).tolist(),
-                        "residual_lag1": residual_lag1(prepared)},
+                        "residual_lag1": residual_lag1(prepared),
+                        # how far the measured watts go past nameplate (model/nameplate.py)
+                        "nameplate": above_nameplate([t.power for t in prepared.train], bin_s,
+                                                     settings.tp * GPU_TDP_W[settings.hardware])},
         input_tokens=np.concatenate([t.input_tokens for t in prepared.train]),
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
         serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,
@@ -356,6 +360,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         tracker.log_final(evaluation.values)
         record = provenance(run_fingerprint, config.recorded_path(settings.data_file), data.simulated,
                             started, now())
+        record["training_nameplate"] = checkpoint.training_watts["nameplate"]
         save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
         paths["state"].with_name(paths["state"].name + DISCARDED_SUFFIX).unlink(missing_ok=True)

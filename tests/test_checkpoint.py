@@ -28,7 +28,9 @@ def tiny_checkpoint(path, **overrides):
         configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1", "bin_s": 0.25,
                        "gpu_tdp_w": 400.0},
         training_watts={"min": 90.0, "max": 310.0, "mean": 180.0, "residual_lag1": 0.5,
-                        "state_shares": [0.5, 0.3, 0.2]},
+                        "state_shares": [0.5, 0.3, 0.2],
+                        "nameplate": {"nameplate_w": 400.0, "bin_s": 0.25, "share_above_nameplate": 0.0,
+                                      "peak_0.25s_w": 310.0, "peak_1s_w": 300.0, "peak_60s_w": 250.0}},
         input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
         serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
     fields.update(overrides)

@@ -1,6 +1,7 @@
 """One training job end to end."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -134,6 +135,12 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
     assert ckpt.state_lows.min() == train_watts.min() == ckpt.training_watts["min"]
     assert ckpt.state_highs.max() == train_watts.max() == ckpt.training_watts["max"]
     assert np.all(ckpt.state_lows <= ckpt.state_means) and np.all(ckpt.state_means <= ckpt.state_highs)
+    # how far the training watts go past nameplate (8 x 700 W), in the checkpoint and the provenance
+    nameplate = ckpt.training_watts["nameplate"]
+    assert nameplate["nameplate_w"] == 8 * 700.0 and nameplate["peak_0.25s_w"] == train_watts.max()
+    assert nameplate["share_above_nameplate"] == pytest.approx((train_watts > 8 * 700.0).mean())
+    record = json.loads(config.provenance_path(out, "llama-3-70b_h100_tp8").read_text())
+    assert record["training_nameplate"] == nameplate
 
 
 def test_a_checkpoint_without_its_model_config_is_refused_in_one_line(trained, tmp_path):
