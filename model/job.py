@@ -30,7 +30,7 @@ from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
 from model.data import DataError, PowerData, Trace, load_power_file, trace_sha256
 from model.errors import InputError, TrainingDiverged
-from model.features import FeatureNorm, raw_features, split_traces
+from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
 from model.grid import GPU_TDP_W
@@ -159,7 +159,11 @@ def prepare(settings: JobSettings, data: PowerData) -> Prepared:
     training traces; label every trace by the nearest centroid."""
     traces = data.traces_for_tp(settings.tp)
     check_trace_lengths(settings.data_file, traces, settings.tp)
-    train, val = split_traces(traces, settings.val_split, settings.seed)
+    if settings.val_rows is None:
+        train, val = split_traces(traces, settings.val_split, settings.seed)
+    else:
+        train, val = split_named(traces, settings.val_rows, f"{settings.data_file} (TP {settings.tp})",
+                                 frozenset(t.index for t in data.traces if t.tp != settings.tp))
     states = fit_power_states([t.power for t in train], settings.num_states)
     train_labels = [states.label(t.power) for t in train]
     state_means, state_stds = state_watts([t.power for t in train], train_labels, states)
