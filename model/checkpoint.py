@@ -29,7 +29,10 @@ from model.outputs import write_torch
 from model.states import PowerStates
 
 FORMAT = "powertrace-classifier"
-VERSION = 3      # 3: configuration records the GPU nameplate watts
+# 3: configuration records the GPU nameplate watts; 4: states record each state's lowest and
+# highest training watts, which bound generation (an older checkpoint is refused: its draws
+# would have no bounds), and training_watts how far the training watts go past nameplate
+VERSION = 4
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
             "configuration", "training_watts", "token_pool", "serving_model")
@@ -43,8 +46,11 @@ class Checkpoint:
     states: PowerStates
     state_means: np.ndarray       # (K,) watts of each state on the training bins
     state_stds: np.ndarray        # (K,)
+    state_lows: np.ndarray        # (K,) lowest and highest watts of each state's training bins:
+    state_highs: np.ndarray       # (K,) the range generation draws within
     configuration: dict           # model, hardware, tp, job_name, bin_s
-    training_watts: dict          # min, max, mean of the training traces' watts
+    training_watts: dict          # min, max, mean of the training traces' watts, their share above
+                                  # nameplate and peaks (model/nameplate.py), ...
     input_tokens: np.ndarray      # (R,) the training requests' prompt lengths ...
     output_tokens: np.ndarray     # (R,) ... and completion lengths, pairwise
     serving_model: dict           # ServingModel.to_dict()
@@ -69,7 +75,8 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "model_state": {k: v.detach().cpu() for k, v in ckpt.model_state.items()},
         "feature_norm": ckpt.norm.to_dict(),
         "states": {"centroids": ckpt.states.centroids.tolist(), "means": np.asarray(ckpt.state_means).tolist(),
-                   "stds": np.asarray(ckpt.state_stds).tolist()},
+                   "stds": np.asarray(ckpt.state_stds).tolist(), "lows": np.asarray(ckpt.state_lows).tolist(),
+                   "highs": np.asarray(ckpt.state_highs).tolist()},
         "configuration": dict(ckpt.configuration), "training_watts": dict(ckpt.training_watts),
         "token_pool": {"input_tokens": torch.as_tensor(np.asarray(ckpt.input_tokens, dtype=np.int64)),
                        "output_tokens": torch.as_tensor(np.asarray(ckpt.output_tokens, dtype=np.int64))},
@@ -109,7 +116,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
                          "retrain the job to get one that generation can use")
     if record["format"] != FORMAT or record["version"] != VERSION:
         raise InputError(f"{path}: checkpoint format {record['format']!r} version {record['version']!r}; "
-                         f"this version reads {FORMAT!r} version {VERSION}")
+                         f"this version reads {FORMAT!r} version {VERSION} (retrain the job to get one)")
     try:
         return _checked(record)
     except _Unusable as err:
@@ -195,6 +202,10 @@ def _checked(record: dict) -> Checkpoint:
     centroids = _numbers(states.get("centroids"), "states centroids", k)
     means = _numbers(states.get("means"), "states means", k, nonnegative=True)
     stds = _numbers(states.get("stds"), "states stds", k, nonnegative=True)
+    lows = _numbers(states.get("lows"), "states lows", k, nonnegative=True)
+    highs = _numbers(states.get("highs"), "states highs", k, nonnegative=True)
+    if (lows > highs).any():
+        raise _Unusable("states lows exceed their highs")
     norm = record["feature_norm"]
     norm = FeatureNorm(_numbers(norm.get("mean"), "feature_norm mean", config.NUM_FEATURES),
                        _numbers(norm.get("std"), "feature_norm std", config.NUM_FEATURES, positive=True))
@@ -203,6 +214,10 @@ def _checked(record: dict) -> Checkpoint:
         _number(training_watts.get(key), f"training_watts {key}")
     _number(training_watts.get("residual_lag1"), "training_watts residual_lag1")
     _numbers(training_watts.get("state_shares"), "training_watts state_shares", k, nonnegative=True)
+    nameplate = training_watts.get("nameplate")
+    if not isinstance(nameplate, dict):
+        raise _Unusable("training_watts nameplate is not a dict")
+    _number(nameplate.get("share_above_nameplate"), "training_watts nameplate share_above_nameplate")
     pool = record["token_pool"]
     tokens = []
     for key in ("input_tokens", "output_tokens"):
@@ -225,7 +240,7 @@ def _checked(record: dict) -> Checkpoint:
             raise _Unusable(f"{key} is a {type(value).__name__}")
     return Checkpoint(
         model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
-        state_means=means, state_stds=stds, configuration=configuration, training_watts=training_watts,
+        state_means=means, state_stds=stds, state_lows=lows, state_highs=highs, configuration=configuration, training_watts=training_watts,
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),

@@ -70,6 +70,27 @@ class FeatureNorm:
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
 
 
+def split_named(traces: list, rows: tuple[int, ...], where: str, elsewhere: frozenset = frozenset()) -> tuple[list, list]:
+    """Validation = the traces at the named rows of the file (Trace.index), training = the rest:
+    a split the researcher sets (leave one kind of traffic out). Rows in `elsewhere` (the file's
+    other TPs, with --tp -1) are skipped; `where` names the file and TP for the one-line errors:
+    a row the file does not hold, no named row of this TP, or no training trace left."""
+    held = sorted(t.index for t in traces)
+    listed = ", ".join(map(str, held[:20])) + (f", ... ({len(held)} rows)" if len(held) > 20 else "")
+    unknown = [r for r in rows if r not in held and r not in elsewhere]
+    if unknown:
+        raise InputError(f"--val_traces: {where} has no row {', '.join(map(str, unknown))} "
+                         f"(its rows: {listed})")
+    val = [t for t in traces if t.index in rows]
+    if not val:
+        raise InputError(f"--val_traces {','.join(map(str, rows))} names no trace of {where} "
+                         f"(its rows: {listed})")
+    train = [t for t in traces if t.index not in rows]
+    if not train:
+        raise InputError(f"--val_traces names every trace of {where}; none is left to train on")
+    return train, val
+
+
 def split_traces(traces: list, val_split: float, seed: int) -> tuple[list, list]:
     """Permute with default_rng(seed); the first max(1, round(val_split*n)) are validation."""
     n = len(traces)

@@ -10,7 +10,9 @@ Azure LLM inference trace `TIMESTAMP,ContextTokens,GeneratedTokens`) or `--rate 
 --requests the trace runs to the last arrival plus --drain_s unless --duration is given.
 Writes a CSV `time_s,power_w,state` at the configuration's bin width (default
 generated/{job}_{traffic}_seed{N}.csv) and beside it <out>.json: inputs with SHA-256, seed,
-serving-model parameters, request count, energy and mean and peak watts.
+serving-model parameters, request count, energy and mean and peak watts, and the share of bins
+above nameplate (TDP, not a ceiling) with the peaks at 0.25 s, 1 s and 1 min, of the trace and
+of the training data.
 Exit status: 0 done, 2 bad input (one line naming the file or flag; nothing written).
 """
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> int:
     from model.checkpoint import load_checkpoint
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_requests, read_requests
+    from model.nameplate import above_nameplate, summary_line
     from model.plots import STYLE, generated_day_figure, save_figure
     ckpt = load_checkpoint(args.checkpoint)
     generator = Generator(ckpt)
@@ -92,25 +95,29 @@ def main() -> int:
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
     energy_wh = float(trace.watts.sum() * generator.bin_s / 3600.0)
+    tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
+    nameplate = above_nameplate([trace.watts], generator.bin_s, tdp)
     summary = {
         "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
         "configuration": ckpt.configuration, **traffic, "seed": args.seed, "sampling": args.sampling,
         "bin_s": generator.bin_s, "bins": n_bins, "duration_s": n_bins * generator.bin_s,
         "requests": len(requests), "serving_model": ckpt.serving_model, "energy_wh": energy_wh,
         "mean_w": float(trace.watts.mean()), "peak_w": float(trace.watts.max()),
+        "nameplate": nameplate, "training_nameplate": ckpt.training_watts["nameplate"],
         "generation_seconds": round(seconds, 3),
     }
     write_json(out.with_name(out.name + ".json"), summary)
     if args.plot:
-        tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
         with matplotlib.rc_context(STYLE):
             fig = generated_day_figure(frame["time_s"].to_numpy(), trace.watts,
                                        f"{job}: generated from {len(requests)} requests ({args.sampling})",
-                                       {"TDP": tdp, "training mean": ckpt.training_watts["mean"]})
+                                       {"Nameplate (TDP)": tdp, "training mean": ckpt.training_watts["mean"]})
             save_figure(fig, out.parent, out.stem)
     print(f"{out}: {n_bins} bins of {generator.bin_s} s from {len(requests)} requests; "
           f"mean {summary['mean_w']:.0f} W, peak {summary['peak_w']:.0f} W, {energy_wh / 1000:.3f} kWh "
           f"({seconds:.1f} s)")
+    print(f"  generated: {summary_line(nameplate)}")
+    print(f"  training:  {summary_line(ckpt.training_watts['nameplate'])}")
     return 0
 
 

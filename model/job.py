@@ -30,14 +30,15 @@ from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
 from model.data import DataError, PowerData, Trace, load_power_file, trace_sha256
 from model.errors import InputError, TrainingDiverged
-from model.features import FeatureNorm, raw_features, split_traces
+from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
 from model.grid import GPU_TDP_W
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
-from model.states import PowerStates, fit_power_states, state_watts
+from model.nameplate import above_nameplate
+from model.states import PowerStates, fit_power_states, state_ranges, state_watts
 from model.tracking import Tracker
 from model.validation_series import write_validation_series
 
@@ -158,7 +159,11 @@ def prepare(settings: JobSettings, data: PowerData) -> Prepared:
     training traces; label every trace by the nearest centroid."""
     traces = data.traces_for_tp(settings.tp)
     check_trace_lengths(settings.data_file, traces, settings.tp)
-    train, val = split_traces(traces, settings.val_split, settings.seed)
+    if settings.val_rows is None:
+        train, val = split_traces(traces, settings.val_split, settings.seed)
+    else:
+        train, val = split_named(traces, settings.val_rows, f"{settings.data_file} (TP {settings.tp})",
+                                 frozenset(t.index for t in data.traces if t.tp != settings.tp))
     states = fit_power_states([t.power for t in train], settings.num_states)
     train_labels = [states.label(t.power) for t in train]
     state_means, state_stds = state_watts([t.power for t in train], train_labels, states)
@@ -253,9 +258,11 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
     """Everything a generator needs, from the training traces only."""
     train_watts = np.concatenate([t.power for t in prepared.train])
     train_states = np.concatenate(prepared.train_labels)
+    lows, highs = state_ranges([t.power for t in prepared.train], prepared.train_labels, prepared.states)
     return Checkpoint(
         model_args=dict(model.model_args), model_state=model.state_dict(), norm=prepared.norm,
         states=prepared.states, state_means=prepared.state_means, state_stds=prepared.state_stds,
+        state_lows=lows, state_highs=highs,
         configuration={"model": settings.model, "hardware": settings.hardware, "tp": settings.tp,
                        "job_name": settings.job_name, "bin_s": bin_s,
                        "gpu_tdp_w": GPU_TDP_W[settings.hardware]},
@@ -263,7 +270,10 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
                         "mean": float(train_watts.mean()),
                         "state_shares": (np.bincount(train_states, minlength=prepared.states.num_states)
                                          / len(train_states)).tolist(),
-                        "residual_lag1": residual_lag1(prepared)},
+                        "residual_lag1": residual_lag1(prepared),
+                        # how far the measured watts go past nameplate (model/nameplate.py)
+                        "nameplate": above_nameplate([t.power for t in prepared.train], bin_s,
+                                                     settings.tp * GPU_TDP_W[settings.hardware])},
         input_tokens=np.concatenate([t.input_tokens for t in prepared.train]),
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
         serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,
@@ -354,6 +364,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         tracker.log_final(evaluation.values)
         record = provenance(run_fingerprint, config.recorded_path(settings.data_file), data.simulated,
                             started, now())
+        record["training_nameplate"] = checkpoint.training_watts["nameplate"]
         save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
         paths["state"].with_name(paths["state"].name + DISCARDED_SUFFIX).unlink(missing_ok=True)

@@ -357,7 +357,7 @@ def overview_figure(job_metrics: pd.DataFrame) -> Figure:
 def generated_day_figure(time_s: np.ndarray, watts: np.ndarray, title: str,
                          baselines: dict[str, float] | None = None) -> Figure:
     """A generated trace over its whole span: 1-minute means over the raw bins, with constant
-    baselines (TDP, mean) as dashed lines."""
+    baselines (nameplate, mean) as dashed lines."""
     fig = Figure(figsize=(PAGE_WIDTH_IN, 2.2), layout="constrained")
     ax = fig.subplots()
     hours = np.asarray(time_s) / 3600.0

@@ -27,6 +27,7 @@ from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
 from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, nvidia_smi, pair_runs,
                                 read_folder, vllm_json)
+from model.measurements.binning import MAX_SAMPLE_GAP_S
 from model.outputs import atomic_path, file_sha256, refuse_clashes, same_file, write_json
 
 
@@ -46,7 +47,7 @@ def run_gpus(run: BenchmarkRun, gpus: list[int] | None) -> list[int]:
 
 def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int] | None,
             num_gpus: int | None, seed: int, overwrite: bool, allow_rebuilt: bool = False,
-            echo=print) -> Path:
+            echo=print, max_gap_s: float = MAX_SAMPLE_GAP_S) -> Path:
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir}: not a folder")
     for path in (out, sidecar_path(out)):
@@ -73,7 +74,7 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     traces, records = [], []
     for row, (run, log) in enumerate(pairs):
         chosen = run_gpus(run, gpus)
-        traces.append(bin_run(run, log, chosen))
+        traces.append(bin_run(run, log, chosen, max_gap_s=max_gap_s))
         records.append({
             "row": row, "benchmark": run.name, "benchmark_sha256": file_sha256(run.path),
             "power_log": log.path.name, "power_log_sha256": file_sha256(log.path),
@@ -90,6 +91,7 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     }
     sidecar = {"model": model, "hardware": hardware, "sample_period_s": config.SAMPLE_PERIOD_S,
                "clock": "local wall-clock time of the recording machine, read as UTC", "seed": seed,
+               "max_gap_s": max_gap_s,
                "traces": records,
                "unmatched": [name for name, _ in sources.skipped] + [r.name for r in lonely_runs] + [log.path.name for log in lonely_logs]}
     with atomic_path(out) as tmp:
@@ -134,14 +136,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=config.SEED, help="for rebuilt arrival times")
     parser.add_argument("--allow_rebuilt_arrivals", action="store_true",
                         help="use randomly rebuilt send times for runs whose JSON has none (finite request rate)")
+    parser.add_argument("--max_gap_s", type=float, default=MAX_SAMPLE_GAP_S,
+                        help="longest hole in a used GPU's power values during a run, in seconds, bridged by "
+                             f"interpolation; a longer one refuses the run (default: {MAX_SAMPLE_GAP_S:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args()
     check_seed(args.seed)
     if args.num_gpus is not None and args.num_gpus < 1:
         raise InputError(f"--num_gpus must be at least 1, got {args.num_gpus}")
+    if not (args.max_gap_s > 0 and np.isfinite(args.max_gap_s)):
+        raise InputError(f"--max_gap_s must be a positive number of seconds, got {args.max_gap_s}")
     out = Path(args.out) if args.out else config.DATA_DIR / data_file_name(args.model, args.hardware)
     prepare(Path(args.runs), args.model, args.hardware, out, parse_gpus(args.gpus), args.num_gpus,
-            args.seed, args.overwrite, args.allow_rebuilt_arrivals)
+            args.seed, args.overwrite, args.allow_rebuilt_arrivals, max_gap_s=args.max_gap_s)
     return EXIT_OK
 
 

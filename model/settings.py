@@ -60,6 +60,9 @@ class JobSettings:
                               affects_result=True, grid=True)
     val_split: float = setting(config.VAL_SPLIT, "share of a TP's traces held out for validation",
                                affects_result=True, grid=True)
+    val_traces: str | None = setting(None, "rows of the data file to validate on, e.g. 3,7, instead of "
+                                           "--val_split's seeded draw (leave-one-traffic-out studies)",
+                                     affects_result=True, grid=True)
     seed: int = setting(config.SEED, "seed of the split, the weights, the shuffling and the sampling",
                         affects_result=True, grid=True)
     gru_impl: str = setting("auto", "auto: fused C++ kernel on CPU, cuDNN nn.GRU on CUDA",
@@ -78,6 +81,14 @@ class JobSettings:
 
     def __post_init__(self):
         self.model = canonical_model(self.model) or self.model
+        rows = parse_rows(self.val_traces)
+        if rows:          # one spelling per set of rows: "7,3" and "3, 7" are the same experiment
+            self.val_traces = ",".join(map(str, rows))
+
+    @property
+    def val_rows(self) -> tuple[int, ...] | None:
+        """The rows --val_traces names (sorted), or None for the seeded split."""
+        return parse_rows(self.val_traces) if self.val_traces is not None else None
 
     @property
     def job_name(self) -> str:
@@ -105,10 +116,24 @@ class JobSettings:
                   (self.checkpoint_every >= 1,
                    f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
                   (0 <= self.seed <= config.MAX_SEED, f"--seed must lie in 0..2**32-1, got {self.seed}"),
-                  (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}")]
+                  (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}"),
+                  (self.val_traces is None or parse_rows(self.val_traces) is not None,
+                   f"--val_traces must be the data file's row numbers separated by commas (e.g. 3,7), "
+                   f"got {self.val_traces!r}")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+
+
+def parse_rows(text: str | None) -> tuple[int, ...] | None:
+    """'7, 3,3' -> (3, 7): row numbers (0 or more) separated by commas; None when `text` is not
+    that (or is None, or names no row)."""
+    if not isinstance(text, str):
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and p.isascii() for p in parts):
+        return None
+    return tuple(sorted({int(p) for p in parts}))
 
 
 def flag_name(f: dataclasses.Field) -> str:
@@ -166,6 +191,8 @@ def job_argv(settings: JobSettings) -> list[str]:
         elif f.type == "bool":
             if value:
                 argv.append(flag_name(f))
+        elif value is None:
+            continue          # an unset optional setting (its default): no flag spells None
         elif f.metadata["affects_result"] or f.default is dataclasses.MISSING or value != f.default:
             argv += [flag_name(f), repr(value) if isinstance(value, float) else str(value)]
     return argv

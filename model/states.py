@@ -3,6 +3,7 @@
     states = fit_power_states([t.power for t in train], num_states=6)
     labels = states.label(trace.power)              # 0 = lowest-power state, any trace
     means, stds = state_watts([t.power for t in train], [states.label(t.power) for t in train], states)
+    lows, highs = state_ranges([t.power for t in train], [states.label(t.power) for t in train], states)
 
 Only training watts fit the states; validation traces are labelled by the nearest centroid,
 so their watts shape nothing.
@@ -68,3 +69,20 @@ def state_watts(power: list[np.ndarray], labels: list[np.ndarray],
     pooled = np.sqrt(np.sum(counts * stds**2) / counts.sum())
     stds[counts == 0] = pooled
     return means, stds
+
+
+def state_ranges(power: list[np.ndarray], labels: list[np.ndarray],
+                 states: PowerStates) -> tuple[np.ndarray, np.ndarray]:
+    """Per-state lowest and highest watts of the given (training) bins: the watts each state was
+    seen to draw, which bound what generation may draw in it (docs/design.md, "Generation").
+
+    A state with no bins gets the whole range of the bins, so that no bound is made up.
+    """
+    watts = np.concatenate(power)
+    state = np.concatenate(labels)
+    lows = np.full(states.num_states, watts.min())
+    highs = np.full(states.num_states, watts.max())
+    for s in np.unique(state):
+        lows[s] = watts[state == s].min()
+        highs[s] = watts[state == s].max()
+    return lows, highs

@@ -146,7 +146,7 @@ def test_generation_statistics_pool_every_configuration(metrics_dir, tmp_path):
     table = (tmp_path / "generation_fidelity.tex").read_text()
     assert table.startswith("\\begin{table*}[!htb]\n\\centering\n\\small\n")
     assert "\\label{tab:generation_fidelity}\n\\vspace{0.4em}" in table
-    assert "& Ours & 0.20~$\\pm$~0.10 &" in table and "& TDP &" in table
+    assert "& Ours & 0.20~$\\pm$~0.10 &" in table and "& Nameplate (TDP) &" in table
     if shutil.which("pdflatex"):
         (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
                                             "\\begin{document}\n\\input{generation_fidelity.tex}\n\\end{document}\n")

@@ -98,6 +98,8 @@ def test_train_entry_bad_data(kind, demo_file, tmp_path):
     (["--val_split", "1.5"], "--val_split"),
     (["--model", "llama3-8b"], "llama3-8b"),
     (["--hardware_accelerator", "v100"], "v100"),
+    (["--val_traces", "3;7"], "--val_traces must be"),
+    (["--val_traces", "100000"], "--val_traces: "),
 ])
 def test_train_entry_bad_flags(flags, fragment, demo_file, tmp_path):
     proc = train(demo_file, tmp_path / "out", *flags)

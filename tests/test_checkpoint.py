@@ -24,10 +24,13 @@ def tiny_checkpoint(path, **overrides):
         model_args=model.model_args, model_state=model.state_dict(),
         norm=FeatureNorm(np.zeros(6), np.ones(6)), states=PowerStates(np.array([100.0, 200.0, 300.0])),
         state_means=np.array([100.0, 200.0, 300.0]), state_stds=np.array([5.0, 5.0, 5.0]),
+        state_lows=np.array([90.0, 180.0, 280.0]), state_highs=np.array([110.0, 220.0, 310.0]),
         configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1", "bin_s": 0.25,
                        "gpu_tdp_w": 400.0},
         training_watts={"min": 90.0, "max": 310.0, "mean": 180.0, "residual_lag1": 0.5,
-                        "state_shares": [0.5, 0.3, 0.2]},
+                        "state_shares": [0.5, 0.3, 0.2],
+                        "nameplate": {"nameplate_w": 400.0, "bin_s": 0.25, "share_above_nameplate": 0.0,
+                                      "peak_0.25s_w": 310.0, "peak_1s_w": 300.0, "peak_60s_w": 250.0}},
         input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
         serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
     fields.update(overrides)
@@ -78,12 +81,14 @@ CRAFTED = {
     "a token pool of floats": _set("token_pool", "input_tokens", value=torch.tensor([1.5, 2.0])),
     "a serving model with text": _set("serving_model", "step_s", value="fast"),
     "a bin width of zero": _set("configuration", "bin_s", value=0.0),
+    "state ranges upside down": _set("states", "lows", value=[90.0, 230.0, 280.0]),
 }
 NOT_FINITE = {
     "NaN weights": _set("model_state", "gru.weight_hh_l0", value=lambda w: torch.full_like(w, float("nan"))),
     "infinite weights": _set("model_state", "head.weight", value=lambda w: torch.full_like(w, float("inf"))),
     "NaN state means": _set("states", "means", value=[100.0, float("nan"), 300.0]),
     "negative state means": _set("states", "means", value=[-1e6, 200.0, 300.0]),
+    "NaN state highs": _set("states", "highs", value=[110.0, float("nan"), 310.0]),
     "NaN feature normalisation": _set("feature_norm", "std", value=[float("nan")] * 6),
     "infinite training watts": _set("training_watts", "mean", value=float("inf")),
 }
@@ -102,6 +107,15 @@ def test_a_checkpoint_with_nan_or_negative_numbers_is_refused_not_used(tmp_path,
     path = crafted(tmp_path / "c.pt", NOT_FINITE[kind])
     with pytest.raises(InputError, match="NaN or infinite|negative|not finite"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_of_version_3_without_state_ranges_is_refused_asking_for_a_retrain(tmp_path):
+    def version_3(record):
+        record["version"] = 3
+        for key in ("lows", "highs"):
+            del record["states"][key]
+    with pytest.raises(InputError, match="version 3; this version reads .* version 4 .*retrain"):
+        load_checkpoint(crafted(tmp_path / "old.pt", version_3))
 
 
 def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch):

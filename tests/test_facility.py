@@ -294,3 +294,23 @@ def test_a_site_from_a_requests_file_runs_on_for_drain_s_after_the_last_arrival(
         assert _site(tiny_results, out, "--requests", str(requests), "--drain_s", drain) == 0
         bins[drain] = json.loads((out / "manifest.json").read_text())["bins"]
     assert bins["1000"] == 2 * bins["60"]
+
+
+def test_a_site_reports_its_share_above_nameplate_and_calls_tdp_nameplate(tiny_results, tmp_path, capsys):
+    from test_checkpoint import tiny_checkpoint
+    # GPUs of a 250 W nameplate whose busiest state draws 300 W
+    tiny_checkpoint(config.checkpoint_path(tiny_results, "m_h_tp1"),
+                    configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1", "bin_s": 0.25,
+                                   "gpu_tdp_w": 250.0})
+    assert _site(tiny_results, tmp_path / "out", "--rate_per_node", "2", "--duration", "120", "--non_gpu_w", "0",
+                 "--pue", "1") == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    nameplate = manifest["nameplate"]
+    site = pd.read_csv(tmp_path / "out" / "site_power.csv")
+    assert nameplate["nameplate_w"] == 4 * 250.0
+    assert 0 < nameplate["share_above_nameplate"] < 1 and 0 < nameplate["servers_share_above_nameplate"] < 1
+    assert nameplate["peak_1s_w"] == pytest.approx(site["total_w"].max(), rel=1e-5)
+    assert nameplate["peak_0.25s_w"] >= nameplate["peak_1s_w"] >= nameplate["peak_60s_w"]
+    table = (tmp_path / "out" / "sizing_table.tex").read_text()
+    assert "Nameplate (TDP)" in table and r"Above nameplate (\%)" in table and "Peak 0.25 s (MW)" in table
+    assert "above the 1000 W nameplate" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from model.errors import InputError
-from model.features import FeatureNorm, raw_features, split_traces
+from model.features import FeatureNorm, raw_features, split_named, split_traces
 from test_states import make_trace
 
 
@@ -45,3 +45,36 @@ def test_split_is_seeded_and_deterministic():
 def test_split_needs_two_traces():
     with pytest.raises(InputError):
         split_traces([0], 0.2, seed=0)
+
+
+def test_named_rows_are_the_validation_traces_whatever_the_seed():
+    traces = [make_trace(i, np.arange(200.0) + i) for i in (0, 1, 2, 3)]
+    train, val = split_named(traces, (1, 3), "f.npz (TP 1)")
+    assert [t.index for t in val] == [1, 3] and [t.index for t in train] == [0, 2]
+
+
+@pytest.mark.parametrize("rows,elsewhere,message", [
+    ((1, 9), frozenset(), "f.npz \\(TP 1\\) has no row 9 \\(its rows: 0, 1, 2\\)"),
+    ((7,), frozenset({7}), "--val_traces 7 names no trace of f.npz \\(TP 1\\)"),
+    ((0, 1, 2), frozenset(), "names every trace of f.npz \\(TP 1\\); none is left to train on")])
+def test_named_rows_the_traces_cannot_give_are_one_line_naming_the_flag(rows, elsewhere, message):
+    traces = [make_trace(i, np.arange(200.0)) for i in (0, 1, 2)]
+    with pytest.raises(InputError, match=message):
+        split_named(traces, rows, "f.npz (TP 1)", elsewhere)
+
+
+def test_a_job_validates_on_the_named_rows_of_its_tp_and_trains_on_the_rest():
+    from pathlib import Path
+
+    from model.data import PowerData
+    from model.job import prepare
+    from model.settings import JobSettings
+    rng = np.random.default_rng(0)
+    traces = [make_trace(i, rng.choice([100.0, 200.0, 300.0], 200) + rng.normal(0, 3, 200), tp=1 + i % 2)
+              for i in range(6)]                       # rows 0, 2, 4 are TP 1; 1, 3, 5 TP 2
+    data = PowerData(Path("made_up.npz"), traces)
+    settings = JobSettings(data_file="made_up.npz", model="llama-3-8b", hardware="a100", tp=1, num_states=3,
+                           val_traces="3, 2")          # row 3 belongs to TP 2: --tp -1 names both TPs' rows
+    for seed in (0, 1, 2):
+        prepared = prepare(JobSettings(**{**settings.__dict__, "seed": seed}), data)
+        assert [t.index for t in prepared.val] == [2] and [t.index for t in prepared.train] == [0, 4]

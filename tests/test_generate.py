@@ -1,8 +1,10 @@
 """model.generate against hostile and clumsy input, in-process (no training: made-up checkpoints)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import files_under, run_main
@@ -56,3 +58,23 @@ def test_traffic_beyond_memory_is_one_line_before_anything_is_allocated(tmp_path
     code, _, err = run_main(generate, "--checkpoint", ckpt, *traffic, "--out", tmp_path / "o.csv")
     assert code == 2 and "GiB of memory" in err and len(err.strip().splitlines()) == 1
     assert files_under(tmp_path) == {"c.pt", "late.csv"}
+
+
+def test_the_output_reports_the_share_above_nameplate_and_peaks_of_the_trace_and_the_training_data(tmp_path):
+    # a nameplate of 250 W under a 300 W state: the generated trace goes past it in some bins
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", configuration={"model": "m", "hardware": "h", "tp": 1,
+                                                             "job_name": "m_h_tp1", "bin_s": 0.25, "gpu_tdp_w": 250.0})
+    out = tmp_path / "g.csv"
+    code, stdout, err = run_main(generate, "--checkpoint", ckpt, "--rate", "2", "--duration", "120", "--out", out)
+    assert code == 0, err
+    watts = pd.read_csv(out)["power_w"].to_numpy()
+    report = json.loads(out.with_name("g.csv.json").read_text())
+    nameplate = report["nameplate"]
+    assert nameplate["nameplate_w"] == 250.0
+    assert nameplate["share_above_nameplate"] == pytest.approx((watts > 250.0).mean(), abs=1e-9)
+    assert 0 < nameplate["share_above_nameplate"] < 1
+    assert nameplate["peak_0.25s_w"] == pytest.approx(watts.max(), rel=1e-5)
+    assert nameplate["peak_1s_w"] == pytest.approx(watts.reshape(-1, 4).mean(axis=1).max(), rel=1e-5)
+    assert nameplate["peak_60s_w"] == pytest.approx(watts.reshape(-1, 240).mean(axis=1).max(), rel=1e-5)
+    assert report["training_nameplate"]["share_above_nameplate"] == 0.0        # as the checkpoint records
+    assert "above the 250 W nameplate" in stdout and "ceiling" not in stdout.replace("not a ceiling", "")

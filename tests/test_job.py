@@ -1,6 +1,7 @@
 """One training job end to end."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -134,6 +135,18 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
                             for t in val])
     np.testing.assert_allclose(probs, saved["probabilities"], atol=1e-5)
     np.testing.assert_array_equal(ckpt.state_means, saved["state_means"])
+    # the bounds generation draws within are the training bins' own, state by state
+    train_watts = np.concatenate([t.power for t in load_power_file(data_file).traces
+                                  if t.index in ckpt.train_trace_indices])
+    assert ckpt.state_lows.min() == train_watts.min() == ckpt.training_watts["min"]
+    assert ckpt.state_highs.max() == train_watts.max() == ckpt.training_watts["max"]
+    assert np.all(ckpt.state_lows <= ckpt.state_means) and np.all(ckpt.state_means <= ckpt.state_highs)
+    # how far the training watts go past nameplate (8 x 700 W), in the checkpoint and the provenance
+    nameplate = ckpt.training_watts["nameplate"]
+    assert nameplate["nameplate_w"] == 8 * 700.0 and nameplate["peak_0.25s_w"] == train_watts.max()
+    assert nameplate["share_above_nameplate"] == pytest.approx((train_watts > 8 * 700.0).mean())
+    record = json.loads(config.provenance_path(out, "llama-3-70b_h100_tp8").read_text())
+    assert record["training_nameplate"] == nameplate
 
 
 @pytest.mark.slow

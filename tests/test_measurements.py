@@ -432,8 +432,24 @@ def test_a_used_gpu_without_values_for_more_than_two_seconds_is_refused(tmp_path
     (runs / "bench.json").write_text(json.dumps(campaign_json(sim, 5.0, 1.0, None, tp=1)))
     write_smi(runs / "power.csv", sim, LAYOUTS["index first"],
               bad=lambda s, g: "[N/A]" if g == 0 and 30 <= s < 40 else None)
-    with pytest.raises(InputError, match=r"power\.csv: GPU 0 has no usable power\.draw value for 2\.\d s"):
+    # samples 30-39 unreadable: the hole runs from sample 29 to 40, 11 x 0.25 s, said to the millisecond
+    with pytest.raises(InputError, match=r"power\.csv: GPU 0 has no usable power\.draw value for 2\.750 s .*"
+                                         r"at most 2 s may be missing \(--max_gap_s\)"):
         prepare(runs, tmp_path / "out.npz")
+
+
+def test_max_gap_s_sets_how_long_a_hole_may_be(tmp_path):
+    runs = folder(tmp_path)
+    sim = simulate(12, rate=5.0)
+    (runs / "bench.json").write_text(json.dumps(campaign_json(sim, 5.0, 1.0, None, tp=1)))
+    write_smi(runs / "power.csv", sim, LAYOUTS["index first"],
+              bad=lambda s, g: "[N/A]" if g == 0 and 30 <= s < 40 else None)     # a 2.750 s hole
+    with pytest.raises(InputError, match=r"for 2\.750 s .*at most 2\.7 s may be missing"):
+        prepare_in_process(runs, "llama-3-8b", "h100", tmp_path / "a.npz", None, None, 0, False, max_gap_s=2.7)
+    prepare_in_process(runs, "llama-3-8b", "h100", tmp_path / "b.npz", None, None, 0, False, echo=lambda _: None,
+                       max_gap_s=2.75)
+    sources = json.loads((tmp_path / "b.sources.json").read_text())
+    assert sources["max_gap_s"] == 2.75 and sources["traces"][0]["power_samples_dropped"] == 10
 
 
 def test_gpus_are_nvidia_smi_indices_even_when_the_log_lists_only_some(tmp_path):

@@ -288,3 +288,13 @@ def test_prepare_data_refuses_a_request_rate_that_is_not_positive(tmp_path, rate
     result = prepare(runs, tmp_path / "a.npz", "--allow_rebuilt_arrivals")
     assert result.returncode == 2 and "request_rate" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "a.npz").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_max_gap_s_that_is_not_a_positive_number_of_seconds_is_one_line(tmp_path, value):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    random_run(runs, "a", datetime(2024, 5, 1, 12, 0, 0), tp=1, seed=0)
+    code, _, err = prepare(runs, tmp_path / "out.npz", "--max_gap_s", value)
+    assert code == 2 and "--max_gap_s must be a positive number of seconds" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"runs/a.json", "runs/a.csv"}

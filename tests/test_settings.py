@@ -15,7 +15,7 @@ def non_default(f: dataclasses.Field):
     """A valid value of a field that differs from its default."""
     special = {"data_file": "x.npz", "model": "llama-3-70b", "hardware": "h100", "tp": 8,
                "gru_impl": "torch", "device": "cpu", "weights_path": "w/{job}.pt", "dropout": 0.35,
-               "val_split": 0.3, "lr": 0.00123}
+               "val_split": 0.3, "lr": 0.00123, "val_traces": "1,3"}
     if f.name in special:
         return special[f.name]
     if f.type == "bool":
@@ -44,7 +44,8 @@ def test_defaults_survive_a_round_trip_and_only_result_settings_are_spelled_out(
     argv = job_argv(settings)
     flags = dict(zip(argv[::2], argv[1::2]))
     assert flags["--data_file"] == "x.npz" and flags["--lr"] == "0.0001" and flags["--num_layers"] == "2"
-    assert set(flags) == {"--data_file", *(f"--{k}" for k in RESULT_KEYS if k != "hardware"),
+    # an unset optional setting (--val_traces) is no flag: "None" would read back as text
+    assert set(flags) == {"--data_file", *(f"--{k}" for k in RESULT_KEYS if k not in ("hardware", "val_traces")),
                           "--hardware_accelerator"}
     assert settings_from_args(parser_for().parse_args(argv)) == settings
 
@@ -85,6 +86,22 @@ def test_fingerprint_covers_every_setting_that_changes_results():
         if f.name == "gru_impl":
             continue        # the fingerprint records the resolved kernel, passed separately
         assert differs == f.metadata["affects_result"], f.name
+
+
+def test_val_traces_joins_the_fingerprint_in_one_spelling_per_set_of_rows():
+    base = JobSettings(data_file="x.npz", model="llama-3-8b", hardware="a100", tp=1)
+    named = dataclasses.replace(base, val_traces="7, 3,3")
+    assert named.val_traces == "3,7" and named.val_rows == (3, 7) and base.val_rows is None
+    assert fingerprint(named, "sha", "fused")["val_traces"] == "3,7" != fingerprint(base, "sha", "fused")["val_traces"]
+    assert fingerprint(named, "sha", "fused") == fingerprint(dataclasses.replace(base, val_traces="3,7"), "sha", "fused")
+    assert parser_for(launcher=True).parse_args(["--val_traces", "7,3"]).val_traces == "7,3"   # the grid's flag
+
+
+@pytest.mark.parametrize("value", ["", "a", "3;7", "-1", "3,,7", "1.5"])
+def test_val_traces_that_are_not_row_numbers_name_the_flag(value):
+    settings = JobSettings(data_file="x.npz", model="llama-3-8b", hardware="a100", tp=1, val_traces=value)
+    with pytest.raises(InputError, match="--val_traces must be the data file's row numbers"):
+        settings.validate()
 
 
 def test_data_file_spelling_of_a_model_is_the_same_model():

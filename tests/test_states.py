@@ -6,7 +6,7 @@ import pytest
 
 from model.data import Trace, Workload
 from model.errors import InputError
-from model.states import PowerStates, fit_power_states, state_watts
+from model.states import PowerStates, fit_power_states, state_ranges, state_watts
 
 
 def make_trace(index, power, active=None, request_times=(), tp=1):
@@ -42,3 +42,11 @@ def test_state_watts_from_given_bins_and_empty_state_falls_back():
 def test_too_few_distinct_watts_is_input_error():
     with pytest.raises(InputError, match="distinct power values"):
         fit_power_states([np.full(200, 100.0), np.full(200, 150.0)], 6)
+
+
+def test_state_ranges_are_each_states_training_extremes_and_an_empty_state_gets_the_whole_range():
+    states = PowerStates(np.array([100.0, 200.0, 300.0]))
+    power = [np.array([98.0, 102.0, 195.0]), np.array([205.0, 99.0])]
+    lows, highs = state_ranges(power, [states.label(p) for p in power], states)
+    np.testing.assert_array_equal(lows, [98.0, 195.0, 98.0])
+    np.testing.assert_array_equal(highs, [102.0, 205.0, 205.0])

@@ -5,7 +5,8 @@
 
 requests -> serving model (active requests, prefill and decode tokens per bin) -> the six
 features -> the classifier's state probabilities -> sampled states -> watts from the training
-states' mean and spread. Nothing here reads measured watts: the checkpoint holds all it needs.
+states' mean and spread, held to the range each state drew in training. Nothing here reads
+measured watts: the checkpoint holds all it needs.
 """
 from __future__ import annotations
 
@@ -133,16 +134,22 @@ def sample_coherent(probabilities: np.ndarray, state_means: np.ndarray, state_st
     return states, state_means[states] + state_stds[states] * noise
 
 
+def within_state_ranges(watts: np.ndarray, states: np.ndarray, ckpt: Checkpoint) -> np.ndarray:
+    """Each bin's watts held to the range its state drew in training: a Gaussian draw has no
+    bounds, and a bin below the idle floor or above the measured peak never happened."""
+    return np.clip(watts, ckpt.state_lows[states], ckpt.state_highs[states])
+
+
 def sample_trace(probabilities: np.ndarray, ckpt: Checkpoint, seed: int, sampling: str) -> GeneratedTrace:
     if sampling == "independent":
-        # one independent draw per bin, exactly as the training table's synthetic trace
+        # one independent draw per bin, as the training table's synthetic trace, then bounded
         watts, states = synthesize(probabilities, ckpt.state_means, ckpt.state_stds, seed, return_states=True)
-        return GeneratedTrace(watts, states)
-    if sampling == "coherent":
+    elif sampling == "coherent":
         rho = float(ckpt.training_watts["residual_lag1"])
         states, watts = sample_coherent(probabilities, ckpt.state_means, ckpt.state_stds, rho, seed)
-        return GeneratedTrace(watts, states)
-    raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    return GeneratedTrace(within_state_ranges(watts, states, ckpt), states)
 
 
 class Generator:

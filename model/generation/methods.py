@@ -4,7 +4,7 @@ registry (docs/design.md, "Generation" and "Sites").
     for method in registered():           # in table order: ours first, then the baselines
         make = method.build(MethodContext(ckpt, sampling))
         watts = make(trace, seed)
-    label("tdp")                          # "TDP": the tables' name for it
+    label("tdp")                          # "Nameplate (TDP)": the tables' name for it
     site_baselines()                      # the methods a site is also sized with (constant watts)
 
 A method's name is the `method` column of the generation CSVs and the site metrics; its label
@@ -146,7 +146,9 @@ def _measured_features(ctx: MethodContext) -> Method:
 
 register(GenerationMethod("ours", "Ours", _ours,
                           "the trace's arrivals through the serving model and the classifier"))
-register(GenerationMethod("tdp", "TDP", constant(tdp_watts), "constant TP x nameplate GPU power",
+# nameplate is the GPU's rated board power, not the most it draws (model/nameplate.py): the label
+# says nameplate, never maximum; the name `tdp` stays, as the CSVs' and site metrics' key
+register(GenerationMethod("tdp", "Nameplate (TDP)", constant(tdp_watts), "constant TP x nameplate GPU power",
                           site_baseline=True, constant_watts=tdp_watts))
 register(GenerationMethod("mean", "Mean", constant(mean_watts), "constant training mean",
                           site_baseline=True, constant_watts=mean_watts))

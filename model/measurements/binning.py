@@ -11,7 +11,7 @@ from model.features import bin_range_sums
 from model.measurements.common import EDGE_TOLERANCE_S, NUM_GPUS_HINT, BenchmarkRun, PowerLog, _wall
 
 MIN_OVERLAP_SHARE = 0.5              # a power log pairs with a run it covers at least half of
-MAX_SAMPLE_GAP_S = 2.0
+MAX_SAMPLE_GAP_S = 2.0              # the default of prepare_data's --max_gap_s
 
 
 def overlap_s(run: BenchmarkRun, log: PowerLog) -> float:
@@ -42,10 +42,11 @@ def _interval_sums(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, n_
     return bin_range_sums(first, last, np.asarray(weights, dtype=np.float64), n_bins)
 
 
-def run_watts(run: BenchmarkRun, log: PowerLog, gpus: list[int], timestamps: np.ndarray
-              ) -> tuple[np.ndarray, int]:
+def run_watts(run: BenchmarkRun, log: PowerLog, gpus: list[int], timestamps: np.ndarray,
+              max_gap_s: float = MAX_SAMPLE_GAP_S) -> tuple[np.ndarray, int]:
     """Watts summed over `gpus` at `timestamps`, and how many of their samples during the run had
-    no number and were dropped (allowed while no gap exceeds MAX_SAMPLE_GAP_S)."""
+    no number and were dropped (allowed while no hole in a GPU's values exceeds `max_gap_s`;
+    the watts across a hole are interpolated)."""
     absent = [g for g in gpus if g not in log.series]
     if absent:
         listed = ", ".join(map(str, log.gpus))
@@ -65,16 +66,18 @@ def run_watts(run: BenchmarkRun, log: PowerLog, gpus: list[int], timestamps: np.
         kept = times[good]
         edges = np.concatenate([[run.start], kept, [run.end]])
         worst = int(np.argmax(np.diff(edges)))
-        if np.diff(edges)[worst] > MAX_SAMPLE_GAP_S:
+        hole = float(np.diff(edges)[worst])
+        if hole > max_gap_s:
+            # to the millisecond: a 2.03 s hole printed as "2.0 s" reads as within a 2 s limit
             raise InputError(f"{log.path}: GPU {gpu} has no usable {log.column} value for "
-                             f"{np.diff(edges)[worst]:.1f} s from {_wall(edges[worst])} during run {run.name}; "
-                             f"at most {MAX_SAMPLE_GAP_S:g} s may be missing")
+                             f"{hole:.3f} s from {_wall(edges[worst])} during run {run.name}; "
+                             f"at most {max_gap_s:g} s may be missing (--max_gap_s)")
         total += np.interp(timestamps, kept, watts[good])
     return total, dropped
 
 
 def bin_run(run: BenchmarkRun, log: PowerLog, gpus: list[int],
-            period: float = config.SAMPLE_PERIOD_S) -> dict[str, np.ndarray]:
+            period: float = config.SAMPLE_PERIOD_S, max_gap_s: float = MAX_SAMPLE_GAP_S) -> dict[str, np.ndarray]:
     """One trace on a regular grid over the run's span: watts summed over `gpus` (nvidia-smi
     indices) and the workload; `dropped_power_samples` counts unreadable samples skipped."""
     if log.start > run.start + EDGE_TOLERANCE_S or log.end < run.end - EDGE_TOLERANCE_S:
@@ -83,7 +86,7 @@ def bin_run(run: BenchmarkRun, log: PowerLog, gpus: list[int],
                          f"{run.name}; the power log must cover the whole run")
     n_bins = int(math.ceil(run.duration / period - 1e-9))
     timestamps = run.start + period * np.arange(n_bins)
-    watts, dropped = run_watts(run, log, gpus, timestamps)
+    watts, dropped = run_watts(run, log, gpus, timestamps, max_gap_s)
     prefill_end = run.arrivals + run.ttfts
     done = run.arrivals + run.latencies
     return {

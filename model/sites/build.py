@@ -21,9 +21,11 @@ from model.generation.requests_file import read_requests
 from model.interrupts import exit_status, interruptible
 from model.outputs import file_sha256, locked_directory, staged_folder, write_json, write_text
 from model.provenance import environment, git_state
+from model.generation import methods
+from model.nameplate import summary_line
 from model.sites import report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
-from model.sites.site import Plan, run_site, run_site_on_slurm, site_metrics
+from model.sites.site import Plan, nameplate_report, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
 
 QUARTER_S = 900.0
@@ -108,26 +110,29 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
 
     metrics = pd.DataFrame(site_metrics(plan, result), columns=["method", "level", "resolution_s", "metric", "value"])
     it_w = result.racks.sum(axis=0)
+    nameplate = nameplate_report(plan, result)
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
-        table, largest, seconds = _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs,
-                                                 bin_s, n_bins, staging, seconds)
+        table, largest, seconds = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
+                                                 rack_jobs, bin_s, n_bins, staging, seconds)
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
+    print(f"site: {summary_line(nameplate)}")
     if largest:
         print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(f"{k} {v}" for k, v in largest.items()))
     print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
     return 0
 
 
-def _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out, seconds):
+def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out, seconds):
     report.write_site_power(out, it_w, args.pue, bin_s)
     report.write_racks(out, result.racks, rack_jobs, bin_s)
     report.write_frame(out / "facility_metrics.csv", metrics)
-    table = report.sizing(metrics)
+    table = report.sizing(metrics, nameplate)
     write_text(out / "sizing_table.tex", report.sizing_table(
         table, f"Site of {layout.n_nodes} servers ({layout.rows} rows x {layout.racks_per_row} racks x "
                f"{layout.nodes_per_rack}), {n_bins * bin_s / 3600:.1f} h, PUE {args.pue:g}: sized by nameplate "
-               "power (TDP), by mean power and by generated traces (ours)."))
+               "power (TDP, the GPUs' rated power, which they can exceed), by mean power and by generated "
+               "traces (ours); the last column is the share of bins above the nameplate sizing."))
     curve, largest = None, None
     if args.row_limit_kw:
         rack_constants = {name: w.reshape(layout.n_racks, -1).sum(axis=1) for name, w in result.constants.items()}
@@ -135,7 +140,7 @@ def _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_
         curve, largest = report.oversubscription(per_second, rack_constants, args.row_limit_kw * 1e3,
                                                  args.draws, args.seed)
         report.write_frame(out / "oversubscription.csv", curve)
-    constant_totals = {f"{name} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
+    constant_totals = {f"{methods.label(name)} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
                        for name, w in result.constants.items()}
     report.write_figures(out, it_w, args.pue, bin_s, result.racks, constant_totals, curve,
                          args.row_limit_kw * 1e3 if args.row_limit_kw else None)
@@ -148,7 +153,8 @@ def _write_results(args, plan, result, metrics, it_w, checkpoints, layout, rack_
         "traffic": {"time_scale": args.time_scale} if args.requests else {"rate_per_node": args.rate_per_node},
         "requests_served": result.requests.sum(axis=0).tolist(), "seed": args.seed, "node_seeds": "seed + node id",
         "sampling": args.sampling, "bin_s": bin_s, "bins": n_bins, "non_gpu_w": args.non_gpu_w, "pue": args.pue,
-        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest, "git": git_state(),
+        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest, "nameplate": nameplate,
+        "git": git_state(),
         "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
     }
     write_json(out / "manifest.json", manifest)

@@ -16,8 +16,9 @@ from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
 from model.sites.rollup import p95_peaks_of_random_rows, window_means
 
 POWER_FACTOR = 0.9        # transformer sizing: MVA = MW / power factor
-SIZING_COLUMNS = ("Peak (MW)", "Average (MW)", "Peak/average", "Max 15-min ramp (MW)", "Load factor",
-                  "Transformer (MVA)")
+SIZING_COLUMNS = ("Peak 0.25 s (MW)", "Peak 1 s (MW)", "Peak 1 min (MW)", "Average (MW)", "Peak/average",
+                  "Max 15-min ramp (MW)", "Load factor", "Transformer (MVA)", "Above nameplate (%)")
+PEAK_COLUMNS = {0.25: SIZING_COLUMNS[0], 1.0: SIZING_COLUMNS[1], 60.0: SIZING_COLUMNS[2]}
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -39,27 +40,39 @@ def write_racks(out: Path, racks: np.ndarray, rack_jobs: list[str], bin_s: float
                                      "rack_jobs": np.array(rack_jobs)})
 
 
-def sizing(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per method, what the site is sized by: peak and average (1 s), peak-to-average, largest
-    15-minute ramp, load factor, transformer rating at power factor 0.9."""
+def sizing(metrics: pd.DataFrame, nameplate: dict) -> pd.DataFrame:
+    """Per method, what the site is sized by: peaks at 0.25 s, 1 s and 1 min, average (1 s),
+    peak-to-average, largest 15-minute ramp, load factor, transformer rating at power factor 0.9
+    (on the 1 s peak), and the share of bins above the site's nameplate sizing (`nameplate`:
+    site.nameplate_report; a constant baseline is above it everywhere or nowhere)."""
     site = metrics[metrics["level"] == "site"]
     rows = []
     for method, label in [(m.name, m.label) for m in methods.site_baselines()] + [("ours", methods.label("ours"))]:
-        one = site[(site["method"] == method) & (site["resolution_s"] == 1.0)].set_index("metric")["value"]
-        quarter = site[(site["method"] == method) & (site["resolution_s"] == 900.0)].set_index("metric")["value"]
-        rows.append({"method": label, SIZING_COLUMNS[0]: one["peak_w"] / 1e6,
-                     SIZING_COLUMNS[1]: one["average_w"] / 1e6, SIZING_COLUMNS[2]: one["par"],
-                     SIZING_COLUMNS[3]: max(quarter["ramp_max_up_w"], quarter["ramp_max_down_w"]) / 1e6,
-                     SIZING_COLUMNS[4]: one["load_factor"],
-                     SIZING_COLUMNS[5]: one["peak_w"] / 1e6 / POWER_FACTOR})
+        of_method = site[site["method"] == method]
+        at = {r: of_method[of_method["resolution_s"] == r].set_index("metric")["value"] for r in (*PEAK_COLUMNS, 900.0)}
+        one, quarter = at[1.0], at[900.0]
+        above = nameplate["share_above_nameplate"] if method == "ours" else \
+            float(one["peak_w"] > nameplate["nameplate_w"])
+        rows.append({"method": label,
+                     **{column: at[r]["peak_w"] / 1e6 if len(at[r]) else float("nan")
+                        for r, column in PEAK_COLUMNS.items()},
+                     SIZING_COLUMNS[3]: one["average_w"] / 1e6, SIZING_COLUMNS[4]: one["par"],
+                     SIZING_COLUMNS[5]: max(quarter["ramp_max_up_w"], quarter["ramp_max_down_w"]) / 1e6,
+                     SIZING_COLUMNS[6]: one["load_factor"],
+                     SIZING_COLUMNS[7]: one["peak_w"] / 1e6 / POWER_FACTOR, SIZING_COLUMNS[8]: 100 * above})
     return pd.DataFrame(rows)
+
+
+def _cell(value: float, column: str) -> str:
+    if not np.isfinite(value):
+        return "--"          # a resolution finer than the site's bins
+    return f"{value:.3f}" if "MW" in column or "MVA" in column else f"{value:.2f}"
 
 
 def sizing_table(table: pd.DataFrame, caption: str) -> str:
     """The sizing table in the training table's LaTeX style."""
     heads = [r"\textbf{" + c.replace("%", r"\%") + "}" for c in SIZING_COLUMNS]
-    rows = [[row["method"], *(f"{row[c]:.3f}" if "MW" in c or "MVA" in c else f"{row[c]:.2f}" for c in SIZING_COLUMNS)]
-            for _, row in table.iterrows()]
+    rows = [[row["method"], *(_cell(row[c], c) for c in SIZING_COLUMNS)] for _, row in table.iterrows()]
     return booktabs_table(caption, "tab:site_sizing", [r"\textbf{Method}", *heads], rows)
 
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.generation.generator import Generator, Requests
-from model.generation.methods import site_baselines
+from model.generation.methods import site_baselines, tdp_watts
+from model.nameplate import above_nameplate
 from model.outputs import write_npz
 from model.generation.requests_file import poisson_stream
 from model.sites.layout import Layout
@@ -60,6 +61,7 @@ class SiteResult:
     node_peaks: np.ndarray                # (nodes, resolutions) each node's own peak
     node_metrics: list[dict]              # per node: resolution -> profile metrics
     requests: np.ndarray                  # (nodes, 3) requests, input tokens, output tokens served
+    bins_above_nameplate: np.ndarray      # (nodes,) bins whose GPU watts exceed TP x nameplate
     constants: dict[str, np.ndarray] = field(default_factory=dict)   # baseline -> (nodes,) watts
 
 
@@ -78,7 +80,8 @@ def baseline_watts(ckpt: Checkpoint, non_gpu_w: float) -> dict[str, float]:
 
 
 def generate_rack(plan: Plan, rack: int) -> tuple:
-    """One rack's nodes: their summed watts, each node's statistics and served requests."""
+    """One rack's nodes: their summed watts, each node's statistics, served requests and bins
+    above nameplate."""
     torch.set_num_threads(1)             # one worker per core
     gen = _generator(plan.checkpoints[plan.rack_jobs[rack]])
     nodes = list(plan.layout.nodes_of_rack(rack))
@@ -91,6 +94,7 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
     traces = gen.generate_many(streams, plan.n_bins, [plan.seed + n for n in nodes], plan.sampling)
     rack_watts = np.zeros(plan.n_bins)
     peaks, stats, served = [], [], []
+    above = [int((trace.watts > tdp_watts(gen.ckpt)).sum()) for trace in traces]
     for node, stream, trace in zip(nodes, streams, traces):
         watts = trace.watts + plan.non_gpu_w
         rack_watts += watts
@@ -102,7 +106,7 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
             write_npz(Path(plan.save_nodes_dir) / f"node_{node:05d}.npz",
                       {"watts": watts.astype(np.float32), "states": trace.states.astype(np.int8),
                        "bin_s": np.array(plan.bin_s), "rack": np.array(rack)})
-    return rack, rack_watts, peaks, stats, served
+    return rack, rack_watts, peaks, stats, served, above
 
 
 def _run(args):
@@ -142,17 +146,19 @@ def assemble(plan: Plan, results, progress: bool = True) -> SiteResult:
     node_peaks = np.zeros((layout.n_nodes, len(RESOLUTIONS_S)))
     node_metrics: list[dict] = [None] * layout.n_nodes
     served = np.zeros((layout.n_nodes, 3))
+    above = np.zeros(layout.n_nodes, dtype=np.int64)
     seen = set()
     with tqdm(total=layout.n_racks, desc="racks", unit="rack", disable=not progress) as bar:
-        for rack, rack_watts, peaks, stats, counts in results:
+        for rack, rack_watts, peaks, stats, counts, bins_above in results:
             racks[rack] = rack_watts
             seen.add(rack)
             for i, node in enumerate(layout.nodes_of_rack(rack)):
                 node_peaks[node], node_metrics[node], served[node] = peaks[i], stats[i], counts[i]
+                above[node] = bins_above[i]
             bar.update()
     if len(seen) != layout.n_racks:
         raise RuntimeError(f"{layout.n_racks - len(seen)} racks have no result")
-    return SiteResult(racks, node_peaks, node_metrics, served, baselines(plan))
+    return SiteResult(racks, node_peaks, node_metrics, served, above, baselines(plan))
 
 
 def prepare(plan: Plan) -> None:
@@ -235,3 +241,13 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
                 stats = _mean_of([profile_metrics(np.full(2, w)) for w in constant[level]])
                 out += [[name, level, resolution, m, stats.get(m, 1.0)] for m in METRICS]
     return out
+
+
+def nameplate_report(plan: Plan, result: SiteResult) -> dict:
+    """How far the site and its servers go past nameplate (model/nameplate.py): the site's
+    share of bins above its nameplate sizing (every node at TP x GPU nameplate + non-GPU watts,
+    times PUE) and its peaks at 0.25 s, 1 s and 1 min, and the servers' share of bins above
+    their own TP x nameplate."""
+    site = above_nameplate([result.racks.sum(axis=0) * plan.pue], plan.bin_s, result.constants["tdp"].sum() * plan.pue)
+    return site | {"servers_share_above_nameplate": float(result.bins_above_nameplate.sum())
+                   / (plan.layout.n_nodes * plan.n_bins)}
