@@ -192,7 +192,20 @@ def test_row_sizing_finds_the_largest_row_under_the_limit():
     curve = p95_peaks_of_random_rows(traces, limit=100.0, draws=7, rng=np.random.default_rng(0))
     assert curve == [30.0, 60.0, 90.0, 120.0]                       # stops at the first row over the limit
     spread = np.array([[30.0, 10.0], [10.0, 30.0]])                 # peaks at different times
-    assert p95_peaks_of_random_rows(spread, 1e9, 50, np.random.default_rng(1), most=10)[-1] < 10 * 30.0
+    assert p95_peaks_of_random_rows(spread, 1e9, 50, np.random.default_rng(1))[-1] == 40.0
+
+
+def test_a_row_holds_each_rack_once_and_no_answer_exceeds_the_sites_racks():
+    from model.sites.report import oversubscription, row_answer
+    # rack i draws 100 W at second i only: a row of distinct racks never peaks above 100 W, while
+    # a rack drawn twice (with replacement) would give 200 W
+    racks = 100.0 * np.eye(6)
+    curve, largest, at_site_limit = oversubscription(racks, {"tdp": np.full(6, 120.0), "mean": np.full(6, 10.0)},
+                                                     limit_w=110.0, draws=200, seed=0)
+    assert list(curve["p95_peak_w"]) == [100.0] * 6 and list(curve["racks"]) == [1, 2, 3, 4, 5, 6]
+    assert largest == {"ours": 6, "tdp": 0, "mean": 6} and at_site_limit == ["ours", "mean"]
+    assert row_answer("ours", 6, at_site_limit) == "ours at least 6 (site limit)"
+    assert row_answer("tdp", 0, at_site_limit) == "tdp 0"
 
 
 @pytest.mark.slow

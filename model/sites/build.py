@@ -112,13 +112,13 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
     it_w = result.racks.sum(axis=0)
     nameplate = nameplate_report(plan, result)
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
-        table, largest, seconds = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
+        table, row_answers, seconds = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
                                                  rack_jobs, bin_s, n_bins, staging, seconds)
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
     print(f"site: {summary_line(nameplate)}")
-    if largest:
-        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(f"{k} {v}" for k, v in largest.items()))
+    if row_answers:
+        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(row_answers))
     print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
     return 0
 
@@ -133,12 +133,12 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
                f"{layout.nodes_per_rack}), {n_bins * bin_s / 3600:.1f} h, PUE {args.pue:g}: sized by nameplate "
                "power (TDP, the GPUs' rated power, which they can exceed), by mean power and by generated "
                "traces (ours); the last column is the share of bins above the nameplate sizing."))
-    curve, largest = None, None
+    curve, largest, at_site_limit = None, None, []
     if args.row_limit_kw:
         rack_constants = {name: w.reshape(layout.n_racks, -1).sum(axis=1) for name, w in result.constants.items()}
         per_second = report.window_means(result.racks, int(round(1.0 / bin_s)))
-        curve, largest = report.oversubscription(per_second, rack_constants, args.row_limit_kw * 1e3,
-                                                 args.draws, args.seed)
+        curve, largest, at_site_limit = report.oversubscription(per_second, rack_constants,
+                                                                args.row_limit_kw * 1e3, args.draws, args.seed)
         report.write_frame(out / "oversubscription.csv", curve)
     constant_totals = {f"{methods.label(name)} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
                        for name, w in result.constants.items()}
@@ -153,9 +153,12 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
         "traffic": {"time_scale": args.time_scale} if args.requests else {"rate_per_node": args.rate_per_node},
         "requests_served": result.requests.sum(axis=0).tolist(), "seed": args.seed, "node_seeds": "seed + node id",
         "sampling": args.sampling, "bin_s": bin_s, "bins": n_bins, "non_gpu_w": args.non_gpu_w, "pue": args.pue,
-        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest, "nameplate": nameplate,
+        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest,
+        "row_racks_at_site_limit": at_site_limit,     # the whole site fit: the answer is "at least"
+        "nameplate": nameplate,
         "git": git_state(),
         "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
     }
     write_json(out / "manifest.json", manifest)
-    return table, largest, seconds
+    answers = [report.row_answer(name, n, at_site_limit) for name, n in largest.items()] if largest else None
+    return table, answers, seconds

@@ -77,16 +77,25 @@ def sizing_table(table: pd.DataFrame, caption: str) -> str:
 
 
 def oversubscription(rack_traces: np.ndarray, rack_constants: dict[str, np.ndarray], limit_w: float,
-                     draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """How many racks a row of `limit_w` carries: for n racks drawn at random (with replacement)
-    from the site's rack traces, the P95 over draws of their summed peak, for n = 1, 2, ... until
-    it passes the limit; for the constant baselines, the limit over the mean rack's watts."""
+                     draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
+    """How many racks a row of `limit_w` carries: for n distinct racks drawn at random from the
+    site's rack traces, the P95 over draws of their summed peak, for n = 1, 2, ... until it passes
+    the limit; for the constant baselines, the limit over the mean rack's watts. No answer is
+    larger than the site's racks: the names in the returned list reached that number without
+    passing the limit, so their answer is "at least" it."""
+    n_racks = len(rack_traces)
     curve = p95_peaks_of_random_rows(rack_traces, limit_w, draws, np.random.default_rng(seed))
     rows = [{"racks": n + 1, "p95_peak_w": p95} for n, p95 in enumerate(curve)]
-    largest = {"ours": sum(p95 <= limit_w for p95 in curve)}
+    fits = {"ours": sum(p95 <= limit_w for p95 in curve)}
     for name, watts in rack_constants.items():
-        largest[name] = int(math.floor(limit_w / float(np.mean(watts))))
-    return pd.DataFrame(rows), largest
+        fits[name] = int(math.floor(limit_w / float(np.mean(watts))))
+    at_site_limit = [name for name, n in fits.items() if n >= n_racks]
+    return pd.DataFrame(rows), {name: min(n, n_racks) for name, n in fits.items()}, at_site_limit
+
+
+def row_answer(name: str, racks: int, at_site_limit: list[str]) -> str:
+    """'ours 39', or 'ours at least 60 (site limit)' when the whole site fits under the limit."""
+    return f"{name} at least {racks} (site limit)" if name in at_site_limit else f"{name} {racks}"
 
 
 def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: np.ndarray,

@@ -64,17 +64,21 @@ def diversity_factor(level_peak: float, node_peaks) -> float:
     return level_peak / total if total else float("nan")
 
 
-def p95_peaks_of_random_rows(traces: np.ndarray, limit: float, draws: int, rng: np.random.Generator,
-                             most: int = 100_000) -> list[float]:
-    """For n = 1, 2, ...: the P95 over `draws` random rows of n traces (drawn with replacement)
-    of the peak of their sum, until it passes `limit` (or n reaches `most`).
+def p95_peaks_of_random_rows(traces: np.ndarray, limit: float, draws: int, rng: np.random.Generator) -> list[float]:
+    """For n = 1, 2, ... up to the number of traces: the P95 over `draws` random rows of n
+    distinct traces of the peak of their sum, until it passes `limit`. A row is drawn without
+    replacement (a rack cannot stand in a row twice), so the curve never goes beyond the site.
 
-    Each draw's row grows by one random trace per step, so row n + 1 is row n plus a rack:
-    every row is still a uniform random draw, and the work is one addition per rack, not n.
+    Each draw is one random order of the traces and its row n + 1 is row n plus the next trace
+    in that order: every row is still a uniform random set, and the work is one addition per
+    rack, not n.
     """
+    order = np.argsort(rng.random((draws, len(traces))), axis=1)
     running = np.zeros((draws, traces.shape[1]))
     curve: list[float] = []
-    while len(curve) < most and (not curve or curve[-1] <= limit):
-        running += traces[rng.integers(0, len(traces), draws)]
+    for n in range(len(traces)):
+        running += traces[order[:, n]]
         curve.append(float(np.percentile(running.max(axis=1), 95)))
+        if curve[-1] > limit:
+            break
     return curve
