@@ -187,19 +187,20 @@ def test_generate_a_day_from_the_command_line(held_out, tmp_path):
 def test_generate_reads_the_azure_trace_and_sorts_with_a_notice(held_out, tmp_path):
     _, _, _, _, ckpt_path = held_out
     azure = tmp_path / "azure.csv"
+    # the trace's header and timestamp format, made-up values (the second request logged first)
     azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                     "2023-11-16 18:15:50.9951690,396,109\n"
-                     "2023-11-16 18:15:46.6805900,374,44\n"
-                     "2023-11-16 18:16:51.0412560,879,34\n")
+                     "2024-03-05 09:00:12.5000000,512,96\n"
+                     "2024-03-05 09:00:10.2500000,300,40\n"
+                     "2024-03-05 09:01:20.7500000,800,25\n")
     requests, notes = read_requests(azure)
-    np.testing.assert_allclose(requests.arrival_s, [0.0, 4.314579, 64.360666])
-    np.testing.assert_array_equal(requests.input_tokens, [374, 396, 879])
+    np.testing.assert_allclose(requests.arrival_s, [0.0, 2.25, 70.5])
+    np.testing.assert_array_equal(requests.input_tokens, [300, 512, 800])
     assert len(notes) == 1 and "sorted" in notes[0]
     proc = run_cli("-m", "model.generate", "--checkpoint", str(ckpt_path), "--requests", str(azure),
                    "--out", str(tmp_path / "azure_power.csv"))
     assert proc.returncode == 0, proc.stderr
     assert "sorted" in proc.stderr
-    assert len(pd.read_csv(tmp_path / "azure_power.csv")) == int(np.ceil((64.360666 + 60) / 0.25))
+    assert len(pd.read_csv(tmp_path / "azure_power.csv")) == int(np.ceil((70.5 + 60) / 0.25))
 
 
 @pytest.mark.parametrize("content,flags,message", [

@@ -7,7 +7,7 @@
 Two formats, told apart by the header:
 - ours: `arrival_time_s,input_tokens,output_tokens`, arrivals in seconds;
 - Azure LLM inference trace: `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP a date and
-  time (e.g. `2023-11-16 18:15:46.6805900`); arrivals are counted from its first request.
+  time (e.g. `2024-03-05 09:00:10.2500000`); arrivals are counted from its first request.
 Rows out of time order are sorted, and a note says how many were.
 """
 from __future__ import annotations
