@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model import config
 from model.grid import add_grid_flag, grid_from_argv
-from model.command_settings import add_deprecated_flag
+from model.settings import add_deprecated_flag
 from model.errors import ArgumentParser, EXIT_OK, run_cli
 
 

@@ -5,6 +5,9 @@ each, whose fields make the command's flags, as JobSettings (model/settings.py) 
     settings = from_args(GenerateSettings, parser.parse_args(argv)); settings.validate()
     command_argv(settings)                    # the flags that rebuild `settings`
 
+Fields are model/settings.py's `setting`s and become flags through its add_field_flag, the one
+flag maker of every command.
+
 One vocabulary across commands: a folder is --output_dir, a file --out; a seed lies in
 0..config.MAX_SEED, as the training seed does; the seconds a trace runs on after the last request
 are --drain_s (config.DRAIN_S). tests/test_command_settings.py round-trips every field through its
@@ -13,36 +16,13 @@ flag. Light imports only (config, errors, settings, slurm_settings): --help must
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from model import config as cfg
 from model.errors import InputError
-from model.settings import flag_name
+from model.settings import add_field_flag, check_seed, setting, settings_argv
 from model.slurm_settings import SlurmSettings, add_slurm_flags, slurm_settings
-
-
-def option(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
-           metavar: str | None = None, deprecated: str | None = None, group: str | None = None,
-           cli: bool = True):
-    """A dataclass field carrying its flag: the keys of model.settings.setting, plus a metavar, a
-    `deprecated` old spelling that still works (with one note), the parser `group` it joins
-    ('slurm'), and cli=False for a field filled from other flags (the Slurm settings)."""
-    metadata = {"help": help, "flag": flag, "negated_flag": None, "choices": choices, "metavar": metavar,
-                "deprecated": deprecated, "group": group, "cli": cli}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    if isinstance(default, SlurmSettings):
-        return field(default_factory=SlurmSettings, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def check_seed(seed: int) -> None:
-    """The one seed range of every command (JobSettings' too)."""
-    if not 0 <= seed <= cfg.MAX_SEED:
-        raise InputError(f"--seed must lie in 0..2**32-1, got {seed}")
 
 
 def _positive(value: float | None) -> bool:
@@ -52,34 +32,34 @@ def _positive(value: float | None) -> bool:
 @dataclass
 class FacilitySettings:
     # the layout: --rows x --racks_per_row x --nodes_per_rack, one configuration per rack
-    rows: int = option(10, "rows of racks")
-    racks_per_row: int = option(6, "racks in a row")
-    nodes_per_rack: int = option(4, "servers in a rack")
-    config: list[str] = option([], "the configuration of the nodes, a job name (repeat with shares for a mix)",
+    rows: int = setting(10, "rows of racks")
+    racks_per_row: int = setting(6, "racks in a row")
+    nodes_per_rack: int = setting(4, "servers in a rack")
+    config: list[str] = setting([], "the configuration of the nodes, a job name (repeat with shares for a mix)",
                                metavar="JOB[:SHARE]")
-    results_dir: str = option(str(cfg.RESULTS_DIR), "where the jobs' checkpoints are")
+    results_dir: str = setting(str(cfg.RESULTS_DIR), "where the jobs' checkpoints are")
     # the traffic: --requests FILE, or --rate_per_node R --duration S
-    requests: str | None = option(None, "the site's requests (CSV, as model.generate reads)")
-    time_scale: float = option(1.0, "multiply the requests' arrival times")
-    rate_per_node: float | None = option(None, "Poisson requests per second per node")
-    duration: float | None = option(None, "seconds (with --rate_per_node)")
-    drain_s: float = option(cfg.DRAIN_S, "with --requests and no --duration: seconds after the last arrival")
-    diurnal: str | None = option(None, "CSV hour,multiplier shaping --rate_per_node")
+    requests: str | None = setting(None, "the site's requests (CSV, as model.generate reads)")
+    time_scale: float = setting(1.0, "multiply the requests' arrival times")
+    rate_per_node: float | None = setting(None, "Poisson requests per second per node")
+    duration: float | None = setting(None, "seconds (with --rate_per_node)")
+    drain_s: float = setting(cfg.DRAIN_S, "with --requests and no --duration: seconds after the last arrival")
+    diurnal: str | None = setting(None, "CSV hour,multiplier shaping --rate_per_node")
     # the servers and the site
-    non_gpu_w: float = option(1000.0, "watts of each server beyond its GPUs")
-    pue: float = option(1.3, "power usage effectiveness of the site")
-    seed: int = option(cfg.SEED, "base seed (node n uses seed + n)")
-    sampling: str = option(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
-    row_limit_kw: float | None = option(None, "row breaker limit: how many racks fit")
-    draws: int = option(200, "random rack sets per row size (with --row_limit_kw)")
+    non_gpu_w: float = setting(1000.0, "watts of each server beyond its GPUs")
+    pue: float = setting(1.3, "power usage effectiveness of the site")
+    seed: int = setting(cfg.SEED, "base seed (node n uses seed + n)")
+    sampling: str = setting(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
+    row_limit_kw: float | None = setting(None, "row breaker limit: how many racks fit")
+    draws: int = setting(200, "random rack sets per row size (with --row_limit_kw)")
     # how and where it runs
-    jobs: int = option(1, "worker processes")
-    save_nodes: bool = option(False, "also keep every node's trace (OUTPUT_DIR/nodes/)")
-    output_dir: str = option("facility", "output folder", deprecated="--out")
-    progress: bool = option(True, "no progress bar", flag="--no_progress")
-    racks_per_task: int = option(8, "racks generated by one array task", group="slurm")
-    launcher: str = option("local", "filled from --launcher", cli=False)
-    slurm: SlurmSettings = option(SlurmSettings(), "filled from the --slurm_* flags", cli=False)
+    jobs: int = setting(1, "worker processes")
+    save_nodes: bool = setting(False, "also keep every node's trace (OUTPUT_DIR/nodes/)")
+    output_dir: str = setting("facility", "output folder", deprecated="--out")
+    progress: bool = setting(True, "no progress bar", flag="--no_progress")
+    racks_per_task: int = setting(8, "racks generated by one array task", group="slurm")
+    launcher: str = setting("local", "filled from --launcher", cli=False)
+    slurm: SlurmSettings = setting(SlurmSettings(), "filled from the --slurm_* flags", cli=False)
 
     def validate(self) -> None:
         checks = [(self.non_gpu_w >= 0 and math.isfinite(self.non_gpu_w), f"--non_gpu_w must be >= 0, got {self.non_gpu_w}"),
@@ -106,15 +86,15 @@ class FacilitySettings:
 
 @dataclass
 class GenerateSettings:
-    checkpoint: str = option(help="a training job's checkpoints/{job}.pt")
-    requests: str | None = option(None, "CSV of requests (ours or the Azure trace's)")
-    rate: float | None = option(None, "Poisson arrivals per second")
-    duration: float | None = option(None, "seconds of trace")
-    drain_s: float = option(cfg.DRAIN_S, "with --requests and no --duration: seconds after the last arrival")
-    seed: int = option(cfg.SEED, "seed of the traffic and the sampling")
-    sampling: str = option(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
-    out: str | None = option(None, "output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
-    plot: bool = option(False, "also draw the trace as <out>.png and .pdf")
+    checkpoint: str = setting(help="a training job's checkpoints/{job}.pt")
+    requests: str | None = setting(None, "CSV of requests (ours or the Azure trace's)")
+    rate: float | None = setting(None, "Poisson arrivals per second")
+    duration: float | None = setting(None, "seconds of trace")
+    drain_s: float = setting(cfg.DRAIN_S, "with --requests and no --duration: seconds after the last arrival")
+    seed: int = setting(cfg.SEED, "seed of the traffic and the sampling")
+    sampling: str = setting(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
+    out: str | None = setting(None, "output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
+    plot: bool = setting(False, "also draw the trace as <out>.png and .pdf")
 
     def validate(self) -> None:
         if (self.requests is None) == (self.rate is None):
@@ -130,15 +110,15 @@ class GenerateSettings:
 
 @dataclass
 class EvaluateGenerationSettings:
-    checkpoint: str = option(help="a training job's checkpoints/{job}.pt")
-    data_file: str = option(help=".npz file of measured traces")
-    tp: int | None = option(None, "TP of the traces to score (default: the checkpoint's)")
-    seeds: int = option(cfg.GENERATION_SEEDS, "seeds per trace")
-    seed: int = option(cfg.SEED, "base seed")
-    sampling: str | None = option(None, "how states are drawn in time (default: the generator's default)",
+    checkpoint: str = setting(help="a training job's checkpoints/{job}.pt")
+    data_file: str = setting(help=".npz file of measured traces")
+    tp: int | None = setting(None, "TP of the traces to score (default: the checkpoint's)")
+    seeds: int = setting(cfg.GENERATION_SEEDS, "seeds per trace")
+    seed: int = setting(cfg.SEED, "base seed")
+    sampling: str | None = setting(None, "how states are drawn in time (default: the generator's default)",
                                   choices=cfg.SAMPLINGS)
-    out: str | None = option(None, "summary CSV (default: print only)")
-    plot: bool = option(False, "with --out: draw the first scored trace, measured against ours and the "
+    out: str | None = setting(None, "summary CSV (default: print only)")
+    plot: bool = setting(False, "with --out: draw the first scored trace, measured against ours and the "
                                "marginal baseline, as <out>_trace.png and .pdf")
 
     def validate(self) -> None:
@@ -147,57 +127,18 @@ class EvaluateGenerationSettings:
         check_seed(self.seed)
 
 
-class _DeprecatedSpelling(argparse.Action):
-    """An old flag name that still works for one release, saying once what replaces it."""
-
-    def __init__(self, *args, new_flag: str, **kwargs):
-        self.new_flag = new_flag
-        super().__init__(*args, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"note: {option_string} is deprecated and will be removed; use {self.new_flag}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def add_deprecated_flag(parser, old: str, new: str, dest: str) -> None:
-    """`old` as a spelling of `new` (stored in `dest`) that still works, with one note."""
-    parser.add_argument(old, dest=dest, action=_DeprecatedSpelling, new_flag=new,
-                        help=f"deprecated spelling of {new}")
-
-
-_TYPES = {"int": int, "float": float, "str": str}
-
-
 def add_flags(parser: argparse.ArgumentParser, cls, slurm_what: str | None = None) -> None:
     """One flag per field of `cls` (the parsed value under the field's name); with `slurm_what`,
     the --launcher and --slurm_* flags too (what one array task does), after the command's own,
     and the fields of group 'slurm' join them."""
     for f in fields(cls):
         if f.metadata["cli"] and not f.metadata["group"]:
-            _add_flag(parser, f)
+            add_field_flag(parser, f)
     if slurm_what:
         slurm = add_slurm_flags(parser, slurm_what, gpus=False)
         for f in fields(cls):
             if f.metadata["cli"] and f.metadata["group"] == "slurm":
-                _add_flag(slurm, f)
-
-
-def _add_flag(target, f: dataclasses.Field) -> None:
-    if f.type == "bool":
-        action = "store_false" if f.default else "store_true"
-        target.add_argument(flag_name(f), dest=f.name, action=action, default=f.default, help=f.metadata["help"])
-        return
-    kwargs = {"choices": f.metadata["choices"], "metavar": f.metadata["metavar"]}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if f.type == "list[str]":
-        kwargs |= {"action": "append", "default": []}
-    else:
-        required = f.default is dataclasses.MISSING
-        kwargs |= {"type": _TYPES[f.type.removesuffix(" | None")], "required": required,
-                   "default": None if required else f.default}
-    target.add_argument(flag_name(f), dest=f.name, help=f.metadata["help"], **kwargs)
-    if f.metadata["deprecated"]:
-        add_deprecated_flag(target, f.metadata["deprecated"], flag_name(f), f.name)
+                add_field_flag(slurm, f)
 
 
 def from_args(cls, args: argparse.Namespace):
@@ -210,16 +151,4 @@ def from_args(cls, args: argparse.Namespace):
 
 def command_argv(settings) -> list[str]:
     """The flags that rebuild `settings`: every flag field that differs from its default."""
-    argv: list[str] = []
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if not f.metadata["cli"] or value == default:
-            continue
-        if f.type == "bool":
-            argv.append(flag_name(f))
-        elif f.type == "list[str]":
-            argv += [part for item in value for part in (flag_name(f), item)]
-        else:
-            argv += [flag_name(f), repr(value) if isinstance(value, float) else str(value)]
-    return argv
+    return settings_argv(settings)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.command_settings import add_deprecated_flag, check_seed
+from model.settings import add_deprecated_flag, check_seed
 from model.errors import ArgumentParser, InputError, run_cli
 from model.grid import GPU_TDP_W, HARDWARE, MODELS, ModelSpec, add_grid_flag, data_file_name, grid_from_argv
 from model.data import write_power_file

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.command_settings import check_seed
+from model.settings import check_seed
 from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv

@@ -13,7 +13,9 @@ that the flags, the command line and the fingerprint agree with the fields.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,16 +28,29 @@ from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, cell_of_data_fi
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
             affects_result: bool = False, grid: bool = False, per_job: bool = False,
-            negated_flag: str | None = None, choices: tuple | None = None):
-    """A dataclass field carrying what its command-line flag needs.
+            negated_flag: str | None = None, choices: tuple | None = None, metavar: str | None = None,
+            deprecated: str | None = None, group: str | None = None, cli: bool = True):
+    """A dataclass field carrying what its command-line flag needs (JobSettings here, the other
+    commands' settings in model/command_settings.py).
 
     flag: the flag's name when it is not --<field name>; negated_flag: a store_true flag that
     sets a True-by-default field to False (--no_wandb); per_job: the launcher fills it in per
-    grid cell (data file, model, TP) rather than offering a flag.
+    grid cell (data file, model, TP) rather than offering a flag; deprecated: an old spelling
+    that still works, with one note; group: the parser group it joins ('slurm'); cli=False: a
+    field filled from other flags.
     """
-    return field(default=default, metadata={
-        "help": help, "flag": flag, "affects_result": affects_result, "grid": grid,
-        "per_job": per_job, "negated_flag": negated_flag, "choices": choices})
+    metadata = {"help": help, "flag": flag, "affects_result": affects_result, "grid": grid,
+                "per_job": per_job, "negated_flag": negated_flag, "choices": choices, "metavar": metavar,
+                "deprecated": deprecated, "group": group, "cli": cli}
+    if default is not dataclasses.MISSING and type(default).__hash__ is None:   # a list, a dataclass
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_seed(seed: int) -> None:
+    """The one seed range of every command."""
+    if not 0 <= seed <= config.MAX_SEED:
+        raise InputError(f"--seed must lie in 0..{config.MAX_SEED}, got {seed}")
 
 
 @dataclass
@@ -115,7 +130,6 @@ class JobSettings:
                   (self.val_every >= 1, f"--val_every must be at least 1, got {self.val_every}"),
                   (self.checkpoint_every >= 1,
                    f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
-                  (0 <= self.seed <= config.MAX_SEED, f"--seed must lie in 0..2**32-1, got {self.seed}"),
                   (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}"),
                   (self.val_traces is None or parse_rows(self.val_traces) is not None,
                    f"--val_traces must be the data file's row numbers separated by commas (e.g. 3,7), "
@@ -123,6 +137,7 @@ class JobSettings:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        check_seed(self.seed)
 
 
 def parse_rows(text: str | None) -> tuple[int, ...] | None:
@@ -140,8 +155,56 @@ def flag_name(f: dataclasses.Field) -> str:
     return f.metadata["negated_flag"] or f.metadata["flag"] or f"--{f.name}"
 
 
-def _field_type(f: dataclasses.Field):
-    return {"int": int, "float": float, "str": str, "str | None": str}[f.type]
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+class _DeprecatedSpelling(argparse.Action):
+    """An old flag name that still works for one release, saying once what replaces it."""
+
+    def __init__(self, *args, new_flag: str, **kwargs):
+        self.new_flag = new_flag
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated and will be removed; use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_flag(parser, old: str, new: str, dest: str) -> None:
+    """`old` as a spelling of `new` (stored in `dest`) that still works, with one note."""
+    parser.add_argument(old, dest=dest, action=_DeprecatedSpelling, new_flag=new,
+                        help=f"deprecated spelling of {new}")
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_field_flag(target, f: dataclasses.Field, default=dataclasses.MISSING) -> None:
+    """The flag of one settings field, its parsed value stored under the field's name.
+
+    A bool flips its default (--no_wandb sets a True field to False); a list[str] field is a
+    repeatable flag; `default` overrides the field's in the parser, while the help still shows
+    the field's own (the launcher's demo)."""
+    meta = f.metadata
+    own = _default(f)
+    default = own if default is dataclasses.MISSING else default
+    if f.type == "bool":
+        target.add_argument(flag_name(f), dest=f.name, action="store_false" if own else "store_true",
+                            default=default, help=meta["help"])
+        return
+    kwargs = {k: meta[k] for k in ("choices", "metavar") if meta[k] is not None}
+    if f.type == "list[str]":
+        kwargs |= {"action": "append", "default": default}
+        shown = ""
+    else:
+        required = default is dataclasses.MISSING
+        shown = "" if required or default == own else f" (default: {own})"
+        kwargs |= {"type": _TYPES[f.type.removesuffix(" | None")], "required": required,
+                   "default": None if required else default}
+    target.add_argument(flag_name(f), dest=f.name, help=meta["help"] + shown, **kwargs)
+    if meta["deprecated"]:
+        add_deprecated_flag(target, meta["deprecated"], flag_name(f), f.name)
 
 
 def add_job_flags(parser: argparse.ArgumentParser, launcher: bool = False,
@@ -153,24 +216,8 @@ def add_job_flags(parser: argparse.ArgumentParser, launcher: bool = False,
     """
     defaults = defaults or {}
     for f in fields(JobSettings):
-        if launcher and not f.metadata["grid"]:
-            continue
-        default = defaults.get(f.name, f.default)
-        if f.metadata["negated_flag"]:
-            parser.add_argument(f.metadata["negated_flag"], dest=f.name, action="store_false",
-                                default=default, help=f.metadata["help"])
-            continue
-        if f.type == "bool":
-            parser.add_argument(flag_name(f), dest=f.name, action="store_true", default=default,
-                                help=f.metadata["help"])
-            continue
-        required = default is dataclasses.MISSING
-        # the help shows the field's own default even where the parser's differs (the demo's)
-        shown = "" if required or default == f.default else f" (default: {f.default})"
-        kwargs = {"choices": f.metadata["choices"]} if f.metadata["choices"] else {}
-        parser.add_argument(flag_name(f), dest=f.name, type=_field_type(f), required=required,
-                            default=None if required else default,
-                            help=f.metadata["help"] + shown, **kwargs)
+        if not launcher or f.metadata["grid"]:
+            add_field_flag(parser, f, defaults.get(f.name, dataclasses.MISSING))
 
 
 def settings_from_args(args: argparse.Namespace, **overrides) -> JobSettings:
@@ -179,23 +226,30 @@ def settings_from_args(args: argparse.Namespace, **overrides) -> JobSettings:
     return JobSettings(**(values | overrides))
 
 
-def job_argv(settings: JobSettings) -> list[str]:
-    """The train_entry arguments that rebuild `settings`: every field that changes results, so
-    a job's log shows all of them, and the others where they differ from their defaults."""
+def settings_argv(settings, always: bool = False) -> list[str]:
+    """The flags that rebuild `settings` (any settings dataclass made of `setting` fields): each
+    field that differs from its default, and with `always` every field that changes results too."""
     argv: list[str] = []
-    for f in fields(JobSettings):
-        value = getattr(settings, f.name)
-        if f.metadata["negated_flag"]:
-            if not value:
-                argv.append(f.metadata["negated_flag"])
-        elif f.type == "bool":
-            if value:
+    for f in fields(settings):
+        value, default = getattr(settings, f.name), _default(f)
+        if not f.metadata["cli"]:
+            continue
+        if f.type == "bool":
+            if value != default:          # its flag flips the default
                 argv.append(flag_name(f))
         elif value is None:
             continue          # an unset optional setting (its default): no flag spells None
-        elif f.metadata["affects_result"] or f.default is dataclasses.MISSING or value != f.default:
+        elif f.type == "list[str]":
+            argv += [part for item in value for part in (flag_name(f), item)]
+        elif (always and f.metadata["affects_result"]) or default is dataclasses.MISSING or value != default:
             argv += [flag_name(f), repr(value) if isinstance(value, float) else str(value)]
     return argv
+
+
+def job_argv(settings: JobSettings) -> list[str]:
+    """The train_entry arguments that rebuild `settings`: every field that changes results, so
+    a job's log shows all of them, and the others where they differ from their defaults."""
+    return settings_argv(settings, always=True)
 
 
 RESULT_KEYS = tuple(f.name for f in fields(JobSettings) if f.metadata["affects_result"])
