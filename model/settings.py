@@ -50,7 +50,7 @@ def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = N
 def check_seed(seed: int) -> None:
     """The one seed range of every command."""
     if not 0 <= seed <= config.MAX_SEED:
-        raise InputError(f"--seed must lie in 0..{config.MAX_SEED}, got {seed}")
+        raise InputError(f"--seed must lie in 0..2**32-1, got {seed}")     # config.MAX_SEED
 
 
 @dataclass
