@@ -101,3 +101,12 @@ def split_traces(traces: list, val_split: float, seed: int) -> tuple[list, list]
     if n_val >= n:
         raise InputError(f"--val_split {val_split} leaves no training trace out of {n}")
     return [traces[i] for i in order[n_val:]], [traces[i] for i in order[:n_val]]
+
+
+def window_means(watts: np.ndarray, factor: int) -> np.ndarray:
+    """Means over consecutive windows of `factor` values along the last axis; the length must be
+    a multiple of factor (the period is padded to whole 15-minute windows)."""
+    watts = np.asarray(watts, dtype=np.float64)
+    if watts.shape[-1] % factor:
+        raise ValueError(f"{watts.shape[-1]} values do not split into windows of {factor}")
+    return watts.reshape(*watts.shape[:-1], watts.shape[-1] // factor, factor).mean(axis=-1)

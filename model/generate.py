@@ -67,6 +67,7 @@ def main() -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         duration = args.duration or float(requests.arrival_s[-1]) + args.drain_s
+        check_size(len(requests), duration / generator.bin_s)
         traffic = {"requests_file": str(args.requests), "requests_sha256": file_sha256(args.requests)}
         name = Path(args.requests).stem
     else:
@@ -75,7 +76,6 @@ def main() -> int:
         requests = poisson_requests(args.rate, duration, (ckpt.input_tokens, ckpt.output_tokens), args.seed)
         traffic = {"poisson_rate_per_s": args.rate, "token_lengths": "drawn from the training requests"}
         name = f"rate{args.rate:g}_{duration:g}s"
-    check_size(len(requests), duration / generator.bin_s)
     n_bins = int(math.ceil(duration / generator.bin_s - 1e-9))
     if n_bins < 1:
         raise InputError(f"--duration {duration} s is shorter than one {generator.bin_s} s bin")

@@ -7,7 +7,7 @@
 A measured A100 (400 W nameplate) draws more than 400 W in a few percent of its 0.25 s samples;
 training data, every generated trace and every site report this, so nobody reads nameplate as
 the most a server can draw. The peaks are means over consecutive windows of 0.25 s, 1 s and
-1 min, as the site's resolutions (model/sites/rollup.py); a window the trace does not fill is
+1 min, as the site's resolutions (model/sites/rollup.py; features.window_means); a window the trace does not fill is
 left out, and a resolution that is not a whole number of bins, or longer than every trace, is
 None. Pure numpy: commands that only report import it without torch.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.sites.rollup import window_means
+from model.features import window_means
 
 PEAK_RESOLUTIONS_S = (0.25, 1.0, 60.0)
 

@@ -18,7 +18,8 @@ from model.errors import InputError
 from model.generation.generator import Requests
 from model.generation.requests_file import poisson_stream
 from model.sites.layout import Layout, assign_configs, parse_mix, split_requests
-from model.sites.rollup import at_resolutions, diversity_factor, profile_metrics, window_means
+from model.features import window_means
+from model.sites.rollup import at_resolutions, diversity_factor, profile_metrics
 from model.sites.site import baseline_watts
 
 JOB = SITE_JOB

@@ -15,8 +15,6 @@ from model import config
 from model.classifiers.fused_gru import FusedGRUUnavailable, fused_gru_forward, load_extension
 from model.errors import InputError
 
-GRU_IMPLS = config.GRU_IMPLS
-
 
 class PowerStateGRU(nn.Module):
     def __init__(self, num_states: int, hidden_size: int = config.HIDDEN_SIZE,
@@ -66,8 +64,8 @@ def resolve_gru_impl(requested: str, device: torch.device) -> str:
     When the kernel cannot be built, `auto` falls back to `torch` with a one-line notice and
     `fused` is bad usage (InputError, exit 2) naming the reason.
     """
-    if requested not in GRU_IMPLS:
-        raise InputError(f"--gru_impl {requested!r}: choose from {', '.join(GRU_IMPLS)}")
+    if requested not in config.GRU_IMPLS:
+        raise InputError(f"--gru_impl {requested!r}: choose from {', '.join(config.GRU_IMPLS)}")
     if intended_gru_impl(requested, device.type) == "torch":
         return "torch"
     if device.type != "cpu":

@@ -24,8 +24,6 @@ from model.data import Trace, Workload
 from model.features import raw_features
 from model.generation.serving import ServingModel, trace_requests
 
-SAMPLINGS = config.SAMPLINGS
-
 
 @dataclass
 class Requests:
@@ -148,7 +146,7 @@ def sample_trace(probabilities: np.ndarray, ckpt: Checkpoint, seed: int, samplin
         rho = float(ckpt.training_watts["residual_lag1"])
         states, watts = sample_coherent(probabilities, ckpt.state_means, ckpt.state_stds, rho, seed)
     else:
-        raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+        raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(config.SAMPLINGS)}")
     return GeneratedTrace(within_state_ranges(watts, states, ckpt), states)
 
 

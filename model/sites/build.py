@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from model import config
+from model.features import window_means
 from model.checkpoint import load_checkpoint
 from model.command_settings import FacilitySettings
 from model.errors import EXIT_FAILED, InputError, refuse_oversized
@@ -71,8 +72,8 @@ def build_site(args: FacilitySettings) -> int:
     made_out = not out.exists()
     try:
         with locked_directory(out, "--output_dir"):     # two runs on one folder: the last writer would win
-            return _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
-                          n_bins, args.slurm, out)
+            return _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
+                          n_bins, out)
     finally:
         if made_out:
             try:
@@ -81,7 +82,7 @@ def build_site(args: FacilitySettings) -> int:
                 pass
 
 
-def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins, slurm,
+def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins,
            out: Path) -> int:
     plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
                 args.sampling, node_requests, args.rate_per_node, diurnal,
@@ -94,7 +95,7 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
     with interruptible():         # SIGTERM as Ctrl-C: stop, write nothing
         try:
             if args.launcher == "slurm":
-                result = run_site_on_slurm(plan, slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
+                result = run_site_on_slurm(plan, args.slurm, args.racks_per_task, out.absolute() / SLURM_SUBDIR,
                                            progress=args.progress)
             else:
                 result = run_site(plan, jobs=args.jobs, progress=args.progress)
@@ -112,8 +113,8 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
     it_w = result.racks.sum(axis=0)
     nameplate = nameplate_report(plan, result)
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
-        table, row_answers, seconds = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
-                                                 rack_jobs, bin_s, n_bins, staging, seconds)
+        table, row_answers = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
+                                            rack_jobs, bin_s, n_bins, staging)
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
     print(f"site: {summary_line(nameplate)}")
@@ -123,7 +124,7 @@ def _build(args, layout, mix, checkpoints, bin_s, rack_jobs, node_requests, tota
     return 0
 
 
-def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out, seconds):
+def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out):
     report.write_site_power(out, it_w, args.pue, bin_s)
     report.write_racks(out, result.racks, rack_jobs, bin_s)
     report.write_frame(out / "facility_metrics.csv", metrics)
@@ -136,7 +137,7 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
     curve, largest, at_site_limit = None, None, []
     if args.row_limit_kw:
         rack_constants = {name: w.reshape(layout.n_racks, -1).sum(axis=1) for name, w in result.constants.items()}
-        per_second = report.window_means(result.racks, int(round(1.0 / bin_s)))
+        per_second = window_means(result.racks, int(round(1.0 / bin_s)))
         curve, largest, at_site_limit = report.oversubscription(per_second, rack_constants,
                                                                 args.row_limit_kw * 1e3, args.draws, args.seed)
         report.write_frame(out / "oversubscription.csv", curve)
@@ -161,4 +162,4 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
     }
     write_json(out / "manifest.json", manifest)
     answers = [report.row_answer(name, n, at_site_limit) for name, n in largest.items()] if largest else None
-    return table, answers, seconds
+    return table, answers

@@ -13,7 +13,8 @@ from model.generation import methods
 from model.latex import booktabs_table
 from model.outputs import atomic_path, write_npz
 from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
-from model.sites.rollup import p95_peaks_of_random_rows, window_means
+from model.features import window_means
+from model.sites.rollup import p95_peaks_of_random_rows
 
 POWER_FACTOR = 0.9        # transformer sizing: MVA = MW / power factor
 SIZING_COLUMNS = ("Peak 0.25 s (MW)", "Peak 1 s (MW)", "Peak 1 min (MW)", "Average (MW)", "Peak/average",

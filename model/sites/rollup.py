@@ -8,19 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from model import config
+from model.features import window_means
 
 RESOLUTIONS_S = (config.SAMPLE_PERIOD_S, 1.0, 60.0, 900.0)
 METRICS = ("peak_w", "average_w", "par", "load_factor", "ramp_p95_w", "ramp_p99_w", "ramp_max_up_w",
            "ramp_max_down_w", "ldc_p95_w", "ldc_p99_w", "diversity_factor")
-
-
-def window_means(watts: np.ndarray, factor: int) -> np.ndarray:
-    """Means over consecutive windows of `factor` values along the last axis; the length must be
-    a multiple of factor (the period is padded to whole 15-minute windows)."""
-    watts = np.asarray(watts, dtype=np.float64)
-    if watts.shape[-1] % factor:
-        raise ValueError(f"{watts.shape[-1]} values do not split into windows of {factor}")
-    return watts.reshape(*watts.shape[:-1], watts.shape[-1] // factor, factor).mean(axis=-1)
 
 
 def at_resolutions(watts: np.ndarray, bin_s: float) -> dict[float, np.ndarray]:
