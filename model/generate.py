@@ -68,7 +68,7 @@ def main() -> int:
             print(f"note: {note}", file=sys.stderr)
         duration = args.duration or float(requests.arrival_s[-1]) + args.drain_s
         check_size(len(requests), duration / generator.bin_s)
-        traffic = {"requests_file": str(args.requests), "requests_sha256": file_sha256(args.requests)}
+        traffic = {"requests_file": config.recorded_path(args.requests), "requests_sha256": file_sha256(args.requests)}
         name = Path(args.requests).stem
     else:
         duration = args.duration
@@ -98,7 +98,7 @@ def main() -> int:
     tdp = ckpt.configuration["tp"] * ckpt.configuration["gpu_tdp_w"]
     nameplate = above_nameplate([trace.watts], generator.bin_s, tdp)
     summary = {
-        "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+        "checkpoint": config.recorded_path(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
         "configuration": ckpt.configuration, **traffic, "seed": args.seed, "sampling": args.sampling,
         "bin_s": generator.bin_s, "bins": n_bins, "duration_s": n_bins * generator.bin_s,
         "requests": len(requests), "serving_model": ckpt.serving_model, "energy_wh": energy_wh,

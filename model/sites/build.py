@@ -146,9 +146,13 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
     report.write_figures(out, it_w, args.pue, bin_s, result.racks, constant_totals, curve,
                          args.row_limit_kw * 1e3 if args.row_limit_kw else None)
     manifest = {
-        "inputs": {job: {"checkpoint": str(path), "sha256": file_sha256(path)} for job, path in checkpoints.items()}
-        | ({"requests": {"file": args.requests, "sha256": file_sha256(args.requests)}} if args.requests else {})
-        | ({"diurnal": {"file": args.diurnal, "sha256": file_sha256(args.diurnal)}} if args.diurnal else {}),
+        # paths as config.recorded_path keeps them: not this machine's absolute ones where it can
+        "inputs": {job: {"checkpoint": config.recorded_path(path), "sha256": file_sha256(path)}
+                   for job, path in checkpoints.items()}
+        | ({"requests": {"file": config.recorded_path(args.requests), "sha256": file_sha256(args.requests)}}
+           if args.requests else {})
+        | ({"diurnal": {"file": config.recorded_path(args.diurnal), "sha256": file_sha256(args.diurnal)}}
+           if args.diurnal else {}),
         "layout": {"rows": layout.rows, "racks_per_row": layout.racks_per_row,
                    "nodes_per_rack": layout.nodes_per_rack, "rack_jobs": rack_jobs},
         "traffic": {"time_scale": args.time_scale} if args.requests else {"rate_per_node": args.rate_per_node},
