@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam as adam_update     # the update torch.optim.Adam.step applies
 from tqdm import tqdm
 
 from model import config
@@ -83,8 +84,12 @@ def _load_state(path: Path, model, optimizer, shuffle_rng, fingerprint: dict) ->
         _set_aside(path, "it was made with other settings (" + ", ".join(
             f"{k} {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed) + ")")
         return None
+    try:        # before the model, so that a refused state leaves the model as it was
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:
+        _set_aside(path, f"its optimizer state does not fit ({err})")
+        return None
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     shuffle_rng.bit_generator.state = state["shuffle_rng"]
     result = FitResult(list(state["train_losses"]), dict(state["val_losses"]),
@@ -92,13 +97,77 @@ def _load_state(path: Path, model, optimizer, shuffle_rng, fingerprint: dict) ->
     return int(state["epoch"]), result
 
 
-def make_optimizer(model: torch.nn.Module, lr: float = config.LR) -> torch.optim.Optimizer:
-    # fused=True: one kernel per step for all parameters, the same update as the default loop
-    # to float32 rounding (tests/test_fused_gru.py); at batch size 1 per-step overhead matters
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+class Adam:
+    """torch.optim.Adam(fused=True) without the torch.optim.Optimizer base class.
+
+    The update is torch's own: step() calls torch.optim.adam.adam, the function Adam.step calls,
+    with the same arguments, so parameters match torch.optim.Adam's bit for bit
+    (tests/test_train.py). The base class is left out because its first call imports
+    torch._dynamo, for compilation this project never uses: more than a second of every job's
+    time. state_dict() has torch.optim.Adam's layout, so saved training states load either way.
+    """
+
+    def __init__(self, params, lr: float = config.LR, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.tensor(0.0) for _ in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        pick = lambda values: [values[i] for i in live]      # noqa: E731
+        adam_update(
+            pick(self.params), [self.params[i].grad for i in live], pick(self.exp_avg),
+            pick(self.exp_avg_sq), [], pick(self.steps), fused=True, amsgrad=False,
+            beta1=self.betas[0], beta2=self.betas[1], lr=self.lr, weight_decay=0.0, eps=self.eps,
+            maximize=False, capturable=False, differentiable=False, grad_scale=None, found_inf=None)
+
+    def state_dict(self) -> dict:
+        state = {i: {"step": s.clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+                 for i, (s, m, v) in enumerate(zip(self.steps, self.exp_avg, self.exp_avg_sq)) if s.item() > 0}
+        group = {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": 0.0, "amsgrad": False,
+                 "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+                 "fused": True, "decoupled_weight_decay": False, "params": list(range(len(self.params)))}
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Raises ValueError when `saved` is not an Adam state of these parameters."""
+        try:
+            (group,) = saved["param_groups"]
+            if len(group["params"]) != len(self.params):
+                raise ValueError(f"{len(group['params'])} parameters saved, {len(self.params)} here")
+            for i, entry in saved["state"].items():
+                p = self.params[group["params"].index(i)]
+                if entry["exp_avg"].shape != p.shape or entry["exp_avg_sq"].shape != p.shape:
+                    raise ValueError("parameter shapes differ")
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"not an Adam state ({type(err).__name__}: {err})") from None
+        self.lr = float(group["lr"])
+        for i, entry in saved["state"].items():
+            k = group["params"].index(i)
+            self.steps[k] = torch.as_tensor(entry["step"], dtype=torch.float32).clone()
+            self.exp_avg[k] = entry["exp_avg"].clone()
+            self.exp_avg_sq[k] = entry["exp_avg_sq"].clone()
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def make_optimizer(model: torch.nn.Module, lr: float = config.LR) -> Adam:
+    # fused: one kernel per step for all parameters, the same update as the default loop to
+    # float32 rounding (tests/test_fused_gru.py); at batch size 1 per-step overhead matters
+    return Adam(model.parameters(), lr=lr)
+
+
+def train_step(model: torch.nn.Module, optimizer: Adam, x: torch.Tensor, y: torch.Tensor) -> float:
     """One optimizer step on one trace; returns its mean cross-entropy."""
     loss = F.cross_entropy(model(x)[0], y)
     optimizer.zero_grad(set_to_none=True)
