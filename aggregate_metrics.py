@@ -9,17 +9,15 @@ Exit status: 0 done, 2 no metrics file or a damaged one (named on stderr).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from model import config
-from model.grid import add_grid_flag, grid_from_argv
+from model.grid import add_grid_flag, load_grid
 from model.settings import add_deprecated_flag
 from model.errors import ArgumentParser, EXIT_OK, run_cli
 
 
 def main() -> int:
-    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
     parser.add_argument("--metrics_dir", default=str(config.RESULTS_DIR / config.METRICS_SUBDIR),
@@ -36,14 +34,15 @@ def main() -> int:
                         help=f"also write the figures (python -m model.plots) under "
                              f"<metrics_dir>/../{config.PLOTS_SUBDIR}/")
     args = parser.parse_args()
+    grid = load_grid(args.grid)
     from model.aggregate import aggregate      # pandas and the figures load after the flags are read
     from model.plots import write_plots
     results_dir = Path(args.metrics_dir).parent     # outputs sit beside what they were made from
-    aggregate(args.metrics_dir, args.output or results_dir / config.TABLE_FILE,
+    aggregate(grid, args.metrics_dir, args.output or results_dir / config.TABLE_FILE,
               args.csv_output or results_dir / config.STATISTICS_FILE, print_table=True,
               allow_mixed_settings=args.allow_mixed_settings)
     if args.plots:
-        write_plots(Path(args.metrics_dir).resolve().parent)
+        write_plots(grid, Path(args.metrics_dir).resolve().parent)
     return EXIT_OK
 
 

@@ -25,21 +25,19 @@ from pathlib import Path
 
 from model import config
 from model.errors import ArgumentParser, EXIT_FAILED, EXIT_OK, InputError, run_cli
-from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid, grid_argv, grid_from_argv
+from model.grid import Grid, grid_of_argv
 from model.settings import add_job_flags, settings_from_args
 from model.slurm_settings import add_slurm_flags, slurm_settings
 
 EXIT_STILL_RUNNING = 3
 
 
-def parse_args() -> argparse.Namespace:
-    grid_from_argv(sys.argv[1:])
+def parse_args(grid: Grid) -> argparse.Namespace:
     parser = ArgumentParser(__doc__)
-    add_grid_flag(parser)
     parser.add_argument("--data_dir", default=None, help=f"folder of the .npz files (default {config.DATA_DIR.relative_to(config.PROJECT_ROOT)})")
     parser.add_argument("--output_dir", default=None, help=f"results folder (default {config.RESULTS_DIR})")
-    parser.add_argument("--models", nargs="+", default=None, help=f"subset of: {' '.join(MODEL_KEYS)}")
-    parser.add_argument("--hardware", nargs="+", default=None, help=f"subset of: {' '.join(HARDWARE)}")
+    parser.add_argument("--models", nargs="+", default=None, help=f"subset of: {' '.join(grid.model_keys)}")
+    parser.add_argument("--hardware", nargs="+", default=None, help=f"subset of: {' '.join(grid.hardware)}")
     job_flags = parser.add_argument_group(
         "every job's settings (the grid fields of JobSettings in model/settings.py); --demo trains "
         f"{config.DEMO_NUM_EPOCHS} epochs at lr {config.DEMO_LR} unless these are given")
@@ -76,13 +74,13 @@ def prebuild_kernel(template) -> None:
             pass             # each job says why and falls back to nn.GRU
 
 
-def demo_site(output_dir: Path, jobs: int) -> None:
+def demo_site(grid: Grid, output_dir: Path, jobs: int) -> None:
     """The demo's last step: a small site (2 rows x 2 racks x 4 servers, one hour) of one
     demo configuration, sized by its generated traces against TDP and mean power: the
     built-in grid's llama-3-70b_h100_tp8, or with another grid its last configuration trained."""
     from model.facility import build_site
     from model.facility import parse_args as facility_args
-    trained = [c.job_name for c in grid() if config.checkpoint_path(output_dir, c.job_name).exists()]
+    trained = [c.job_name for c in grid.cells() if config.checkpoint_path(output_dir, c.job_name).exists()]
     if not trained:
         return
     job = "llama-3-70b_h100_tp8" if "llama-3-70b_h100_tp8" in trained else trained[-1]
@@ -93,8 +91,8 @@ def demo_site(output_dir: Path, jobs: int) -> None:
                               "--output_dir", str(output_dir / "facility"), "--no_progress"]))
 
 
-def next_steps(output_dir: Path) -> str:
-    aggregate_command = ["python3", "aggregate_metrics.py", *grid_argv(),
+def next_steps(grid: Grid, output_dir: Path) -> str:
+    aggregate_command = ["python3", "aggregate_metrics.py", *grid.argv(),
                          "--metrics_dir", str(output_dir / config.METRICS_SUBDIR), "--plots"]
     lines = [f"\nresults: {output_dir}/", f"next:    {shlex.join(aggregate_command)}"]
     offline = sorted((output_dir / "wandb").glob("offline-run-*")) if (output_dir / "wandb").is_dir() else []
@@ -120,7 +118,8 @@ def collect_submitted(output_dir: Path) -> int:
 
 
 def main() -> int:
-    args = parse_args()
+    grid = grid_of_argv(sys.argv[1:])      # the flags' help lists the grid's models and hardware
+    args = parse_args(grid)
     # the heavy modules (torch, pandas, submitit) load after the flags are read, so that --help
     # and usage errors are instant
     from model.aggregate import aggregate
@@ -130,7 +129,7 @@ def main() -> int:
     from model.slurm import submission_preview, submit_grid
     if args.collect:
         return collect_submitted(Path(args.output_dir or config.RESULTS_DIR).absolute())
-    configs = grid(args.models, args.hardware)
+    configs = grid.cells(args.models, args.hardware)
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     data_dir = Path(args.data_dir or (config.DEMO_DATA_DIR if args.demo else config.DATA_DIR))
@@ -140,7 +139,7 @@ def main() -> int:
         raise InputError(f"--num_epochs must be at least 1, got {args.num_epochs}")
     lr = args.lr if args.lr is not None else (config.DEMO_LR if args.demo else config.LR)
     jobs = args.jobs or ((os.cpu_count() or 1) if args.demo else 1)
-    template = settings_from_args(args, data_file="", model=MODEL_KEYS[0], hardware=HARDWARE[0], tp=1,
+    template = settings_from_args(args, data_file="", model=grid.model_keys[0], hardware=grid.hardware[0], tp=1,
                                   lr=lr, num_epochs=num_epochs)
     template.validate()
     launch = LaunchSettings(data_dir=data_dir.absolute(), output_dir=output_dir, job=template, jobs=jobs,
@@ -166,7 +165,7 @@ def main() -> int:
         missing = [c for c in configs if not c.data_file(data_dir).exists()]
         if missing:
             print(f"writing demo data to {data_dir}/ ...", flush=True)
-            write_demo_files(data_dir, seed=0, scale="demo", models=args.models, hardware=args.hardware)
+            write_demo_files(grid, data_dir, seed=0, scale="demo", models=args.models, hardware=args.hardware)
         print(f"training {len(configs)} jobs, {num_epochs} epochs each at lr {lr}, {jobs} at a time, into {output_dir}/",
               flush=True)
     try:
@@ -192,18 +191,18 @@ def main() -> int:
         return 128 + stopped_by
     if counts.get("missing_data") == len(records):
         print(f"\nNo data file was found in {data_dir} (expected names like "
-              f"{data_file_name(configs[0].model, configs[0].hardware)}).\n"
+              f"{configs[0].data_file_name}).\n"
               f"To try the pipeline on generated demo data: python3 run_all_training.py --demo")
     # a job stopped by a signal from outside (the launcher itself was not) has no result either
     failed = sum(counts.get(s, 0) for s in ("failed", "missing_data", "diverged", "interrupted"))
     if not args.demo and counts.get("succeeded", 0):
-        print(next_steps(output_dir))
+        print(next_steps(grid, output_dir))
     if args.demo and counts.get("succeeded", 0) + counts.get("skipped_existing", 0) > 0:
         print()
-        aggregate(output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,
+        aggregate(grid, output_dir / config.METRICS_SUBDIR, output_dir / config.TABLE_FILE,
                   output_dir / config.STATISTICS_FILE, print_table=True)
-        write_plots(output_dir)
-        demo_site(output_dir, jobs)
+        write_plots(grid, output_dir)
+        demo_site(grid, output_dir, jobs)
         print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -18,7 +18,7 @@ import pandas as pd
 from model import config
 from model.errors import InputError, refuse_special_file
 from model.generation import methods
-from model.grid import MODELS, grid
+from model.grid import Grid
 from model.latex import booktabs_table
 from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
@@ -42,12 +42,12 @@ GENERATION_TABLE_COLUMNS = (
 )
 
 
-def collect(metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
+def collect(grid: Grid, metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
     """One row per job of the folder (model/results.py): model, hardware, tp, job, then the metrics."""
     metrics_dir = Path(metrics_dir)
     if not metrics_dir.is_dir():
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
-    results = read_results(metrics_dir)
+    results = read_results(grid, metrics_dir)
     if results.metrics.empty:
         raise InputError(f"{metrics_dir}: no metrics files (*{METRICS_SUFFIX}) of the grid's jobs")
     return results.metrics, results.notes
@@ -82,10 +82,10 @@ def mixed_settings(settings: pd.DataFrame) -> list[str]:
     return lines
 
 
-def model_statistics(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def model_statistics(grid: Grid, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Mean and population std per model over its configurations, in the grid's model order."""
     rows, notes = [], []
-    for spec in MODELS:
+    for spec in grid.models:
         subset = results[results["model"] == spec.key]
         if subset.empty:
             continue
@@ -106,10 +106,10 @@ def model_statistics(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), notes
 
 
-def missing_configurations(results: pd.DataFrame) -> list[str]:
+def missing_configurations(grid: Grid, results: pd.DataFrame) -> list[str]:
     lines = []
-    for spec in MODELS:
-        expected = [c.job_name for c in grid([spec.key])]
+    for spec in grid.models:
+        expected = [c.job_name for c in grid.cells([spec.key])]
         found = set(results.loc[results["model"] == spec.key, "job"])
         if len(found) < len(expected):
             missing = [job for job in expected if job not in found]
@@ -124,9 +124,9 @@ def _cell(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}~$\\pm$~{std:.{decimals}f}"
 
 
-def latex_table(stats: pd.DataFrame) -> str:
+def latex_table(grid: Grid, stats: pd.DataFrame) -> str:
     """The paper's table*: booktabs, one row per model in grid order."""
-    labels = {m.key: m.table_label for m in MODELS}
+    labels = {m.key: m.table_label for m in grid.models}
     rows = [[labels[row["model"]], *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS)]
             for _, row in stats.iterrows()]
     return booktabs_table(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
@@ -134,11 +134,11 @@ def latex_table(stats: pd.DataFrame) -> str:
                           "tab:train_eval_model", [r"\textbf{Model}", *(h for _, h, _ in TABLE_COLUMNS)], rows)
 
 
-def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
+def collect_generation(grid: Grid, metrics_dir: Path | str) -> pd.DataFrame:
     """One row per (job, method) of the folder's jobs' generation CSVs (model/results.py decides
     which jobs); empty if there are none."""
     frames = []
-    for cell, path in read_results(metrics_dir).job_files(GENERATION_SUFFIX):
+    for cell, path in read_results(grid, metrics_dir).job_files(GENERATION_SUFFIX):
         refuse_special_file(path, "generation CSV")
         try:
             frame = pd.read_csv(path)
@@ -156,11 +156,11 @@ def collect_generation(metrics_dir: Path | str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
+def generation_statistics(grid: Grid, results: pd.DataFrame) -> pd.DataFrame:
     """Per model and method: mean and population std over every configuration (a NaN in one
     configuration makes the cell NaN rather than dropping the configuration)."""
     rows = []
-    for spec in MODELS:
+    for spec in grid.models:
         subset = results[results["model"] == spec.key]
         for method in [m.name for m in methods.registered() if m.name in set(subset["method"])]:
             values = subset[subset["method"] == method]
@@ -174,11 +174,11 @@ def generation_statistics(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def generation_table(stats: pd.DataFrame) -> str:
+def generation_table(grid: Grid, stats: pd.DataFrame) -> str:
     """Generated traces against held-out measured ones, per model: ours and the baselines."""
-    labels = {m.key: m.table_label for m in MODELS}
+    labels = {m.key: m.table_label for m in grid.models}
     rows: list = []
-    for i, spec in enumerate(m for m in MODELS if m.key in set(stats["model"])):
+    for i, spec in enumerate(m for m in grid.models if m.key in set(stats["model"])):
         if i:
             rows.append(r"\midrule")
         for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
@@ -192,18 +192,18 @@ def generation_table(stats: pd.DataFrame) -> str:
                           rows, left_columns=2)
 
 
-def aggregate_generation(metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:
+def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:
     """generation_statistics.csv and generation_fidelity.tex in out_dir; None without any
     generation CSV (results of an older version)."""
-    results = collect_generation(metrics_dir)
+    results = collect_generation(grid, metrics_dir)
     if results.empty:
         echo("note: no metrics/*_generation.csv; the generation table is not written")
         return None
-    stats = generation_statistics(results)
+    stats = generation_statistics(grid, results)
     csv_path = Path(out_dir) / config.GENERATION_STATISTICS_FILE
     table_path = Path(out_dir) / config.GENERATION_TABLE_FILE
     write_text(csv_path, stats.to_csv(index=False, float_format="%.10g"))
-    write_text(table_path, generation_table(stats))
+    write_text(table_path, generation_table(grid, stats))
     shown = stats[["model", "method"]].copy()
     for metric, _, decimals in GENERATION_TABLE_COLUMNS:
         shown[metric] = [_cell(m, s, decimals).replace("~$\\pm$~", " ± ")
@@ -242,7 +242,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(safe))
 
 
-def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
+def aggregate(grid: Grid, metrics_dir: Path | str, table_path: Path | str, csv_path: Path | str,
               print_table: bool = False, allow_mixed_settings: bool = False) -> pd.DataFrame:
     """Read the metrics, write the statistics CSV, the table and all_jobs.csv, print a summary.
 
@@ -254,7 +254,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
                     config.GENERATION_STATISTICS_FILE: out_dir / config.GENERATION_STATISTICS_FILE,
                     config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
                    {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})
-    results, notes = collect(metrics_dir)
+    results, notes = collect(grid, metrics_dir)
     settings, provenance_notes = job_settings_table(Path(metrics_dir), list(results["job"]))
     mixed = mixed_settings(settings) if not settings.empty else []
     if mixed and not allow_mixed_settings:
@@ -262,8 +262,8 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
                          f"mean would mix them ({' | '.join(mixed)}); rerun them alike, aggregate a "
                          "folder per setting, or pass --allow_mixed_settings")
     notes += [f"pooled despite: {line}" for line in mixed] + provenance_notes
-    stats, nan_notes = model_statistics(results)
-    table = table_stamp(settings) + latex_table(stats)
+    stats, nan_notes = model_statistics(grid, results)
+    table = table_stamp(settings) + latex_table(grid, stats)
     csv_text = stats.to_csv(index=False, float_format="%.10g")
     # a setting the metrics file also records (num_epochs) is one column, not _x and _y
     all_jobs = results.merge(settings.drop(columns=[c for c in settings.columns if c in results.columns
@@ -281,7 +281,7 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     shown["energy_error_pct"] = [_cell(m, s, 1).replace("~$\\pm$~", " ± ") for m, s in
                                  zip(stats["energy_error_pct_mean"], stats["energy_error_pct_std"])]
     print(shown[["model", *config.TABLE_METRICS, "energy_error_pct", "n_configs"]].to_string(index=False))
-    for line in missing_configurations(results) + nan_notes + notes:
+    for line in missing_configurations(grid, results) + nan_notes + notes:
         print(f"note: {line}")
     if print_table:
         print()
@@ -290,5 +290,5 @@ def aggregate(metrics_dir: Path | str, table_path: Path | str, csv_path: Path | 
     print(f"table:      {table_path}")
     print(f"every job:  {all_jobs_path}")
     print()
-    aggregate_generation(metrics_dir, Path(table_path).parent)
+    aggregate_generation(grid, metrics_dir, Path(table_path).parent)
     return stats

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.data import load_power_file
     from model.demo_data import write_demo_files
     from model.features import FeatureNorm, raw_features
-    from model.grid import grid
+    from model.grid import BUILT_IN
     from model.states import fit_power_states
     from model.timing import (concurrent_epoch_seconds, generation_benchmark, jobs_speedup, site_benchmark,
                               timed)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory()
     data_dir = Path(tmp.name) / "data"
-    path = write_demo_files(data_dir, seed=0, scale="paper", models=["llama-3-8b"], hardware=["a100"])[0]
+    path = write_demo_files(BUILT_IN, data_dir, seed=0, scale="paper", models=["llama-3-8b"], hardware=["a100"])[0]
     traces = load_power_file(path).traces_for_tp(1)
     states = fit_power_states([t.power for t in traces])
     norm = FeatureNorm.fit([raw_features(t.workload) for t in traces])
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if cores > 1 and args.grid_epochs > 0:
         jobs_speedup(data_dir, Path(tmp.name), cores, args.grid_epochs)
     tmp.cleanup()
-    jobs = len(grid())
+    jobs = len(BUILT_IN.cells())
     print(f"full grid, {jobs} jobs x {config.NUM_EPOCHS} epochs x {n_train} traces, training only (validation, "
           f"start-up and metrics add about 10 s a job):")
     for name, per_trace in (("torch", stock), ("fused", fused)):

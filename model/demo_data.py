@@ -38,7 +38,7 @@ import numpy as np
 from model import config
 from model.settings import add_deprecated_flag, check_seed
 from model.errors import ArgumentParser, InputError, run_cli
-from model.grid import GPU_TDP_W, HARDWARE, MODELS, ModelSpec, add_grid_flag, data_file_name, grid_from_argv
+from model.grid import Grid, ModelSpec, add_grid_flag, grid_of_argv
 from model.data import write_power_file
 
 POISSON_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -193,12 +193,12 @@ def simulate_run(rng: np.random.Generator, llm: LLM, hw: Hardware, tp: int, rate
             "input_tokens": input_tokens, "output_tokens": output_tokens}
 
 
-def simulate_file(seed: int, model_index: int, hardware: str, scale: str,
+def simulate_file(grid: Grid, seed: int, model_index: int, hardware: str, scale: str,
                   rates: tuple[float, ...] = POISSON_RATES) -> tuple[list[dict], list[int], list[float]]:
     """All runs of one (LLM, GPU type) file in the data file's keys, their TPs and arrival rates."""
-    spec = MODELS[model_index]
-    rng = np.random.default_rng([seed, model_index, HARDWARE.index(hardware)])
-    llm, hw = llm_params(spec), hardware_params(GPU_TDP_W[hardware])
+    spec = grid.models[model_index]
+    rng = np.random.default_rng([seed, model_index, grid.hardware.index(hardware)])
+    llm, hw = llm_params(spec), hardware_params(grid.gpu_tdp_w[hardware])
     traces_per_tp, (min_bins, max_bins) = SCALES[scale]
     idle_w = rng.uniform(*hw.idle_w)   # the same GPUs serve every run of a file
     runs, tps, run_rates = [], [], []
@@ -230,7 +230,7 @@ def is_demo_file(path: Path) -> bool:
         return False
 
 
-def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
+def write_demo_files(grid: Grid, out_dir: Path | str, seed: int = 0, scale: str = "demo",
                      models: list[str] | None = None, hardware: list[str] | None = None,
                      rates: tuple[float, ...] = POISSON_RATES) -> list[Path]:
     """Write the grid's data files (or those of the given models/hardware) into out_dir; the
@@ -244,9 +244,9 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out_dir}: cannot create the output folder: {err.strerror}") from None
-    targets = [(model_index, spec, hw, out_dir / data_file_name(spec.key, hw))
-               for model_index, spec in enumerate(MODELS) if not models or spec.key in models
-               for hw in HARDWARE if not hardware or hw in hardware]
+    targets = [(model_index, spec, hw, out_dir / grid.data_file_name(spec.key, hw))
+               for model_index, spec in enumerate(grid.models) if not models or spec.key in models
+               for hw in grid.hardware if not hardware or hw in hardware]
     # measured data must never be replaced by simulated data: refuse before writing anything
     for *_, path in targets:
         if (path.exists() or path.is_symlink()) and not is_demo_file(path):
@@ -257,7 +257,7 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
         llm_params(spec)            # a model of unknown size fails before any file is written
     written = []
     for model_index, _spec, hw, path in targets:
-        runs, tps, run_rates = simulate_file(seed, model_index, hw, scale, tuple(rates))
+        runs, tps, run_rates = simulate_file(grid, seed, model_index, hw, scale, tuple(rates))
         try:
             # `simulated` marks the file as demo data wherever its results go (provenance, table)
             write_power_file(path, runs, tps, extra={"poisson_rate": np.asarray(run_rates),
@@ -270,7 +270,7 @@ def write_demo_files(out_dir: Path | str, seed: int = 0, scale: str = "demo",
 
 
 def main(argv: list[str] | None = None) -> int:
-    grid_from_argv(sys.argv[1:] if argv is None else argv)
+    grid = grid_of_argv(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
     parser.add_argument("--output_dir", default=None, help="folder to write the grid's .npz files into (required)")
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         rates = tuple(float(r) for r in args.rates.split(","))
     except ValueError:
         raise InputError(f"--rates {args.rates!r}: expected numbers like 0.5,1,2") from None
-    for path in write_demo_files(args.output_dir, args.seed, args.scale, rates=rates):
+    for path in write_demo_files(grid, args.output_dir, args.seed, args.scale, rates=rates):
         print(f"wrote {path}")
     return 0
 

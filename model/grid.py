@@ -1,18 +1,21 @@
 """The grid of configurations: the one place it is defined (docs/design.md, "The grid").
 
-Every script imports the grid from here: model keys, data file names, TP values, hardware and
-its nameplate power, table labels and job names. Built in: the 16 jobs of the measurement
-campaign; `--grid FILE` (TOML or JSON, docs/grid.example.toml) puts another in its place.
+A Grid holds model keys, data file names, TP values, hardware and its nameplate power, table
+labels and job names; it is a value, passed to whatever needs it. Built in (BUILT_IN): the 16
+jobs of the measurement campaign; `--grid FILE` (TOML or JSON, docs/grid.example.toml) names
+another, which a command reads with grid_of_argv before building its parser and passes on to
+the commands it starts with Grid.argv().
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import math
 import os
 import re
-import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.errors import InputError, refuse_special_file, strict_json
@@ -44,30 +47,6 @@ DEFAULT_MODELS = (
 # Nameplate board power per GPU (SXM parts), the "TDP" baseline of generated traces.
 DEFAULT_GPU_TDP_W = {"a100": 400.0, "h100": 700.0}
 
-# The grid in use. These are filled in place by use_grid(), so that every module that imported
-# them sees a grid file's models and hardware; nothing else may change them.
-MODELS: list[ModelSpec] = []
-HARDWARE: list[str] = []
-GPU_TDP_W: dict[str, float] = {}
-MODEL_KEYS: list[str] = []
-MODELS_BY_KEY: dict[str, ModelSpec] = {}
-# The data files spell two models differently from the flags; both name the same model.
-MODEL_ALIASES: dict[str, str] = {}
-GRID_ENV = "POWERTRACE_GRID"     # a grid file's path, for commands started by a command
-
-
-def _install(models, gpu_tdp_w: dict[str, float]) -> None:
-    MODELS[:] = models
-    HARDWARE[:] = list(gpu_tdp_w)
-    GPU_TDP_W.clear()
-    GPU_TDP_W.update(gpu_tdp_w)
-    MODEL_KEYS[:] = [m.key for m in models]
-    MODELS_BY_KEY.clear()
-    MODELS_BY_KEY.update({m.key: m for m in models})
-    MODEL_ALIASES.clear()
-    MODEL_ALIASES.update({m.file_stem: m.key for m in models if m.file_stem != m.key})
-
-
 # names become file names: always checked with fullmatch (`$` would let a trailing newline by)
 _NAME_TEXT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(_NAME_TEXT)
@@ -91,8 +70,8 @@ def latex_text(text: str) -> str:
     return re.sub(r"[\\~^&%$#_{}]", lambda m: _LATEX_TEXT[m.group()], text)
 
 
-def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]:
-    """The models and hardware of a grid file (TOML or JSON, see docs/grid.example.toml)."""
+def read_grid_file(path: Path | str) -> Grid:
+    """The grid a file describes (TOML or JSON, see docs/grid.example.toml)."""
     path = Path(path)
     refuse_special_file(path, "grid file")
     try:
@@ -133,67 +112,16 @@ def read_grid_file(path: Path | str) -> tuple[list[ModelSpec], dict[str, float]]
                 or not math.isfinite(watts) or watts <= 0:
             raise InputError(f"{path}: hardware {name!r} needs a positive TDP in watts (a finite number), e.g. h200 = 700")
         tdp[str(name)] = float(watts)
-    return models, tdp
+    return Grid(tuple(models), tuple(tdp.items()), str(path.resolve()))
 
 
-def use_grid(path: Path | str | None) -> None:
-    """Make a grid file's models and hardware the grid (None: the built-in one), for this
-    process and (through POWERTRACE_GRID) the commands it starts."""
-    if path is None:
-        _install(list(DEFAULT_MODELS), dict(DEFAULT_GPU_TDP_W))
-        os.environ.pop(GRID_ENV, None)
-        return
-    _install(*read_grid_file(path))
-    os.environ[GRID_ENV] = str(Path(path).resolve())
-
-
-def grid_from_argv(argv: list[str]) -> None:
-    """Apply `--grid FILE` before any parser is built, so that flags' choices follow it."""
-    for i, arg in enumerate(argv):
-        if arg == "--grid" and i + 1 < len(argv):
-            use_grid(argv[i + 1])
-        elif arg.startswith("--grid="):
-            use_grid(arg.split("=", 1)[1])
-
-
-def grid_argv() -> list[str]:
-    """`--grid FILE` for a command this one starts or suggests, when a grid file is in use."""
-    return ["--grid", os.environ[GRID_ENV]] if os.environ.get(GRID_ENV) else []
+GRID_HELP = ("models (with table labels), hardware (with TDP watts) and TP sizes, as TOML or JSON "
+             "(docs/grid.example.toml); default: the built-in 16-job grid")
 
 
 def add_grid_flag(parser) -> None:
-    parser.add_argument("--grid", default=None, metavar="FILE",
-                        help="models (with table labels), hardware (with TDP watts) and TP sizes, as "
-                             "TOML or JSON (docs/grid.example.toml); default: the built-in 16-job grid")
-
-
-_install(list(DEFAULT_MODELS), dict(DEFAULT_GPU_TDP_W))
-if os.environ.get(GRID_ENV):           # started by a command that was given --grid
-    try:
-        _install(*read_grid_file(os.environ[GRID_ENV]))
-    except InputError as err:          # before any command's run_cli: say it as run_cli would
-        print(f"error: {GRID_ENV}: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def canonical_model(name: str) -> str | None:
-    """The grid key of a model given by its key or its data-file spelling; None if unknown."""
-    return name if name in MODELS_BY_KEY else MODEL_ALIASES.get(name)
-
-
-def data_file_name(model: str, hardware: str) -> str:
-    """Name of the data file holding every TP of one LLM on one GPU type."""
-    return f"vllm-benchmark_{MODELS_BY_KEY[model].file_stem}_{hardware}.npz"
-
-
-def cell_of_data_file(name: str) -> tuple[str, str] | None:
-    """(model key, hardware) that a file named like the grid's data files holds; None for any
-    other name."""
-    for spec in MODELS:
-        for hw in HARDWARE:
-            if name == data_file_name(spec.key, hw):
-                return spec.key, hw
-    return None
+    """--grid FILE, for commands whose settings are not JobSettings (which has it as a field)."""
+    parser.add_argument("--grid", default=None, metavar="FILE", help=GRID_HELP)
 
 
 def job_name(model: str, hardware: str, tp: int) -> str:
@@ -206,6 +134,7 @@ class GridCell:
     model: str
     hardware: str
     tp: int
+    file_stem: str | None = field(default=None, compare=False)   # the LLM in data file names (None: model)
 
     @property
     def job_name(self) -> str:
@@ -213,32 +142,108 @@ class GridCell:
 
     @property
     def data_file_name(self) -> str:
-        return data_file_name(self.model, self.hardware)
+        """Name of the data file holding every TP of this cell's LLM on its GPU type."""
+        return f"vllm-benchmark_{self.file_stem or self.model}_{self.hardware}.npz"
 
     def data_file(self, data_dir: Path | str) -> Path:
         return Path(data_dir) / self.data_file_name
 
 
-def grid(models: list[str] | None = None, hardware: list[str] | None = None) -> list[GridCell]:
-    """The grid in its canonical order (model, hardware, TP), optionally filtered.
+@dataclass(frozen=True)
+class Grid:
+    """Models (with TP sizes and table labels) and hardware (with nameplate watts): a value,
+    passed to whatever needs it. `file`: the grid file it was read from, None for the built-in
+    grid; commands this one starts get it back through argv()."""
+    models: tuple[ModelSpec, ...]
+    gpu_tdp: tuple[tuple[str, float], ...]
+    file: str | None = None
 
-    Models may be given by key or data-file spelling. Raises InputError naming the unknown
-    entry when a filter holds a typo.
-    """
-    unknown = [m for m in models or [] if canonical_model(m) is None]
-    if unknown:
-        raise InputError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODEL_KEYS)}")
-    unknown = [h for h in hardware or [] if h not in HARDWARE]
-    if unknown:
-        raise InputError(f"unknown hardware {unknown[0]!r}; known hardware: {', '.join(HARDWARE)}")
-    models = [canonical_model(m) for m in models or []]
-    return [
-        GridCell(m.key, hw, tp)
-        for m in MODELS if not models or m.key in models
-        for hw in HARDWARE if not hardware or hw in hardware
-        for tp in m.tp_values
-    ]
+    @property
+    def hardware(self) -> list[str]:
+        return [hw for hw, _ in self.gpu_tdp]
+
+    @property
+    def gpu_tdp_w(self) -> dict[str, float]:
+        """Nameplate board power per GPU type (the "TDP" baseline of generated traces)."""
+        return dict(self.gpu_tdp)
+
+    @property
+    def model_keys(self) -> list[str]:
+        return [m.key for m in self.models]
+
+    @property
+    def models_by_key(self) -> dict[str, ModelSpec]:
+        return {m.key: m for m in self.models}
+
+    def canonical_model(self, name: str) -> str | None:
+        """The key of a model given by its key or its data-file spelling (the data files spell
+        two built-in models differently from the flags); None if unknown."""
+        for m in self.models:
+            if name in (m.key, m.file_stem):
+                return m.key
+        return None
+
+    def data_file_name(self, model: str, hardware: str) -> str:
+        """Name of the data file holding every TP of one LLM on one GPU type."""
+        return GridCell(model, hardware, 0, self.models_by_key[model].file_stem).data_file_name
+
+    def cell_of_data_file(self, name: str) -> tuple[str, str] | None:
+        """(model key, hardware) that a file named like the grid's data files holds; None for
+        any other name."""
+        for spec in self.models:
+            for hw in self.hardware:
+                if name == self.data_file_name(spec.key, hw):
+                    return spec.key, hw
+        return None
+
+    def cells(self, models: list[str] | None = None, hardware: list[str] | None = None) -> list[GridCell]:
+        """The cells in canonical order (model, hardware, TP), optionally filtered. Models may be
+        given by key or data-file spelling; raises InputError naming an unknown entry."""
+        unknown = [m for m in models or [] if self.canonical_model(m) is None]
+        if unknown:
+            raise InputError(f"unknown model {unknown[0]!r}; known models: {', '.join(self.model_keys)}")
+        unknown = [h for h in hardware or [] if h not in self.hardware]
+        if unknown:
+            raise InputError(f"unknown hardware {unknown[0]!r}; known hardware: {', '.join(self.hardware)}")
+        models = [self.canonical_model(m) for m in models or []]
+        return [GridCell(m.key, hw, tp, m.file_stem)
+                for m in self.models if not models or m.key in models
+                for hw in self.hardware if not hardware or hw in hardware
+                for tp in m.tp_values]
+
+    def cells_by_job_name(self) -> dict[str, GridCell]:
+        return {c.job_name: c for c in self.cells()}
+
+    def argv(self) -> list[str]:
+        """`--grid FILE` for a command this one starts or suggests (nothing for the built-in grid)."""
+        return ["--grid", self.file] if self.file else []
 
 
-def cells_by_job_name() -> dict[str, GridCell]:
-    return {c.job_name: c for c in grid()}
+BUILT_IN = Grid(DEFAULT_MODELS, tuple(DEFAULT_GPU_TDP_W.items()))
+
+
+def load_grid(path: str | Path | None = None) -> Grid:
+    """The grid of a --grid value: the built-in one for None, else the file's (read once per
+    process while the file is unchanged)."""
+    if path is None:
+        return BUILT_IN
+    try:
+        stat = os.stat(path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        stamp = None            # read_grid_file says what is wrong with it
+    return _read_grid_once(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_grid_once(path: str, stamp: tuple[int, int] | None) -> Grid:
+    return read_grid_file(path)
+
+
+def grid_of_argv(argv: list[str]) -> Grid:
+    """The grid a command line names with --grid FILE (the built-in one without it). Read before
+    a command's parser is built, since flags' choices and help come from the grid."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--grid", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return load_grid(known.grid)

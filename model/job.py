@@ -33,7 +33,6 @@ from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.serving import fit_serving_model, serving_fidelity
-from model.grid import GPU_TDP_W
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
@@ -265,7 +264,7 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
         state_lows=lows, state_highs=highs,
         configuration={"model": settings.model, "hardware": settings.hardware, "tp": settings.tp,
                        "job_name": settings.job_name, "bin_s": bin_s,
-                       "gpu_tdp_w": GPU_TDP_W[settings.hardware]},
+                       "gpu_tdp_w": settings.grid.gpu_tdp_w[settings.hardware]},
         training_watts={"min": float(train_watts.min()), "max": float(train_watts.max()),
                         "mean": float(train_watts.mean()),
                         "state_shares": (np.bincount(train_states, minlength=prepared.states.num_states)
@@ -273,7 +272,7 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
                         "residual_lag1": residual_lag1(prepared),
                         # how far the measured watts go past nameplate (model/nameplate.py)
                         "nameplate": above_nameplate([t.power for t in prepared.train], bin_s,
-                                                     settings.tp * GPU_TDP_W[settings.hardware])},
+                                                     settings.tp * settings.grid.gpu_tdp_w[settings.hardware])},
         input_tokens=np.concatenate([t.input_tokens for t in prepared.train]),
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
         serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,

@@ -26,7 +26,7 @@ from model import config
 from model.checkpoint import read_record
 from model.classifiers.gru import intended_gru_impl
 from model.errors import EXIT_DIVERGED, InputError
-from model.grid import GridCell, grid_argv
+from model.grid import GridCell
 from model.interrupts import interruptible, signum_of
 from model.outputs import file_sha256, write_json
 from model.provenance import git_state
@@ -92,7 +92,7 @@ def job_settings(cfg: GridCell, launch: LaunchSettings, resume: bool = False) ->
 
 def train_command(cfg: GridCell, launch: LaunchSettings, resume: bool = False) -> list[str]:
     """The train_entry command line of one job, run by the launcher's own interpreter."""
-    return [sys.executable, "-m", "model.train_entry", *grid_argv(), *job_argv(job_settings(cfg, launch, resume))]
+    return [sys.executable, "-m", "model.train_entry", *job_argv(job_settings(cfg, launch, resume))]
 
 
 def _expected_impl(settings: JobSettings) -> str:

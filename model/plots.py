@@ -14,7 +14,6 @@ Exit status: 0 done, 2 nothing to plot or a damaged results file (named on stder
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +26,7 @@ from matplotlib.ticker import LogLocator
 from model import config
 from model.classifiers import metrics
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
-from model.grid import MODELS, MODELS_BY_KEY, add_grid_flag, cells_by_job_name, grid_from_argv
+from model.grid import Grid, add_grid_flag, load_grid
 from model.outputs import atomic_path
 from model.results import METRICS_SUFFIX, Results, read_results
 from model.validation_series import read_validation_series
@@ -74,22 +73,22 @@ def _read_loss_files(results: Results, suffix: str, column: str) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def read_losses(metrics_dir: Path | str) -> pd.DataFrame:
+def read_losses(grid: Grid, metrics_dir: Path | str) -> pd.DataFrame:
     """The folder's jobs' (model/results.py) loss CSVs as rows of job, model, hardware, tp, epoch,
     train_loss."""
-    return _read_loss_files(read_results(metrics_dir), LOSSES_SUFFIX, "train_loss")
+    return _read_loss_files(read_results(grid, metrics_dir), LOSSES_SUFFIX, "train_loss")
 
 
-def read_val_losses(metrics_dir: Path | str) -> pd.DataFrame:
+def read_val_losses(grid: Grid, metrics_dir: Path | str) -> pd.DataFrame:
     """The folder's jobs' validation-loss CSVs as rows of job, model, hardware, tp, epoch, val_loss
     (jobs run before it was written have none)."""
-    return _read_loss_files(read_results(metrics_dir), VAL_LOSSES_SUFFIX, "val_loss")
+    return _read_loss_files(read_results(grid, metrics_dir), VAL_LOSSES_SUFFIX, "val_loss")
 
 
-def read_job_metrics(metrics_dir: Path | str) -> pd.DataFrame:
+def read_job_metrics(grid: Grid, metrics_dir: Path | str) -> pd.DataFrame:
     """One row per job of the folder (model/results.py), in grid order: job, model, hardware, tp
     and the overview's metrics (NaN for one a file lacks)."""
-    return _overview_rows(read_results(metrics_dir))
+    return _overview_rows(read_results(grid, metrics_dir))
 
 
 def _overview_rows(results: Results) -> pd.DataFrame:
@@ -128,15 +127,15 @@ def _label(hardware: str, tp: int) -> str:
     return f"{hardware.upper()} TP{tp}"
 
 
-def job_title(model: str, hardware: str, tp: int) -> str:
-    return f"{MODELS_BY_KEY[model].display_name}, {_label(hardware, tp)}"
+def job_title(grid: Grid, model: str, hardware: str, tp: int) -> str:
+    return f"{grid.models_by_key[model].display_name}, {_label(hardware, tp)}"
 
 
-def trace_title(model: str, hardware: str, tp: int, traces: list[dict], shown: dict) -> str:
+def trace_title(grid: Grid, model: str, hardware: str, tp: int, traces: list[dict], shown: dict) -> str:
     """Which validation trace a figure shows: its place among the job's validation traces and
     its row in the data file (the trace index), which are different numbers."""
     position = next(i for i, trace in enumerate(traces) if trace is shown) + 1
-    return (f"{job_title(model, hardware, tp)}\nvalidation trace {position} of {len(traces)}, "
+    return (f"{job_title(grid, model, hardware, tp)}\nvalidation trace {position} of {len(traces)}, "
             f"row {shown['trace_index']} of the data file")
 
 
@@ -151,10 +150,10 @@ def _panel_grid(n: int, height_per_row: float, sharey: bool = False) -> tuple[Fi
     return fig, list(axes[:n])
 
 
-def loss_curves_figure(losses: pd.DataFrame, val_losses: pd.DataFrame | None = None) -> Figure:
+def loss_curves_figure(grid: Grid, losses: pd.DataFrame, val_losses: pd.DataFrame | None = None) -> Figure:
     """Train loss per epoch (solid) and validation loss where it was computed (dashed, markers,
     the same colour): one panel per model on one shared y-axis, one colour per hardware/TP."""
-    models = [m for m in MODELS if m.key in set(losses["model"])]
+    models = [m for m in grid.models if m.key in set(losses["model"])]
     fig, axes = _panel_grid(len(models), 1.9, sharey=True)
     has_val = val_losses is not None and not val_losses.empty
     for ax, spec in zip(axes, models):
@@ -230,14 +229,14 @@ def acf_figure(trace: dict[str, np.ndarray], title: str, nlags: int = config.ACF
     return fig
 
 
-def reliability_figure(by_model: dict[str, tuple[np.ndarray, np.ndarray, int]],
+def reliability_figure(grid: Grid, by_model: dict[str, tuple[np.ndarray, np.ndarray, int]],
                        n_bins: int = config.ECE_BINS) -> Figure:
     """Accuracy against confidence per model, validation bins of all its jobs pooled, and under
     it the number of bins in each confidence bin.
 
     by_model: model key -> (probabilities (N, K), true states (N,), number of jobs pooled).
     """
-    models = [m for m in MODELS if m.key in by_model]
+    models = [m for m in grid.models if m.key in by_model]
     cols = 1 if len(models) == 1 else 2
     rows = math.ceil(len(models) / cols)
     fig = Figure(figsize=(COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN, 2.6 * rows + 0.4),
@@ -322,9 +321,9 @@ def confusion_figure(traces: list[dict], title: str) -> Figure:
     return fig
 
 
-def overview_figure(job_metrics: pd.DataFrame) -> Figure:
+def overview_figure(grid: Grid, job_metrics: pd.DataFrame) -> Figure:
     """One panel per metric, one point per configuration found, grouped by model (colour)."""
-    models = [m for m in MODELS if m.key in set(job_metrics["model"])]
+    models = [m for m in grid.models if m.key in set(job_metrics["model"])]
     fig = Figure(figsize=(PAGE_WIDTH_IN, 1.0 * len(OVERVIEW_METRICS) + 0.9), layout="constrained")
     axes = fig.subplots(len(OVERVIEW_METRICS), 1, sharex=True, squeeze=False)[:, 0]
     positions, tick_labels, x = {}, [], 0.0
@@ -346,7 +345,7 @@ def overview_figure(job_metrics: pd.DataFrame) -> Figure:
     axes[-1].set_xlim(min(ticks) - 0.6, max(ticks) + 0.6)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(models),
                frameon=False)
-    axes[0].set_title(f"{len(job_metrics)} of the grid's {len(cells_by_job_name())} configurations, "
+    axes[0].set_title(f"{len(job_metrics)} of the grid's {len(grid.cells())} configurations, "
                       "each scored on its validation traces (\u2191 higher is better, \u2193 lower)",
                       loc="left")
     return fig
@@ -418,10 +417,10 @@ def pooled_by_model(jobs_by_model: dict[str, list[list[dict]]]) -> dict[str, tup
             for model, jobs in jobs_by_model.items()}
 
 
-def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
+def write_plots(grid: Grid, results_dir: Path | str, echo=print) -> list[Path]:
     """Every figure the results allow; returns the files written."""
     results_dir = Path(results_dir)
-    results = read_results(results_dir / config.METRICS_SUBDIR)     # the jobs the tables show, too
+    results = read_results(grid, results_dir / config.METRICS_SUBDIR)     # the jobs the tables show, too
     losses = _read_loss_files(results, LOSSES_SUFFIX, "train_loss")
     val_losses = _read_loss_files(results, VAL_LOSSES_SUFFIX, "val_loss")
     job_metrics = _overview_rows(results)
@@ -435,39 +434,38 @@ def write_plots(results_dir: Path | str, echo=print) -> list[Path]:
     written: list[Path] = []
     with matplotlib.rc_context(STYLE):
         if not losses.empty:
-            written += save_figure(loss_curves_figure(losses, val_losses), plots_dir, "loss_curves")
+            written += save_figure(loss_curves_figure(grid, losses, val_losses), plots_dir, "loss_curves")
         pooled: dict[str, list] = {}
         for job, traces in series.items():
             if not traces:
                 continue
             cfg = known[job]
             shown = shown_trace(traces)
-            title = trace_title(cfg.model, cfg.hardware, cfg.tp, traces, shown)
+            title = trace_title(grid, cfg.model, cfg.hardware, cfg.tp, traces, shown)
             written += save_figure(trace_figure(shown, title), plots_dir, f"{job}_trace")
             written += save_figure(acf_figure(shown, title), plots_dir, f"{job}_acf")
             if "state_centroids" in shown:   # files from before centroids were saved have none
-                written += save_figure(watts_figure(traces, job_title(cfg.model, cfg.hardware, cfg.tp)),
+                written += save_figure(watts_figure(traces, job_title(grid, cfg.model, cfg.hardware, cfg.tp)),
                                        plots_dir, f"{job}_watts")
-            written += save_figure(confusion_figure(traces, job_title(cfg.model, cfg.hardware, cfg.tp)),
+            written += save_figure(confusion_figure(traces, job_title(grid, cfg.model, cfg.hardware, cfg.tp)),
                                    plots_dir, f"{job}_confusion")
             pooled.setdefault(cfg.model, []).append(traces)
         if pooled:
-            written += save_figure(reliability_figure(pooled_by_model(pooled)), plots_dir, "reliability")
+            written += save_figure(reliability_figure(grid, pooled_by_model(pooled)), plots_dir, "reliability")
         if not job_metrics.empty:
-            written += save_figure(overview_figure(job_metrics), plots_dir, "overview")
+            written += save_figure(overview_figure(grid, job_metrics), plots_dir, "overview")
     echo(f"figures:    {plots_dir}/ ({len(written) // len(FORMATS)} figures, "
          f"{' and '.join(f.upper() for f in FORMATS)})")
     return written
 
 
 def main() -> int:
-    grid_from_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
     parser.add_argument("--results_dir", default=str(config.RESULTS_DIR),
                         help=f"a results folder of run_all_training.py (default {config.RESULTS_DIR})")
     args = parser.parse_args()
-    write_plots(args.results_dir)
+    write_plots(load_grid(args.grid), args.results_dir)
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from model import config
 from model.settings import check_seed
 from model.data import DataError, load_power_file, pad_runs
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
-from model.grid import HARDWARE, MODEL_KEYS, add_grid_flag, data_file_name, grid_from_argv
+from model.grid import add_grid_flag, grid_of_argv
 from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, nvidia_smi, pair_runs,
                                 read_folder, vllm_json)
 from model.measurements.binning import MAX_SAMPLE_GAP_S
@@ -121,12 +121,12 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 
 def main() -> int:
-    grid_from_argv(sys.argv[1:])
+    grid = grid_of_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
     parser.add_argument("--runs", required=True, help="folder of benchmark JSONs and power CSVs")
-    parser.add_argument("--model", required=True, choices=MODEL_KEYS, help="the LLM the runs served")
-    parser.add_argument("--hardware", required=True, choices=HARDWARE, help="the GPU type the runs used")
+    parser.add_argument("--model", required=True, choices=grid.model_keys, help="the LLM the runs served")
+    parser.add_argument("--hardware", required=True, choices=grid.hardware, help="the GPU type the runs used")
     parser.add_argument("--out", default=None, help="the .npz to write (default: model/training_data/<grid name>)")
     parser.add_argument("--gpus", default=None,
                         help="nvidia-smi indices of the GPUs whose watts are summed (default 0..TP-1)")
@@ -146,7 +146,7 @@ def main() -> int:
         raise InputError(f"--num_gpus must be at least 1, got {args.num_gpus}")
     if not (args.max_gap_s > 0 and np.isfinite(args.max_gap_s)):
         raise InputError(f"--max_gap_s must be a positive number of seconds, got {args.max_gap_s}")
-    out = Path(args.out) if args.out else config.DATA_DIR / data_file_name(args.model, args.hardware)
+    out = Path(args.out) if args.out else config.DATA_DIR / grid.data_file_name(args.model, args.hardware)
     prepare(Path(args.runs), args.model, args.hardware, out, parse_gpus(args.gpus), args.num_gpus,
             args.seed, args.overwrite, args.allow_rebuilt_arrivals, max_gap_s=args.max_gap_s)
     return EXIT_OK

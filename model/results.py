@@ -1,6 +1,6 @@
 """One reader of a results folder, for the tables and the figures alike (docs/design.md, "Outputs").
 
-    results = read_results("training_results/metrics")
+    results = read_results(grid, "training_results/metrics")
     results.metrics      # one row per job: model, hardware, tp, job, then its metrics, grid order
     results.cells        # the same jobs as GridCells
     results.notes        # why a file or a job was left out
@@ -21,7 +21,7 @@ import pandas as pd
 
 from model import config
 from model.errors import InputError, refuse_special_file
-from model.grid import GridCell, cells_by_job_name
+from model.grid import Grid, GridCell
 
 METRICS_SUFFIX = "_metrics.csv"
 
@@ -79,11 +79,11 @@ def diverged_jobs(summary_path: Path) -> set[str]:
         return set()
 
 
-def read_results(metrics_dir: Path | str) -> Results:
+def read_results(grid: Grid, metrics_dir: Path | str) -> Results:
     """The jobs of a results folder's metrics folder and their metrics (none when it is absent);
     InputError naming a damaged metrics file."""
     metrics_dir = Path(metrics_dir)
-    known = cells_by_job_name()
+    known = grid.cells_by_job_name()
     notes = [f"ignored {path.name}: {path.name[: -len(METRICS_SUFFIX)]!r} is not a configuration of the grid"
              for path in sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}"))
              if path.name[: -len(METRICS_SUFFIX)] not in known]

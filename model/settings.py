@@ -23,7 +23,7 @@ import numpy as np
 
 from model import config
 from model.errors import InputError
-from model.grid import HARDWARE, MODELS_BY_KEY, canonical_model, cell_of_data_file, job_name
+from model.grid import GRID_HELP, Grid, job_name, load_grid
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
@@ -59,10 +59,11 @@ class JobSettings:
     data_file: str = setting(help="the .npz file holding this LLM/GPU's traces", per_job=True)
     model: str = setting(help="model key of the grid (data-file spellings are accepted)",
                          affects_result=True, per_job=True)
-    hardware: str = setting(help="GPU type", flag="--hardware_accelerator", affects_result=True,
-                            per_job=True, choices=HARDWARE)
+    hardware: str = setting(help="GPU type of the grid", flag="--hardware_accelerator", affects_result=True,
+                            per_job=True)
     tp: int = setting(help="tensor-parallel size to train; -1 for every TP in the file",
                       affects_result=True, per_job=True)
+    grid_file: str | None = setting(None, GRID_HELP, flag="--grid", metavar="FILE", grid=True)
     # the model and its training (docs/design.md, "Training")
     lr: float = setting(config.LR, "Adam learning rate", affects_result=True, grid=True)
     num_epochs: int = setting(config.NUM_EPOCHS, "training epochs", affects_result=True, grid=True)
@@ -95,7 +96,9 @@ class JobSettings:
     progress: bool = setting(True, "no progress bar", negated_flag="--no_progress")
 
     def __post_init__(self):
-        self.model = canonical_model(self.model) or self.model
+        if self.grid_file is not None:       # the jobs a launcher starts may run elsewhere
+            self.grid_file = str(Path(self.grid_file).resolve())
+        self.model = self.grid.canonical_model(self.model) or self.model
         rows = parse_rows(self.val_traces)
         if rows:          # one spelling per set of rows: "7,3" and "3, 7" are the same experiment
             self.val_traces = ",".join(map(str, rows))
@@ -106,16 +109,22 @@ class JobSettings:
         return parse_rows(self.val_traces) if self.val_traces is not None else None
 
     @property
+    def grid(self) -> Grid:
+        """The grid --grid names (read once per process), the built-in one without it."""
+        return load_grid(self.grid_file)
+
+    @property
     def job_name(self) -> str:
         return job_name(self.model, self.hardware, self.tp)
 
     def validate(self) -> None:
-        if self.model not in MODELS_BY_KEY:
+        grid = self.grid
+        if self.model not in grid.models_by_key:
             raise InputError(f"--model {self.model!r} is not a model of the grid; known: "
-                             f"{', '.join(MODELS_BY_KEY)}")
-        if self.hardware not in HARDWARE:
-            raise InputError(f"--hardware_accelerator {self.hardware!r}: known: {', '.join(HARDWARE)}")
-        named = cell_of_data_file(Path(self.data_file).name)
+                             f"{', '.join(grid.model_keys)}")
+        if self.hardware not in grid.hardware:
+            raise InputError(f"--hardware_accelerator {self.hardware!r}: known: {', '.join(grid.hardware)}")
+        named = grid.cell_of_data_file(Path(self.data_file).name)
         if named and named != (self.model, self.hardware):
             raise InputError(f"{self.data_file}: its name says {named[0]} on {named[1]}, but the flags say "
                              f"--model {self.model} --hardware_accelerator {self.hardware}; results would be "

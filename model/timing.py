@@ -21,7 +21,7 @@ from model.classifiers.gru import PowerStateGRU
 from model.classifiers.train import make_optimizer, train_step
 from model.demo_data import write_demo_files
 from model.features import raw_features
-from model.grid import grid
+from model.grid import BUILT_IN
 from model.launcher import LaunchSettings, job_template, run_grid
 
 
@@ -51,7 +51,7 @@ def concurrent_epoch_seconds(xs, ys, num_states: int, workers: int, epochs: int)
 
 def jobs_speedup(data_dir: Path, work_dir: Path, cores: int, epochs: int) -> float:
     """Wall time of a two-job grid with --jobs 1 over that with --jobs <cores>, measured here."""
-    configs = grid(["llama-3-8b"], ["a100"])
+    configs = BUILT_IN.cells(["llama-3-8b"], ["a100"])
     walls = {}
     for jobs in (1, cores):
         launch = LaunchSettings(data_dir=data_dir, output_dir=work_dir / f"jobs{jobs}",
@@ -305,7 +305,7 @@ def results_job(root: Path, results: Path, job: str) -> None:
     from model.job import run_job
     from model.settings import JobSettings
     model, hardware, tp = job.rsplit("_", 2)
-    data = write_demo_files(root / "data", seed=0, models=[model], hardware=[hardware])[0]
+    data = write_demo_files(BUILT_IN, root / "data", seed=0, models=[model], hardware=[hardware])[0]
     run_job(JobSettings(data_file=str(data), model=model, hardware=hardware, tp=int(tp.removeprefix("tp")),
                         num_epochs=1, output_dir=str(results), use_wandb=False, progress=False))
 

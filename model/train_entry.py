@@ -15,15 +15,12 @@ import sys
 from dataclasses import replace
 
 from model.errors import ArgumentParser, InputError, run_cli
-from model.grid import MODELS_BY_KEY, add_grid_flag, grid_from_argv
 from model.interrupts import exit_status, interruptible
 from model.settings import add_job_flags, settings_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    grid_from_argv(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(__doc__)
-    add_grid_flag(parser)
     add_job_flags(parser)     # one flag per field of model/settings.py's JobSettings
     return parser.parse_args(argv)
 
@@ -55,7 +52,7 @@ def main() -> int:
         prepare(job_settings, data)
         check_output_paths(job_settings, output_paths(job_settings))
     for tp in tps:
-        if tp not in MODELS_BY_KEY[settings.model].tp_values:
+        if tp not in settings.grid.models_by_key[settings.model].tp_values:
             print(f"note: TP {tp} is not in the grid for {settings.model}; aggregate_metrics.py will not "
                   "tabulate it", file=sys.stderr)
         job_settings = replace(settings, tp=tp)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from model.demo_data import write_demo_files
+from model.grid import BUILT_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_data")
-    write_demo_files(out, seed=0, scale="demo")
+    write_demo_files(BUILT_IN, out, seed=0, scale="demo")
     return out
 
 
@@ -76,8 +77,8 @@ def run_main(*args, env: dict | None = None) -> Ran:
     ("-m", "model.x", flags... or "script.py", flags...) or as its module object then flags.
     The command's own run_cli (errors.py) turns InputError into its line and exit status; any
     other exception is a bug and fails the test with its traceback. Environment, argv, signal
-    handlers and the grid are restored."""
-    from model import errors, grid
+    handlers are restored."""
+    from model import errors
     if not isinstance(args[0], str):
         module, argv = args[0].__name__, list(args[1:])
     elif args[0] == "-m":
@@ -100,7 +101,6 @@ def run_main(*args, env: dict | None = None) -> Ran:
         sys.argv = saved[1]
         for s, handler in saved[2].items():
             signal.signal(s, handler)
-        grid.use_grid(os.environ.get(grid.GRID_ENV))
     return Ran([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli, run_main
 from model import config
 from model.errors import InputError
+from model.grid import BUILT_IN
 
 
 
@@ -266,7 +267,7 @@ def test_aggregator_leaves_out_diverged_jobs_with_a_note(tmp_path):
             "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
     (tmp_path / config.SUMMARY_FILE).write_text(json.dumps([{"job_name": "llama-3-8b_h100_tp1",
                                                              "status": "diverged"}]))
-    results, notes = collect(folder)
+    results, notes = collect(BUILT_IN, folder)
     assert list(results["job"]) == ["llama-3-8b_a100_tp1"]
     assert sum("left out" in n and "diverged" in n for n in notes) == 2
 
@@ -280,7 +281,7 @@ def test_aggregator_output_onto_a_folder_is_one_line(tmp_path):
         "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
     (tmp_path / "table.tex").mkdir()
     with pytest.raises(InputError, match="is a directory"):
-        aggregate(folder, tmp_path / "table.tex", tmp_path / "stats.csv")
+        aggregate(BUILT_IN, folder, tmp_path / "table.tex", tmp_path / "stats.csv")
 
 
 def test_the_table_file_is_out_and_output_its_deprecated_spelling(metrics_dir, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, load_arrays, run_cli, save_arrays
 from model.data import DataError, load_power_file, true_length
 from model.demo_data import hardware_params, llm_params, per_gpu_watts, write_demo_files
-from model.grid import MODELS, MODELS_BY_KEY, data_file_name, grid
+from model.grid import BUILT_IN
 
 
 def small_arrays(n=4, t=150, r=20, tps=(1, 1, 2, 2)) -> dict[str, np.ndarray]:
@@ -155,10 +155,10 @@ def test_requests_with_zero_timestamp_are_padding(tmp_path):
 
 def test_demo_writes_the_grid_files_loadable_both_ways(demo_dir):
     names = sorted(p.name for p in demo_dir.glob("*.npz"))
-    assert names == sorted({c.data_file_name for c in grid()})
-    for m in MODELS:
+    assert names == sorted({c.data_file_name for c in BUILT_IN.cells()})
+    for m in BUILT_IN.models:
         for hw in ("a100", "h100"):
-            path = demo_dir / data_file_name(m.key, hw)
+            path = demo_dir / BUILT_IN.data_file_name(m.key, hw)
             data = load_power_file(path)
             assert data.tp_values == list(m.tp_values)
             raw = load_arrays(path)
@@ -167,9 +167,9 @@ def test_demo_writes_the_grid_files_loadable_both_ways(demo_dir):
 
 
 def test_demo_same_seed_identical_other_seed_different(tmp_path):
-    a = write_demo_files(tmp_path / "a", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
-    b = write_demo_files(tmp_path / "b", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
-    c = write_demo_files(tmp_path / "c", seed=4, models=["llama-3-8b"], hardware=["a100"])[0]
+    a = write_demo_files(BUILT_IN, tmp_path / "a", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
+    b = write_demo_files(BUILT_IN, tmp_path / "b", seed=3, models=["llama-3-8b"], hardware=["a100"])[0]
+    c = write_demo_files(BUILT_IN, tmp_path / "c", seed=4, models=["llama-3-8b"], hardware=["a100"])[0]
     arrays_a, arrays_b, arrays_c = load_arrays(a), load_arrays(b), load_arrays(c)
     assert arrays_a.keys() == arrays_b.keys()
     for key in arrays_a:
@@ -178,9 +178,9 @@ def test_demo_same_seed_identical_other_seed_different(tmp_path):
 
 
 def test_demo_per_gpu_watts_in_hardware_ranges(demo_dir):
-    for m in MODELS:
+    for m in BUILT_IN.models:
         for hw, (idle_lo, idle_hi, ceiling) in {"a100": (55, 85, 400), "h100": (95, 145, 700)}.items():
-            data = load_power_file(demo_dir / data_file_name(m.key, hw))
+            data = load_power_file(demo_dir / BUILT_IN.data_file_name(m.key, hw))
             per_gpu = [trace.power / trace.tp for trace in data.traces]
             assert max(p.max() for p in per_gpu) < ceiling
             idle = min(np.percentile(p, 5) for p in per_gpu)   # the quietest runs sit at idle
@@ -199,7 +199,7 @@ def test_demo_watts_rise_with_load(demo_dir):
 
 def test_power_model_h100_above_a100_and_70b_above_8b():
     prefill, decode, batch = np.array([0.0, 0.3, 0.0]), np.array([0.0, 0.7, 1.0]), np.array([0, 8, 40])
-    small, big = llm_params(MODELS_BY_KEY["llama-3-8b"]), llm_params(MODELS_BY_KEY["llama-3-70b"])
+    small, big = llm_params(BUILT_IN.models_by_key["llama-3-8b"]), llm_params(BUILT_IN.models_by_key["llama-3-70b"])
     a100, h100 = hardware_params(400.0), hardware_params(700.0)
     assert np.all(per_gpu_watts(h100, small, 120, prefill, decode, batch)
                   > per_gpu_watts(a100, small, 70, prefill, decode, batch))
@@ -210,26 +210,25 @@ def test_power_model_h100_above_a100_and_70b_above_8b():
 
 @pytest.fixture
 def example_grid():
-    """docs/grid.example.toml as the grid for one test (it has an H200 and a 32B model)."""
-    from model.grid import use_grid
-    yield ROOT / "docs" / "grid.example.toml"
-    use_grid(None)
+    """docs/grid.example.toml (it has an H200 and a 32B model)."""
+    return ROOT / "docs" / "grid.example.toml"
 
 
 def test_demo_data_follows_the_grid_file_gpus_by_nameplate_and_llms_by_size(example_grid, tmp_path):
     from model.demo_data import main
-    from model.grid import GPU_TDP_W
+    from model.grid import load_grid
+    grid = load_grid(example_grid)
     assert main(["--grid", str(example_grid), "--output_dir", str(tmp_path), "--rates", "2"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(
-        data_file_name(m, hw) for m in ("llama-3-8b", "llama-3-70b", "qwen-2.5-32b") for hw in ("h100", "h200"))
-    qwen = load_power_file(tmp_path / data_file_name("qwen-2.5-32b", "h200"))
+        grid.data_file_name(m, hw) for m in ("llama-3-8b", "llama-3-70b", "qwen-2.5-32b") for hw in ("h100", "h200"))
+    qwen = load_power_file(tmp_path / grid.data_file_name("qwen-2.5-32b", "h200"))
     assert qwen.tp_values == [2, 4]
     h200 = hardware_params(700.0)
     for trace in qwen.traces:         # below the nameplate of its GPUs, not below their idle
         assert 0.9 * h200.idle_w[0] * trace.tp <= trace.power.min() and trace.power.max() < 700 * trace.tp
-    small, mid, big = (llm_params(MODELS_BY_KEY[k]) for k in ("llama-3-8b", "qwen-2.5-32b", "llama-3-70b"))
+    small, mid, big = (llm_params(grid.models_by_key[k]) for k in ("llama-3-8b", "qwen-2.5-32b", "llama-3-70b"))
     assert small.step_s < mid.step_s < big.step_s and small.prefill_tok_s > mid.prefill_tok_s > big.prefill_tok_s
-    assert hardware_params(GPU_TDP_W["h200"]) == hardware_params(700.0)
+    assert hardware_params(grid.gpu_tdp_w["h200"]) == hardware_params(700.0)
     big = hardware_params(1000.0)       # beyond the H100: busier, faster, still below nameplate
     assert big.idle_w[0] > 100.0 and big.speed > 1.9 and 680.0 < big.peak_w < 1000.0
 
@@ -239,14 +238,10 @@ def test_demo_data_names_a_model_whose_size_it_cannot_tell(tmp_path):
     from model.errors import InputError
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text('[[models]]\nkey = "mystery"\ntp = [1]\nlabel = "Mystery"\n[hardware]\nb200 = 1000\n')
-    try:
-        with pytest.raises(InputError, match="'mystery'.*size_b"):
-            main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")])
-        grid_file.write_text(grid_file.read_text().replace('label = "Mystery"', 'label = "Mystery"\nsize_b = 13'))
-        assert main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")]) == 0
-    finally:
-        from model.grid import use_grid
-        use_grid(None)
+    with pytest.raises(InputError, match="'mystery'.*size_b"):
+        main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")])
+    grid_file.write_text(grid_file.read_text().replace('label = "Mystery"', 'label = "Mystery"\nsize_b = 13'))
+    assert main(["--grid", str(grid_file), "--output_dir", str(tmp_path / "out")]) == 0
 
 
 def test_a_fifo_as_data_file_is_refused_without_blocking(tmp_path):
@@ -302,8 +297,8 @@ def test_demo_refuses_to_overwrite_a_measured_file(demo_file, tmp_path):
 
 def test_demo_rewrites_its_own_files(tmp_path):
     from model.demo_data import write_demo_files
-    first = write_demo_files(tmp_path, models=["llama-3-8b"], hardware=["a100"])
-    assert write_demo_files(tmp_path, models=["llama-3-8b"], hardware=["a100"]) == first
+    first = write_demo_files(BUILT_IN, tmp_path, models=["llama-3-8b"], hardware=["a100"])
+    assert write_demo_files(BUILT_IN, tmp_path, models=["llama-3-8b"], hardware=["a100"]) == first
 
 
 def without_lengths(demo_file, tmp_path, change):

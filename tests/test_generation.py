@@ -22,6 +22,7 @@ from model.generation.generator import Generator, windowed_log_probabilities
 from model.generation.requests_file import poisson_requests, read_requests
 from model.job import run_job
 from model.settings import JobSettings
+from model.grid import BUILT_IN
 
 pytestmark = pytest.mark.slow   # trains a model once for the module
 
@@ -36,8 +37,8 @@ def held_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("generation")
     model, hardware, tp = JOB
     train_rates = tuple(r for r in POISSON_RATES if r != HELD_OUT_RATE)
-    train_file = write_demo_files(root / "train", seed=0, models=[model], hardware=[hardware], rates=train_rates)[0]
-    test_file = write_demo_files(root / "test", seed=0, models=[model], hardware=[hardware],
+    train_file = write_demo_files(BUILT_IN, root / "train", seed=0, models=[model], hardware=[hardware], rates=train_rates)[0]
+    test_file = write_demo_files(BUILT_IN, root / "test", seed=0, models=[model], hardware=[hardware],
                                  rates=(HELD_OUT_RATE,))[0]
     settings = JobSettings(data_file=str(train_file), model=model, hardware=hardware, tp=tp, lr=3e-3,
                            num_epochs=40, output_dir=str(root / "results"), use_wandb=False, progress=False)

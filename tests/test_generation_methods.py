@@ -14,6 +14,7 @@ from model.errors import InputError
 from model.generation import methods
 from model.generation.evaluate import score_methods, standard_methods
 from model.sites.site import baseline_watts
+from model.grid import BUILT_IN
 
 HEADER = "method,ks,acf_r2,nrmse,p95_error_pct,p99_error_pct,energy_error_pct\n"
 JOBS = ("llama-3-8b_a100_tp1", "llama-3-8b_h100_tp2")
@@ -55,7 +56,7 @@ def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_pat
     assert baseline_watts(ckpt, 100.0) == {"tdp": 900.0, "mean": 400.0, "double_mean": 700.0}
 
     write_generation(tmp_path / "metrics", ["ours", "tdp", "double_mean"])
-    aggregate_generation(tmp_path / "metrics", tmp_path, echo=lambda *_: None)
+    aggregate_generation(BUILT_IN, tmp_path / "metrics", tmp_path, echo=lambda *_: None)
     stats = pd.read_csv(tmp_path / "generation_statistics.csv")
     assert list(stats["method"]) == ["ours", "tdp", "double_mean"]
     assert stats.set_index("method").loc["double_mean", "n_configs"] == 2
@@ -65,7 +66,7 @@ def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_pat
 def test_an_unregistered_method_in_a_generation_file_is_an_input_error(tmp_path):
     write_generation(tmp_path / "metrics", ["ours", "double_mean"])
     with pytest.raises(InputError, match="llama-3-8b_a100_tp1_generation.csv: unknown generation method 'double_mean'"):
-        aggregate_generation(tmp_path / "metrics", tmp_path, echo=lambda *_: None)
+        aggregate_generation(BUILT_IN, tmp_path / "metrics", tmp_path, echo=lambda *_: None)
     assert not (tmp_path / "generation_statistics.csv").exists()
 
 

@@ -1,6 +1,7 @@
 """A grid of one's own (--grid FILE): read, checked, and used by every command."""
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import shutil
 
@@ -12,21 +13,36 @@ from model import grid as grid_module
 from model.errors import InputError
 
 
-@pytest.fixture
-def restore_grid():
-    yield
-    grid_module.use_grid(None)
-
-
-def test_the_example_grid_file_is_read_and_replaces_the_built_in_one(restore_grid):
-    grid_module.use_grid(ROOT / "docs" / "grid.example.toml")
-    cells = grid_module.grid()
-    assert len(cells) == 12 and grid_module.HARDWARE == ["h100", "h200"]
-    assert grid_module.GPU_TDP_W["h200"] == 700.0
-    assert grid_module.MODELS_BY_KEY["qwen-2.5-32b"].display_name == "Qwen-2.5 (32B)"
+def test_the_example_grid_file_is_read_and_the_built_in_grid_is_untouched():
+    example = grid_module.load_grid(ROOT / "docs" / "grid.example.toml")
+    cells = example.cells()
+    assert len(cells) == 12 and example.hardware == ["h100", "h200"]
+    assert example.gpu_tdp_w["h200"] == 700.0
+    assert example.models_by_key["qwen-2.5-32b"].display_name == "Qwen-2.5 (32B)"
     assert [c.tp for c in cells if c.model == "qwen-2.5-32b" and c.hardware == "h200"] == [2, 4]
-    grid_module.use_grid(None)
-    assert len(grid_module.grid()) == 16 and "a100" in grid_module.HARDWARE
+    assert example.argv() == ["--grid", str((ROOT / "docs" / "grid.example.toml").resolve())]
+    # a grid is a value: reading another leaves the built-in one as it was
+    assert len(grid_module.BUILT_IN.cells()) == 16 and "a100" in grid_module.BUILT_IN.hardware
+    assert grid_module.load_grid(None) is grid_module.BUILT_IN and grid_module.BUILT_IN.argv() == []
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        example.models = ()
+
+
+@pytest.mark.parametrize("argv,expected", [([], None), (["--grid", "G"], "G"), (["--grid=G"], "G"),
+                                           (["--model", "x", "--grid", "G", "--help"], "G")])
+def test_a_command_line_names_its_grid_in_either_spelling(tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "docs" / "grid.example.toml", tmp_path / "G")
+    found = grid_module.grid_of_argv(argv)
+    assert found.file == (str((tmp_path / expected).resolve()) if expected else None)
+
+
+def test_a_changed_grid_file_is_read_again(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=100\n")
+    assert grid_module.load_grid(path).gpu_tdp_w == {"x": 100.0}
+    path.write_text("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=100\ny=200\n")
+    assert grid_module.load_grid(path).gpu_tdp_w == {"x": 100.0, "y": 200.0}
 
 
 @pytest.mark.parametrize("text,problem", [
@@ -37,7 +53,7 @@ def test_the_example_grid_file_is_read_and_replaces_the_built_in_one(restore_gri
     ("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=-5\n", "positive TDP"),
     ("[[models]\n", "not a readable grid file"),
 ])
-def test_a_bad_grid_file_is_one_line_naming_the_problem(tmp_path, text, problem, restore_grid):
+def test_a_bad_grid_file_is_one_line_naming_the_problem(tmp_path, text, problem):
     path = tmp_path / "grid.toml"
     path.write_text(text)
     with pytest.raises(InputError, match=problem.replace("[", r"\[")):
@@ -84,45 +100,31 @@ def _grid_json(hardware: str = '{"x": 400}', label: str = '"A"') -> str:
     (_grid_json('{"x": 400, "x": 700}'), "'x' appears twice"),
     ('{"models": [], "models": [{"key": "a", "tp": [1], "label": "A"}], "hardware": {"x": 1}}', "appears twice"),
 ])
-def test_a_grid_json_that_is_not_an_object_has_a_nan_tdp_or_a_key_twice_is_refused(tmp_path, text, problem,
-                                                                                 restore_grid):
+def test_a_grid_json_that_is_not_an_object_has_a_nan_tdp_or_a_key_twice_is_refused(tmp_path, text, problem):
     path = tmp_path / "grid.json"
     path.write_text(text)
     with pytest.raises(InputError, match=problem):
         grid_module.read_grid_file(path)
 
 
-def test_a_nan_tdp_in_a_toml_grid_is_refused(tmp_path, restore_grid):
+def test_a_nan_tdp_in_a_toml_grid_is_refused(tmp_path):
     path = tmp_path / "grid.toml"
     path.write_text("[[models]]\nkey='a'\ntp=[1]\nlabel='A'\n[hardware]\nx=nan\n")
     with pytest.raises(InputError, match="positive TDP"):
         grid_module.read_grid_file(path)
 
 
-def test_grid_labels_are_text_in_latex_never_commands(tmp_path, restore_grid):
+def test_grid_labels_are_text_in_latex_never_commands(tmp_path):
     path = tmp_path / "grid.json"
     path.write_text(_grid_json(label=r'"\\input /etc/hostname ~ x^2 \\\\ 50% & $"'))
-    [spec], _ = grid_module.read_grid_file(path)
+    [spec] = grid_module.read_grid_file(path).models
     inner = spec.table_label
     assert r"\input" not in inner.replace(r"\textbackslash{}input", "")
     assert r"\textbackslash{}input /etc/hostname \textasciitilde{} x\textasciicircum{}2" in inner
     assert r"50\% \& \$" in inner
 
 
-@pytest.mark.slow
-def test_a_bad_grid_file_through_the_environment_is_one_line_exit_2(tmp_path):
-    import os
-    import subprocess
-    import sys
-    path = tmp_path / "grid.json"
-    path.write_text("[1, 2]")
-    proc = subprocess.run([sys.executable, "-c", "import model.grid"], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, POWERTRACE_GRID=str(path)), timeout=120)
-    assert proc.returncode == 2 and "POWERTRACE_GRID" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-
-
-def test_a_fifo_as_grid_file_is_refused_without_blocking(tmp_path, restore_grid):
+def test_a_fifo_as_grid_file_is_refused_without_blocking(tmp_path):
     from conftest import fails_instead_of_hanging, fifo
     pipe = fifo(tmp_path / "grid.toml")
     with fails_instead_of_hanging(), pytest.raises(InputError, match="named pipe"):

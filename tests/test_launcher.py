@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, files_under, run_cli, run_main, wait_until
 from model import config
 from model.errors import InputError
-from model.grid import grid
+from model.grid import BUILT_IN
 
 
 
@@ -27,7 +27,7 @@ def test_dry_run_lists_16_commands_and_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
     assert len(commands) == 16
-    for cmd, cfg in zip(commands, grid()):
+    for cmd, cfg in zip(commands, BUILT_IN.cells()):
         assert cmd[:3] == [sys.executable, "-m", "model.train_entry"]
         flags = dict(zip(cmd[3::2], cmd[4::2]))
         assert flags["--data_file"] == str(tmp_path / "data" / cfg.data_file_name)
@@ -200,10 +200,10 @@ def test_second_signal_ends_the_grid_with_a_final_summary(demo_dir, tmp_path, si
 
 
 def test_skip_existing_plans_around_an_unreadable_data_file(tmp_path):
-    from model.grid import grid
+    from model.grid import BUILT_IN
     from model.launcher import LaunchSettings, plan_grid
     data, out = tmp_path / "data", tmp_path / "out"
-    cells = grid(["llama-3-8b"], ["a100"])
+    cells = BUILT_IN.cells(["llama-3-8b"], ["a100"])
     cells[0].data_file(data).mkdir(parents=True)       # exists, but cannot be read as a file
     config.metrics_path(out, cells[0].job_name).parent.mkdir(parents=True)
     config.metrics_path(out, cells[0].job_name).write_text("metric,value\n")

@@ -26,6 +26,7 @@ from model.plots import (OVERVIEW_METRICS, STYLE, acf_figure, confusion_counts, 
                          shown_trace, state_boundaries, trace_figure, trace_title, watts_figure,
                          write_plots)
 from model.validation_series import read_validation_series
+from model.grid import BUILT_IN
 
 pytestmark = pytest.mark.slow   # every test here starts a process or trains
 
@@ -113,8 +114,8 @@ def test_plotted_series_are_the_saved_ones(results):
     assert np.corrcoef(acf_ax.lines[0].get_ydata(), acf_ax.lines[1].get_ydata())[0, 1] ** 2 == pytest.approx(
         metrics.autocorr_r2([shown["real_watts"]], [shown["synthetic_watts"]]))
 
-    losses = read_losses(out / "metrics")
-    loss_axes = loss_curves_figure(losses, read_val_losses(out / "metrics")).axes
+    losses = read_losses(BUILT_IN, out / "metrics")
+    loss_axes = loss_curves_figure(BUILT_IN, losses, read_val_losses(BUILT_IN, out / "metrics")).axes
     assert len(loss_axes) == 2                      # one panel per model present
     assert loss_axes[0].get_shared_y_axes().joined(loss_axes[0], loss_axes[1])
     plotted = {line.get_label(): line for line in loss_axes[0].lines}
@@ -127,7 +128,7 @@ def test_plotted_series_are_the_saved_ones(results):
     assert plotted["_A100 TP1 validation"].get_color() == plotted["A100 TP1"].get_color()
 
     jobs = {"llama-3-8b": [read_validation_series(config.synthetic_path(out, j)) for j in job_names()[:2]]}
-    rel_ax, count_ax = reliability_figure(pooled_by_model(jobs)).axes
+    rel_ax, count_ax = reliability_figure(BUILT_IN, pooled_by_model(jobs)).axes
     probabilities = np.concatenate([load_arrays(config.synthetic_path(out, j))["probabilities"] for j in job_names()[:2]])
     labels = np.concatenate([load_arrays(config.synthetic_path(out, j))["true_states"] for j in job_names()[:2]])
     counts, accuracy, _ = metrics.reliability_bins(probabilities, labels)
@@ -160,17 +161,17 @@ def test_no_text_overlaps_and_legends_stay_off_the_data(results):
     out, _ = results
     traces = {j: read_validation_series(config.synthetic_path(out, j)) for j in job_names()}
     shown = shown_trace(traces[job_names()[0]])
-    title = trace_title(*JOBS[0], traces[job_names()[0]], shown)
+    title = trace_title(BUILT_IN, *JOBS[0], traces[job_names()[0]], shown)
     with matplotlib.rc_context(STYLE):
         figures = {
-            "loss_curves": loss_curves_figure(read_losses(out / "metrics")),
-            "reliability": reliability_figure(pooled_by_model(
+            "loss_curves": loss_curves_figure(BUILT_IN, read_losses(BUILT_IN, out / "metrics")),
+            "reliability": reliability_figure(BUILT_IN, pooled_by_model(
                 {"llama-3-8b": [traces[j] for j in job_names()[:2]], "deepseek-r1-distill-70b": [traces[job_names()[2]]]})),
             "trace": trace_figure(shown_trace(traces[job_names()[0]]), title),
             "acf": acf_figure(shown_trace(traces[job_names()[0]]), title),
             "watts": watts_figure(traces[job_names()[2]], "DeepSeek-Distill (70B), H100 TP4"),
             "confusion": confusion_figure(traces[job_names()[2]], "DeepSeek-Distill (70B), H100 TP4"),
-            "overview": overview_figure(read_job_metrics(out / "metrics")),
+            "overview": overview_figure(BUILT_IN, read_job_metrics(BUILT_IN, out / "metrics")),
         }
     for name, fig in figures.items():
         canvas = FigureCanvasAgg(fig)
@@ -228,7 +229,7 @@ def test_validation_loss_is_saved_every_10_epochs_and_after_the_last(results):
         # after the last epoch the model is the one scored: its loss is the metrics file's
         scored = read_metrics_file(config.metrics_path(out, job))
         assert saved["val_loss"].iloc[-1] == pytest.approx(scored["final_val_loss"], rel=1e-4)
-    assert list(read_val_losses(out / "metrics")["job"].unique()) == job_names()       # in grid order
+    assert list(read_val_losses(BUILT_IN, out / "metrics")["job"].unique()) == job_names()       # in grid order
 
 
 def test_sampled_states_are_the_ones_the_synthetic_watts_were_drawn_from(results):
@@ -264,7 +265,7 @@ def test_old_series_files_without_sampled_states_or_centroids_still_load_and_plo
     assert not {"sampled_states", "state_centroids"} & set(traces[0])
     _, states_ax = trace_figure(shown_trace(traces), "t").axes
     assert len(states_ax.lines) == 2                 # true and predicted, no sampled line
-    written = {p.name for p in write_plots(tmp_path, echo=lambda _: None)}
+    written = {p.name for p in write_plots(BUILT_IN, tmp_path, echo=lambda _: None)}
     assert f"{job}_trace.png" in written and f"{job}_confusion.png" in written
     assert f"{job}_watts.png" not in written         # no centroids, no boundaries to draw
 
@@ -306,9 +307,9 @@ def test_watts_histogram_boundaries_are_midpoints_of_the_centroids(results):
 
 def test_overview_has_one_point_per_configuration_found(results, tmp_path):
     out, _ = results
-    found = read_job_metrics(out / "metrics")
+    found = read_job_metrics(BUILT_IN, out / "metrics")
     assert list(found["job"]) == [j for j in job_names() if j in set(found["job"])] and len(found) == len(JOBS)
-    axes = overview_figure(found).axes
+    axes = overview_figure(BUILT_IN, found).axes
     assert [ax.get_ylabel() for ax in axes] == [label for _, label in OVERVIEW_METRICS]
     for ax, (metric, _) in zip(axes, OVERVIEW_METRICS):
         points = [line for line in ax.lines if not line.get_label().startswith("_")]
@@ -320,5 +321,5 @@ def test_overview_has_one_point_per_configuration_found(results, tmp_path):
     (tmp_path / "metrics").mkdir()
     for job in job_names()[1:]:
         (tmp_path / "metrics" / config.metrics_path(out, job).name).write_bytes(config.metrics_path(out, job).read_bytes())
-    fewer = overview_figure(read_job_metrics(tmp_path / "metrics")).axes[0]
+    fewer = overview_figure(BUILT_IN, read_job_metrics(BUILT_IN, tmp_path / "metrics")).axes[0]
     assert sum(len(line.get_ydata()) for line in fewer.lines if not line.get_label().startswith("_")) == 2

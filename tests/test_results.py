@@ -7,6 +7,7 @@ from model import config
 from model.aggregate import collect, collect_generation
 from model.plots import read_job_metrics, read_losses, read_val_losses
 from model.results import read_results
+from model.grid import BUILT_IN
 
 FINISHED, DIVERGED_BEFORE, NAN_LOSS, UNFINISHED = ("llama-3-8b_a100_tp1", "llama-3-8b_a100_tp2",
                                                    "llama-3-8b_h100_tp1", "llama-3-8b_h100_tp2")
@@ -31,12 +32,12 @@ def results_folder(root):
 
 def test_tables_and_figures_read_the_same_jobs_from_a_results_folder(tmp_path):
     metrics = results_folder(tmp_path)
-    assert read_results(metrics).jobs == [FINISHED]
-    assert list(collect(metrics)[0]["job"]) == [FINISHED]
-    assert list(collect_generation(metrics)["job"]) == [FINISHED]
-    assert list(read_job_metrics(metrics)["job"]) == [FINISHED]
-    assert set(read_losses(metrics)["job"]) == {FINISHED} and set(read_val_losses(metrics)["job"]) == {FINISHED}
+    assert read_results(BUILT_IN, metrics).jobs == [FINISHED]
+    assert list(collect(BUILT_IN, metrics)[0]["job"]) == [FINISHED]
+    assert list(collect_generation(BUILT_IN, metrics)["job"]) == [FINISHED]
+    assert list(read_job_metrics(BUILT_IN, metrics)["job"]) == [FINISHED]
+    assert set(read_losses(BUILT_IN, metrics)["job"]) == {FINISHED} and set(read_val_losses(BUILT_IN, metrics)["job"]) == {FINISHED}
 
 
 def test_a_missing_metrics_folder_holds_no_jobs(tmp_path):
-    assert read_results(tmp_path / "absent").jobs == []
+    assert read_results(BUILT_IN, tmp_path / "absent").jobs == []

@@ -11,6 +11,7 @@ from model.demo_data import write_demo_files
 from model.generation.serving import (FIDELITY_KEYS, SERVING_SERIES, ServingModel, _stream, fit_no_queue_decode_s,
                                       fit_serving_model, measured_series, no_queue_series, prefill_counting_of,
                                       series_fidelity, serving_fidelity, simulate_trace, trace_requests)
+from model.grid import BUILT_IN
 
 BIN_S = 0.25
 
@@ -194,7 +195,7 @@ def test_a_day_at_four_requests_per_second_fills_every_bin():
 def demo_fit(tmp_path_factory):
     """One TP of the 70B A100 demo file: trained on every trace but the highest-rate ones."""
     out = tmp_path_factory.mktemp("serving_demo")
-    path = write_demo_files(out, seed=0, scale="demo", models=["llama-3-70b"], hardware=["a100"])[0]
+    path = write_demo_files(BUILT_IN, out, seed=0, scale="demo", models=["llama-3-70b"], hardware=["a100"])[0]
     with np.load(path, allow_pickle=False) as npz:
         rates = npz["poisson_rate"]
     data = load_power_file(path)

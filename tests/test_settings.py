@@ -5,9 +5,10 @@ import dataclasses
 
 import pytest
 
+from conftest import ROOT
 from model.errors import ArgumentParser, InputError
 from model.launcher import LaunchSettings, job_settings, train_command
-from model.grid import grid
+from model.grid import BUILT_IN
 from model.settings import RESULT_KEYS, JobSettings, add_job_flags, fingerprint, job_argv, settings_from_args
 
 
@@ -15,7 +16,8 @@ def non_default(f: dataclasses.Field):
     """A valid value of a field that differs from its default."""
     special = {"data_file": "x.npz", "model": "llama-3-70b", "hardware": "h100", "tp": 8,
                "gru_impl": "torch", "device": "cpu", "weights_path": "w/{job}.pt", "dropout": 0.35,
-               "val_split": 0.3, "lr": 0.00123, "val_traces": "1,3"}
+               "val_split": 0.3, "lr": 0.00123, "val_traces": "1,3",
+               "grid_file": str(ROOT / "docs" / "grid.example.toml")}
     if f.name in special:
         return special[f.name]
     if f.type == "bool":
@@ -67,7 +69,7 @@ def test_the_launcher_passes_its_flags_through_to_every_job():
                            **{name: non_default(f) for f in dataclasses.fields(JobSettings)
                               if (name := f.name) in grid_fields})
     launch = LaunchSettings(data_dir="/data", output_dir="/out", job=template)
-    cell = grid(["llama-3-70b"], ["h100"])[0]
+    cell = BUILT_IN.cells(["llama-3-70b"], ["h100"])[0]
     cmd = train_command(cell, launch)
     parsed = settings_from_args(parser_for().parse_args(cmd[3:]))
     assert parsed == job_settings(cell, launch)
@@ -107,7 +109,7 @@ def test_val_traces_that_are_not_row_numbers_name_the_flag(value):
 def test_data_file_spelling_of_a_model_is_the_same_model():
     settings = JobSettings(data_file="x.npz", model="deepseek-r1-8b", hardware="a100", tp=1)
     assert settings.model == "deepseek-r1-distill-8b"
-    assert [c.model for c in grid(["deepseek-r1-70b"])][0] == "deepseek-r1-distill-70b"
+    assert [c.model for c in BUILT_IN.cells(["deepseek-r1-70b"])][0] == "deepseek-r1-distill-70b"
 
 
 @pytest.mark.parametrize("field,value,message", [
