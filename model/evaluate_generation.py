@@ -20,7 +20,7 @@ from pathlib import Path
 from model import config
 from model.command_settings import EvaluateGenerationSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, run_cli
-from model.outputs import atomic_path, file_sha256, refuse_clashes
+from model.outputs import atomic_path, refuse_clashes
 
 
 def parse_args(argv=None) -> EvaluateGenerationSettings:
@@ -63,25 +63,20 @@ def main() -> int:
     data = load_power_file(args.data_file)
     traces = data.traces_for_tp(tp, min_traces=1)
     check_bin_width(args.data_file, traces, float(ckpt.configuration["bin_s"]))
-    if ckpt.train_trace_sha256:
-        # by content: the training file saved again, or its traces copied into another, are
-        # still not held out
-        trained = set(ckpt.train_trace_sha256)
-        kept = [t for t in traces if trace_sha256(t) not in trained]
-        if len(kept) < len(traces):
-            print(f"note: {len(traces) - len(kept)} TP {tp} trace(s) of {args.data_file} trained the "
-                  f"checkpoint (same content); these training traces are left out, {len(kept)} held-out "
-                  "trace(s) scored", file=sys.stderr)
-        if not kept:
-            raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
-        traces = kept
-    elif ckpt.fingerprint.get("data_sha256") == file_sha256(args.data_file) and tp == ckpt.configuration["tp"]:
-        seen = set(ckpt.train_trace_indices)
-        traces = [t for t in traces if t.index not in seen]
-        print(f"note: {args.data_file} is the checkpoint's training file; its {len(seen)} training "
-              f"traces are left out, {len(traces)} held-out trace(s) scored", file=sys.stderr)
-        if not traces:
-            raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
+    if not ckpt.train_trace_sha256:
+        raise InputError(f"{args.checkpoint}: records no training traces, so held-out traces cannot be told "
+                         "apart; retrain the job")
+    # by content: the training file saved again, or its traces copied into another, are still
+    # not held out
+    trained = set(ckpt.train_trace_sha256)
+    kept = [t for t in traces if trace_sha256(t) not in trained]
+    if len(kept) < len(traces):
+        print(f"note: {len(traces) - len(kept)} TP {tp} trace(s) of {args.data_file} trained the "
+              f"checkpoint (same content); these training traces are left out, {len(kept)} held-out "
+              "trace(s) scored", file=sys.stderr)
+    if not kept:
+        raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
+    traces = kept
     scores = score_generation(ckpt, traces, seeds=args.seeds, base_seed=args.seed, sampling=args.sampling)
     if args.out:
         out = Path(args.out)

@@ -192,11 +192,9 @@ def trace_figure(trace: dict[str, np.ndarray], title: str) -> Figure:
     states_ax.step(time, trace["true_states"], where="post", color=TRUE_COLOUR, label="true state")
     states_ax.step(time, trace["predicted_states"], where="post", color=PREDICTED_COLOUR,
                    label="predicted state", linestyle="--")
-    if "sampled_states" in trace:
-        # drawn independently per bin, so dots rather than a line, under the other two
-        states_ax.plot(time, trace["sampled_states"], linestyle="none", marker=".", markersize=1.5,
-                       color=SYNTHETIC_COLOUR, alpha=0.6, zorder=1,
-                       label="sampled state (synthetic line)")
+    # drawn independently per bin, so dots rather than a line, under the other two
+    states_ax.plot(time, trace["sampled_states"], linestyle="none", marker=".", markersize=1.5,
+                   color=SYNTHETIC_COLOUR, alpha=0.6, zorder=1, label="sampled state (synthetic line)")
     num_states = trace["probabilities"].shape[1]
     states_ax.set_yticks(range(num_states))
     states_ax.set_ylim(-0.5, num_states - 0.5)
@@ -444,9 +442,8 @@ def write_plots(grid: Grid, results_dir: Path | str, echo=print) -> list[Path]:
             title = trace_title(grid, cfg.model, cfg.hardware, cfg.tp, traces, shown)
             written += save_figure(trace_figure(shown, title), plots_dir, f"{job}_trace")
             written += save_figure(acf_figure(shown, title), plots_dir, f"{job}_acf")
-            if "state_centroids" in shown:   # files from before centroids were saved have none
-                written += save_figure(watts_figure(traces, job_title(grid, cfg.model, cfg.hardware, cfg.tp)),
-                                       plots_dir, f"{job}_watts")
+            written += save_figure(watts_figure(traces, job_title(grid, cfg.model, cfg.hardware, cfg.tp)),
+                                   plots_dir, f"{job}_watts")
             written += save_figure(confusion_figure(traces, job_title(grid, cfg.model, cfg.hardware, cfg.tp)),
                                    plots_dir, f"{job}_confusion")
             pooled.setdefault(cfg.model, []).append(traces)

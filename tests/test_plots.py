@@ -18,13 +18,13 @@ from model.checkpoint import load_checkpoint
 from model.classifiers import metrics
 from model.classifiers.synthetic import synthesize
 from model.data import load_power_file
+from model.errors import InputError
 from model.job import run_job
 from model.settings import JobSettings
 from model.plots import (OVERVIEW_METRICS, STYLE, acf_figure, confusion_counts, confusion_figure,
                          loss_curves_figure, overview_figure, pooled_by_model, read_job_metrics,
                          read_losses, read_val_losses, reliability_figure, row_normalised,
-                         shown_trace, state_boundaries, trace_figure, trace_title, watts_figure,
-                         write_plots)
+                         shown_trace, state_boundaries, trace_figure, trace_title, watts_figure)
 from model.validation_series import read_validation_series
 from model.grid import BUILT_IN
 
@@ -252,22 +252,20 @@ def test_sampled_states_are_the_ones_the_synthetic_watts_were_drawn_from(results
     assert not np.array_equal(states, saved["predicted_states"])
 
 
-def test_old_series_files_without_sampled_states_or_centroids_still_load_and_plot(results, tmp_path):
+@pytest.mark.parametrize("change", ["no version", "old version", "no centroids"])
+def test_a_series_file_of_another_version_is_refused_naming_it(results, tmp_path, change):
     out, _ = results
-    job = job_names()[0]
-    arrays = load_arrays(config.synthetic_path(out, job))
-    del arrays["sampled_states"], arrays["state_centroids"]
-    (tmp_path / "synthetic").mkdir()
-    np.savez(tmp_path / "synthetic" / f"{job}.npz", **arrays)
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / f"{job}_metrics.csv").write_bytes(config.metrics_path(out, job).read_bytes())
-    traces = read_validation_series(tmp_path / "synthetic" / f"{job}.npz")
-    assert not {"sampled_states", "state_centroids"} & set(traces[0])
-    _, states_ax = trace_figure(shown_trace(traces), "t").axes
-    assert len(states_ax.lines) == 2                 # true and predicted, no sampled line
-    written = {p.name for p in write_plots(BUILT_IN, tmp_path, echo=lambda _: None)}
-    assert f"{job}_trace.png" in written and f"{job}_confusion.png" in written
-    assert f"{job}_watts.png" not in written         # no centroids, no boundaries to draw
+    arrays = load_arrays(config.synthetic_path(out, job_names()[0]))
+    if change == "no version":
+        del arrays["series_version"]
+    elif change == "old version":
+        arrays["series_version"] = np.array(1)
+    else:
+        del arrays["state_centroids"]
+    path = tmp_path / "series.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match="rerun the job" if "version" in change else "'state_centroids' is missing"):
+        read_validation_series(path)
 
 
 def test_confusion_counts_sum_to_the_validation_bins(results):
