@@ -173,3 +173,14 @@ def test_a_data_file_mixing_prefix_cache_settings_is_refused(tmp_path):
     mixed = save_arrays(tmp_path / "mixed.npz", arrays)
     with pytest.raises(InputError, match="prefix cache on .traces .0.. and off .traces .1.."):
         load_power_file(mixed)
+
+
+def test_a_benchmark_json_with_one_mean_itl_per_request_reads_it_as_a_mean(tmp_path):
+    """The same rule in vllm_json.py: a number in `itls` was summed as if it were the whole decode."""
+    from model.measurements.vllm_json import read_benchmarks
+    result = {"date": "20300101-000010", "duration": 10.0, "completed": 2, "tensor_parallel_size": 1,
+              "request_rate": "inf", "input_lens": [100, 200], "output_lens": [51, 11], "ttfts": [0.1, 0.2],
+              "itls": [0.02, [0.03] * 10], "start_times": [0.0, 1.0]}
+    (tmp_path / "bench.json").write_text(json.dumps(result))
+    run, = read_benchmarks(tmp_path / "bench.json")
+    np.testing.assert_allclose(run.latencies, [0.1 + 0.02 * 50, 0.2 + 0.3])
