@@ -80,6 +80,9 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     if not pairs:
         raise InputError(f"{runs_dir}: no benchmark JSON overlaps a power CSV in time")
     refuse_mixed_prefix_caching(runs_dir, [run for run, _ in pairs])
+    if gpus is not None and any(run.gpus is not None for run, _ in pairs):
+        echo("note: --gpus applies to benchmark JSON runs; a native run folder's GPUs are the ones its "
+             "manifest.json lists in server.active_gpu_uuids")
 
     traces, records = [], []
     for row, (run, log) in enumerate(pairs):

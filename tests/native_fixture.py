@@ -46,6 +46,7 @@ class NativeRun:
     prefix_caching: bool = False
     max_num_seqs: int = 16
     engine: bool = True
+    power_basis: str = "local_wall_time"   # or "unix_epoch": power.csv stamped in UTC
 
     @property
     def ends(self) -> np.ndarray:
@@ -67,7 +68,7 @@ class NativeRun:
         return {
             "clock": {"engine_epoch_offset_s": 0.0, "engine_timestamp_basis": "unix_epoch",
                       "local_utc_offset_s": UTC_OFFSET_S, "power_epoch_offset_s": 0.0,
-                      "power_timestamp_basis": "local_wall_time", "reference_epoch_s": self.start_epoch,
+                      "power_timestamp_basis": self.power_basis, "reference_epoch_s": self.start_epoch,
                       "reference_local_iso8601": local.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+01:00",
                       "request_timestamp_basis": "unix_epoch"},
             "hardware": "A100", "manifest_version": 2, "model": "made/up-model",
@@ -95,7 +96,8 @@ class NativeRun:
     def power_csv(self) -> str:
         lines = [POWER_HEADER]
         for s in range(int((self.window_s + 2.0) / 0.25) + 1):
-            local = datetime.fromtimestamp(self.start_epoch - 1.0 + 0.25 * s + UTC_OFFSET_S, timezone.utc)
+            shift = UTC_OFFSET_S if self.power_basis == "local_wall_time" else 0.0
+            local = datetime.fromtimestamp(self.start_epoch - 1.0 + 0.25 * s + shift, timezone.utc)
             stamp = local.strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
             for g in range(self.log_gpus):
                 lines.append(f"{stamp},{g},{fixture_uuid(g)},{fixture_watts(s, g):.2f},1400,1500,50,20,70000,45")

@@ -59,14 +59,25 @@ def test_an_itls_entry_that_is_neither_a_number_nor_a_list_is_one_line_naming_th
     assert not out.exists()
 
 
-def test_the_run_is_placed_by_its_window_and_the_manifests_utc_offset(tmp_path):
-    NativeRun().write(tmp_path / "run")
+@pytest.mark.parametrize("power_basis", ["local_wall_time", "unix_epoch"])
+def test_the_run_is_placed_by_its_window_and_the_manifests_clocks(tmp_path, power_basis):
+    NativeRun(power_basis=power_basis, log_gpus=2, used=[1]).write(tmp_path / "run")
     out = tmp_path / "x.npz"
     assert prepare(tmp_path / "run", out).returncode == 0
     trace = load_power_file(out).traces[0]
     assert trace.timestamps[0] == pytest.approx(START_EPOCH + UTC_OFFSET_S)
     np.testing.assert_allclose(trace.request_times - trace.timestamps[0], NativeRun().arrivals, atol=1e-6)
     assert len(trace) == 40                                  # the 10 s window in 0.25 s bins
+    np.testing.assert_allclose(trace.power, [fixture_watts(4 + k, 1) for k in range(40)], atol=1e-6)
+
+
+def test_a_manifest_whose_utc_offset_disagrees_with_its_reference_time_is_refused(tmp_path):
+    folder = NativeRun().write(tmp_path / "run")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["clock"]["local_utc_offset_s"] = -7200.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = prepare(folder, tmp_path / "x.npz")
+    assert code == 2 and "local_utc_offset_s -7200" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_gpus_are_the_power_logs_rows_with_the_manifests_uuids(tmp_path):
