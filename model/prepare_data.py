@@ -59,7 +59,7 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     files = files_by_format(runs_dir)
     native_files = [p.parent / name for p in files[native_run] for name in native_run.RUN_FILES]
     refuse_clashes({"--out": out, "--out's sources file": sidecar_path(out)},
-                   {f"the raw file {p.name}": p for p in files[vllm_json] + files[nvidia_smi] + native_files
+                   {f"the raw file {p.relative_to(runs_dir)}": p for p in files[vllm_json] + files[nvidia_smi] + native_files
                     if not (overwrite and same_file(p, sidecar_path(out)))})   # our own, replaced
     refuse_native_folders_without_manifest(runs_dir, files)
     if not files[native_run] and (not files[vllm_json] or not files[nvidia_smi]):

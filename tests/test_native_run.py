@@ -195,3 +195,13 @@ def test_a_benchmark_json_with_one_mean_itl_per_request_reads_it_as_a_mean(tmp_p
     (tmp_path / "bench.json").write_text(json.dumps(result))
     run, = read_benchmarks(tmp_path / "bench.json")
     np.testing.assert_allclose(run.latencies, [0.1 + 0.02 * 50, 0.2 + 0.3])
+
+
+def test_out_onto_a_file_of_a_nested_run_folder_is_refused(tmp_path):
+    NativeRun().write(tmp_path / "runs" / "a")
+    NativeRun(start_epoch=START_EPOCH + 100).write(tmp_path / "runs" / "b")
+    target = tmp_path / "runs" / "a" / "power.csv"
+    before = target.read_bytes()
+    code, _, err = run_main("-m", "model.prepare_data", "--runs", str(tmp_path / "runs"), "--model", "llama-3-8b",
+                            "--hardware", "a100", "--out", str(target), "--overwrite")
+    assert code == 2 and "is also the raw file a/power.csv" in err and target.read_bytes() == before, err
