@@ -68,7 +68,7 @@ class BenchmarkRun:
     # server's settings and vLLM's engine counters; a benchmark JSON has none of these
     power_log: Path | None = None            # the log to pair with, instead of pairing by time
     gpus: list[int] | None = None            # the log's GPU indices the run used
-    server: dict = field(default_factory=dict)   # SERVER_SETTINGS keys that the run records
+    server: dict = field(default_factory=dict)   # model/data.py SERVER_KEYS that the run records
     engine: "EngineCounters | None" = None
 
     @property
@@ -85,12 +85,6 @@ class EngineCounters:
     waiting: np.ndarray          # (S,) requests waiting
     prompt_tokens: np.ndarray    # (S,) cumulative prompt tokens counted by the engine
     generation_tokens: np.ndarray  # (S,) cumulative generated tokens
-
-
-# What a run may record of the server that served it, and the data file's optional per-trace
-# array for each (model/data.py SERVER_KEYS holds the arrays' "unknown" values).
-SERVER_SETTINGS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "prefix_caching",
-                   "vllm_version")
 
 
 def decode_seconds(itl, output_tokens: int, label: str) -> float:
