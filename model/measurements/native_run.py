@@ -161,7 +161,7 @@ def _gpus(manifest: dict, path: Path, log: PowerLog, tp: int) -> list[int]:
 
 
 def server_settings(manifest: dict, path: Path) -> dict:
-    """What the manifest records of the server (common.SERVER_SETTINGS keys it has)."""
+    """What the manifest records of the server (the model/data.py SERVER_KEYS it has)."""
     found = {"max_num_seqs": _field(manifest, "server.max_num_seqs", path, None),
              "max_num_batched_tokens": _field(manifest, "server.max_num_batched_tokens", path, None),
              "chunked_prefill": _field(manifest, "server.enable_chunked_prefill", path, None),
