@@ -31,11 +31,12 @@ from model.states import PowerStates
 FORMAT = "powertrace-classifier"
 # 3: configuration records the GPU nameplate watts; 4: states record each state's lowest and
 # highest training watts, which bound generation (an older checkpoint is refused: its draws
-# would have no bounds), and training_watts how far the training watts go past nameplate
-VERSION = 4
+# would have no bounds), and training_watts how far the training watts go past nameplate;
+# 5: `server` records the training runs' server settings and where the batch cap comes from
+VERSION = 5
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
-            "configuration", "training_watts", "token_pool", "serving_model")
+            "configuration", "training_watts", "token_pool", "serving_model", "server")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Checkpoint:
     input_tokens: np.ndarray      # (R,) the training requests' prompt lengths ...
     output_tokens: np.ndarray     # (R,) ... and completion lengths, pairwise
     serving_model: dict           # ServingModel.to_dict()
+    server: dict = field(default_factory=lambda: {"settings": {}, "batch_cap": {}})   # serving.server_record
     settings: dict = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -80,7 +82,7 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "configuration": dict(ckpt.configuration), "training_watts": dict(ckpt.training_watts),
         "token_pool": {"input_tokens": torch.as_tensor(np.asarray(ckpt.input_tokens, dtype=np.int64)),
                        "output_tokens": torch.as_tensor(np.asarray(ckpt.output_tokens, dtype=np.int64))},
-        "serving_model": dict(ckpt.serving_model), "settings": dict(ckpt.settings),
+        "serving_model": dict(ckpt.serving_model), "server": dict(ckpt.server), "settings": dict(ckpt.settings),
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
@@ -183,9 +185,12 @@ def _checked(record: dict) -> Checkpoint:
     from model.generation.serving import ServingModel     # lazily: it needs scipy
     from model.grid import is_job_name
     for key in ("model_args", "model_state", "feature_norm", "states", "configuration", "training_watts",
-                "token_pool", "serving_model"):
+                "token_pool", "serving_model", "server"):
         if not isinstance(record[key], dict):
             raise _Unusable(f"{key} is a {type(record[key]).__name__}, not a dict")
+    for key in ("settings", "batch_cap"):
+        if not isinstance(record["server"].get(key), dict):
+            raise _Unusable(f"server {key} is not a dict")
     configuration = dict(record["configuration"])
     if not is_job_name(configuration.get("job_name")):
         raise _Unusable(f"configuration job_name {configuration.get('job_name')!r} is not a job name "
@@ -242,6 +247,7 @@ def _checked(record: dict) -> Checkpoint:
         model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
         state_means=means, state_stds=stds, state_lows=lows, state_highs=highs, configuration=configuration, training_watts=training_watts,
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
+        server=dict(record["server"]),
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
         val_trace_indices=list(extras["val_trace_indices"]),

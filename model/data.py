@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,12 @@ REQUIRED_KEYS = BIN_KEYS + REQUEST_KEYS + ("tensor_parallelism",)
 # plausible watts of one trace (a server's TP GPUs summed): beyond them the numbers are not
 # watts, and the statistics would overflow or underflow into NaN metrics
 MAX_TRACE_W, MIN_PEAK_W = 1e6, 1e-3
-OPTIONAL_KEYS = ("trace_lengths", "simulated")
+# Optional (N,) arrays of what each run's server was set to, as prepare_data reads it from a
+# native run folder's manifest (docs/design.md, "Data files"), each with the value that means
+# "not recorded": whole numbers, -1/0/1 for a switch, text for the vLLM version.
+SERVER_KEYS = {"max_num_seqs": 0, "max_num_batched_tokens": 0, "chunked_prefill": -1, "prefix_caching": -1,
+               "vllm_version": ""}
+OPTIONAL_KEYS = ("trace_lengths", "simulated", *SERVER_KEYS)
 
 
 class DataError(InputError):
@@ -64,6 +69,7 @@ class Trace:
     tp: int
     workload: Workload
     power: np.ndarray            # (L,) watts summed over the TP GPUs
+    server: dict = field(default_factory=dict)   # the SERVER_KEYS the file records for this run
 
     def __len__(self) -> int:
         return len(self.power)
@@ -208,6 +214,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_numeric(path: Path, key: str, array: np.ndarray) -> None:
+    if key == "vllm_version":
+        if array.dtype.kind != "U":
+            raise DataError(path, f"key {key!r} has dtype {array.dtype}, expected text")
+        return
     if array.dtype.kind not in "biuf":
         raise DataError(path, f"key {key!r} has dtype {array.dtype}, expected numbers")
 
@@ -238,7 +248,38 @@ def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray | Non
             raise DataError(path, f"'trace_lengths' has shape {lengths.shape}, expected ({n},)")
         if np.any(lengths < 1) or np.any(lengths > bin_shape[1]) or np.any(lengths != np.round(lengths)):
             raise DataError(path, f"'trace_lengths' must be integers in 1..{bin_shape[1]}")
+    for key, unknown in SERVER_KEYS.items():
+        if key in arrays:
+            values = arrays[key]
+            if values.shape != (n,):
+                raise DataError(path, f"{key!r} has shape {values.shape}, expected ({n},)")
+            if key != "vllm_version" and (not np.all(np.isfinite(values)) or np.any(values != np.round(values))
+                                          or np.any(values < unknown) or (unknown < 0 and np.any(values > 1))):
+                allowed = "-1 (not recorded), 0 or 1" if unknown < 0 else "whole numbers, 0 when not recorded"
+                raise DataError(path, f"{key!r} must hold {allowed}")
+    _check_one_prefix_caching(path, arrays.get("prefix_caching"))
     return lengths
+
+
+def _check_one_prefix_caching(path: Path, prefix_caching: np.ndarray | None) -> None:
+    """Cache-on and cache-off runs are two configurations (docs/design.md, "Raw data"): the same
+    requests drew half the energy with vLLM's prefix cache on, with identical features."""
+    if prefix_caching is not None and {0, 1} <= set(np.asarray(prefix_caching).astype(int).tolist()):
+        on = np.flatnonzero(prefix_caching == 1).tolist()
+        off = np.flatnonzero(prefix_caching == 0).tolist()
+        raise DataError(path, f"mixes runs with vLLM's prefix cache on (traces {on}) and off (traces {off}); "
+                              "they are two configurations: put them in separate data files")
+
+
+def server_of(arrays: dict[str, np.ndarray], i: int) -> dict:
+    """Trace i's recorded server settings (SERVER_KEYS present and not "not recorded")."""
+    found = {}
+    for key, unknown in SERVER_KEYS.items():
+        if key in arrays and arrays[key][i] != unknown:
+            value = arrays[key][i]
+            found[key] = str(value) if key == "vllm_version" else (
+                bool(value) if unknown < 0 else int(value))
+    return found
 
 
 def _trace_length(path: Path, arrays: dict[str, np.ndarray], i: int, lengths: np.ndarray | None,
@@ -333,7 +374,8 @@ def load_power_file(path: Path | str) -> PowerData:
             input_tokens=arrays["input_tokens"][i][request_mask].astype(np.float64),
             output_tokens=arrays["output_tokens"][i][request_mask].astype(np.float64))
         traces.append(Trace(index=i, tp=int(tp[i]), workload=workload,
-                            power=arrays["power_traces"][i, :length].astype(np.float64)))
+                            power=arrays["power_traces"][i, :length].astype(np.float64),
+                            server=server_of(arrays, i)))
     for note in notes:
         print(f"note: {path}: {note}", file=sys.stderr)
     return PowerData(path=path, traces=traces, simulated="simulated" in arrays)
@@ -364,6 +406,18 @@ def pad_runs(runs: list[dict[str, np.ndarray]], pad_timestamps: str = "zeros") -
                 if key == "timestamps" and pad_timestamps == "ramp" and len(values) < width:
                     arrays[key][row, len(values):] = np.linspace(values[-1] / 2, 0.0, width - len(values))
     arrays["trace_lengths"] = np.array([len(run["timestamps"]) for run in runs], dtype=np.int64)
+    return arrays
+
+
+def server_arrays(settings: list[dict]) -> dict[str, np.ndarray]:
+    """The SERVER_KEYS arrays for runs' recorded settings (one dict each, as Trace.server), only
+    the keys some run records; the others' entries hold the "not recorded" value."""
+    arrays = {}
+    for key, unknown in SERVER_KEYS.items():
+        if any(key in s for s in settings):
+            values = [s.get(key, unknown) for s in settings]
+            arrays[key] = (np.array([str(v) for v in values]) if key == "vllm_version"
+                           else np.array([int(v) for v in values], dtype=np.int64))
     return arrays
 
 

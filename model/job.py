@@ -32,7 +32,7 @@ from model.data import DataError, PowerData, Trace, load_power_file, trace_sha25
 from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
-from model.generation.serving import fit_serving_model, serving_fidelity
+from model.generation.serving import fit_serving_model, server_record, serving_fidelity
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.settings import JobSettings, fingerprint
@@ -357,6 +357,9 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         laps.mark("serving fit")
         checkpoint = make_checkpoint(settings, model, prepared, serving.to_dict(), run_config,
                                      run_fingerprint, evaluation.values, bin_s)
+        checkpoint.server = server_record(prepared.train, serving)     # settings and the batch cap's evidence
+        print(f"serving model batch cap: {serving.max_batch or 'none'} "
+              f"({checkpoint.server['batch_cap']['source']})", flush=True)
         generation = score_generation(checkpoint, prepared.val, seeds=config.GENERATION_SEEDS,
                                       base_seed=settings.seed)
         laps.mark("generation")
@@ -364,6 +367,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         record = provenance(run_fingerprint, config.recorded_path(settings.data_file), data.simulated,
                             started, now())
         record["training_nameplate"] = checkpoint.training_watts["nameplate"]
+        record["server"] = checkpoint.server
         save(paths, settings, checkpoint, prepared, evaluation, fit_result, generation.summary_rows(), record)
         paths["state"].unlink(missing_ok=True)
         paths["state"].with_name(paths["state"].name + DISCARDED_SUFFIX).unlink(missing_ok=True)

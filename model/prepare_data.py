@@ -22,11 +22,11 @@ import numpy as np
 
 from model import config
 from model.settings import check_seed
-from model.data import DataError, load_power_file, pad_runs
+from model.data import DataError, load_power_file, pad_runs, server_arrays
 from model.errors import EXIT_OK, ArgumentParser, InputError, run_cli
 from model.grid import add_grid_flag, grid_of_argv
-from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, nvidia_smi, pair_runs,
-                                read_folder, vllm_json)
+from model.measurements import (BenchmarkRun, ReadOptions, bin_run, files_by_format, native_run, nvidia_smi,
+                                pair_runs, read_folder, vllm_json)
 from model.measurements.binning import MAX_SAMPLE_GAP_S
 from model.outputs import atomic_path, file_sha256, refuse_clashes, same_file, write_json
 
@@ -37,7 +37,10 @@ def sidecar_path(npz_path: Path) -> Path:
 
 
 def run_gpus(run: BenchmarkRun, gpus: list[int] | None) -> list[int]:
-    """The nvidia-smi indices of the GPUs whose watts make up a run: the first TP of --gpus, or 0..TP-1."""
+    """The nvidia-smi indices of the GPUs whose watts make up a run: those a native run folder's
+    manifest names, else the first TP of --gpus, or 0..TP-1."""
+    if run.gpus is not None:
+        return run.gpus
     chosen = gpus if gpus is not None else list(range(run.tp))
     if len(chosen) < run.tp:
         raise InputError(f"{run.path.parent / run.name}: TP {run.tp} needs {run.tp} GPUs, --gpus lists "
@@ -54,13 +57,19 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
         if path.exists() and not overwrite:
             raise InputError(f"{path}: already exists; pass --overwrite to replace it")
     files = files_by_format(runs_dir)
+    native_files = [p.parent / name for p in files[native_run] for name in native_run.RUN_FILES]
     refuse_clashes({"--out": out, "--out's sources file": sidecar_path(out)},
-                   {f"the raw file {p.name}": p for p in files[vllm_json] + files[nvidia_smi]
+                   {f"the raw file {p.relative_to(runs_dir)}": p for p in files[vllm_json] + files[nvidia_smi] + native_files
                     if not (overwrite and same_file(p, sidecar_path(out)))})   # our own, replaced
-    if not files[vllm_json] or not files[nvidia_smi]:
-        raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files; found "
-                         f"{len(files[vllm_json])} and {len(files[nvidia_smi])}")
+    refuse_native_folders_without_manifest(runs_dir, files)
+    if not files[native_run] and (not files[vllm_json] or not files[nvidia_smi]):
+        raise InputError(f"{runs_dir}: needs benchmark *.json and power *.csv files, or run folders with a "
+                         f"manifest.json; found {len(files[vllm_json])} JSON and {len(files[nvidia_smi])} CSV files")
     sources = read_folder(runs_dir, ReadOptions(num_gpus, seed, allow_rebuilt))
+    if not sources.runs:
+        raise InputError(f"{runs_dir}: no benchmark result: none of its {len(files[vllm_json])} JSON files "
+                         f"is a vLLM serving-benchmark result (--save-result --save-detailed), and no "
+                         f"folder under it holds a run's manifest.json")
     pairs, lonely_runs, lonely_logs = pair_runs(sources.runs, sources.logs)
     for name, why in sources.skipped:
         echo(f"unmatched: {name}: {why}")
@@ -70,6 +79,10 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
         echo(f"unmatched: {log.path.name}: no benchmark run during it")
     if not pairs:
         raise InputError(f"{runs_dir}: no benchmark JSON overlaps a power CSV in time")
+    refuse_mixed_prefix_caching(runs_dir, [run for run, _ in pairs])
+    if gpus is not None and any(run.gpus is not None for run, _ in pairs):
+        echo("note: --gpus applies to benchmark JSON runs; a native run folder's GPUs are the ones its "
+             "manifest.json lists in server.active_gpu_uuids")
 
     traces, records = [], []
     for row, (run, log) in enumerate(pairs):
@@ -82,13 +95,17 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
             "power_column": log.column, "duration_s": run.duration, "bins": len(traces[-1]["timestamps"]),
             "requests": len(run.arrivals), "failed_requests_dropped": run.n_failed,
             "power_samples_dropped": traces[-1]["dropped_power_samples"],
-            "power_rows_dropped": log.dropped_rows, **run.arrivals_source})
+            "power_rows_dropped": log.dropped_rows, **run.arrivals_source, **native_record(run, runs_dir)})
+        if run.engine is not None:
+            records[-1]["engine"] = native_run.engine_agreement(run.engine, traces[-1], config.SAMPLE_PERIOD_S)
+            for line in engine_notes(records[-1]["engine"]):
+                echo(f"note: {run.name}: {line}")
         if run.rebuilt:
             echo(f"{run.name}: no per-request send times; arrivals {run.arrivals_source['arrivals']}")
     arrays = pad_runs(traces) | {     # the data file's own layout (model/data.py)
         "tensor_parallelism": np.array([run.tp for run, _ in pairs], dtype=np.int64),
         "poisson_rate": np.array([run.request_rate for run, _ in pairs], dtype=float),
-    }
+    } | server_arrays([run.server for run, _ in pairs])
     sidecar = {"model": model, "hardware": hardware, "sample_period_s": config.SAMPLE_PERIOD_S,
                "clock": "local wall-clock time of the recording machine, read as UTC", "seed": seed,
                "max_gap_s": max_gap_s,
@@ -106,6 +123,57 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
     echo(f"wrote {out}: {len(pairs)} traces (" + ", ".join(f"TP {tp}: {n}" for tp, n in counts.items())
          + f"), sources in {sidecar_path(out).name}")
     return out
+
+
+def refuse_native_folders_without_manifest(runs_dir: Path, files: dict) -> None:
+    """A folder of the native layout (requests.json and power.csv) without its manifest.json
+    cannot be read: the manifest holds its TP, GPUs, clocks and window."""
+    for folder in sorted({runs_dir, *(p.parent for p in runs_dir.rglob(native_run.REQUESTS))}):
+        requests = folder / native_run.REQUESTS
+        if native_run.is_run_folder_without_manifest(folder) and not (
+                folder == runs_dir and requests in files[vllm_json] and vllm_json.read_benchmarks(requests)):
+            raise InputError(f"{folder}: holds {native_run.REQUESTS} and {native_run.POWER} of a native run "
+                             f"folder but no {native_run.SUFFIX}; it says the run's TP, GPUs, clocks and "
+                             f"window: copy it from the run")
+
+
+def refuse_mixed_prefix_caching(runs_dir: Path, runs: list[BenchmarkRun]) -> None:
+    """Prefix cache on and off are two configurations (model/data.py _check_one_prefix_caching)."""
+    settings = {run.server.get("prefix_caching") for run in runs} - {None}
+    if len(settings) > 1:
+        on = next(run.name for run in runs if run.server.get("prefix_caching") is True)
+        off = next(run.name for run in runs if run.server.get("prefix_caching") is False)
+        raise InputError(f"{runs_dir}: mixes runs with vLLM's prefix cache on ({on}) and off ({off}); "
+                         f"they are two configurations: prepare them into separate data files")
+
+
+def native_record(run: BenchmarkRun, runs_dir: Path) -> dict:
+    """What .sources.json adds for a native run folder: its manifest and the server's settings."""
+    if run.power_log is None:
+        return {}
+    manifest = run.path.parent / native_run.SUFFIX
+    return {"run_folder": str(run.path.parent.relative_to(runs_dir)) if run.path.parent != runs_dir else ".",
+            "manifest_sha256": file_sha256(manifest), "server": dict(run.server)}
+
+
+# Below these the series built from the requests do not follow what vLLM counted (a check of
+# the data the serving model is fitted to; docs/design.md, "Raw data"). A correlation needs a
+# run long enough to vary: under MIN_ENGINE_BINS it is recorded but not judged.
+MIN_ENGINE_R, MAX_TOKEN_MISMATCH, MIN_ENGINE_BINS = 0.5, 0.05, 40
+
+
+def engine_notes(agreement: dict) -> list[str]:
+    """Lines on where the request-derived series disagree with vLLM's own counters."""
+    notes = []
+    r = agreement["active_vs_running_plus_waiting_r"]
+    if np.isfinite(r) and r < MIN_ENGINE_R and agreement["bins_compared"] >= MIN_ENGINE_BINS:
+        notes.append(f"active requests built from the requests follow vLLM's running + waiting with r {r:.2f} "
+                     f"only (below {MIN_ENGINE_R}); check the request timings")
+    for kind in ("prompt", "generation"):
+        engine, requests = agreement[f"{kind}_tokens_engine"], agreement[f"{kind}_tokens_requests"]
+        if requests > 0 and abs(engine - requests) > MAX_TOKEN_MISMATCH * requests:
+            notes.append(f"vLLM counted {engine:.0f} {kind} tokens during the run, the requests hold {requests:.0f}")
+    return notes
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

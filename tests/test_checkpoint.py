@@ -114,7 +114,7 @@ def test_a_checkpoint_of_version_3_without_state_ranges_is_refused_asking_for_a_
         record["version"] = 3
         for key in ("lows", "highs"):
             del record["states"][key]
-    with pytest.raises(InputError, match="version 3; this version reads .* version 4 .*retrain"):
+    with pytest.raises(InputError, match="version 3; this version reads .* version 5 .*retrain"):
         load_checkpoint(crafted(tmp_path / "old.pt", version_3))
 
 
@@ -128,3 +128,18 @@ def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch
     with pytest.raises(InputError, match="no space left on device"):
         tiny_checkpoint(tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_server_record_round_trips_and_a_version_4_checkpoint_without_it_is_refused(tmp_path):
+    server = {"settings": {"max_num_seqs": 128, "prefix_caching": True, "vllm_version": "9.9.9"},
+              "batch_cap": {"max_batch": 128, "source": "the server's max_num_seqs", "max_num_seqs": 128,
+                            "most_active_measured": 14.0}}
+    assert load_checkpoint(tiny_checkpoint(tmp_path / "ok.pt", server=server)).server == server
+
+    def version_4(record):
+        record["version"] = 4
+        del record["server"]
+    with pytest.raises(InputError, match="lacks 'server'"):
+        load_checkpoint(crafted(tmp_path / "old.pt", version_4))
+    with pytest.raises(InputError, match="server batch_cap is not a dict"):
+        load_checkpoint(crafted(tmp_path / "bad.pt", _set("server", "batch_cap", value=[1])))

@@ -304,3 +304,21 @@ def test_every_tp_is_checked_before_any_is_trained(demo_file, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "TP 2 has 1 trace" in result.stderr
     assert not (tmp_path / "out" / "metrics").exists()
+
+
+@pytest.mark.slow
+def test_the_servers_recorded_max_num_seqs_is_the_checkpoints_batch_cap(demo_dir, tmp_path):
+    """A data file that records max_num_seqs and the prefix-cache setting (model/data.py
+    SERVER_KEYS): the serving model's cap is the server's, recorded with the settings."""
+    arrays = load_arrays(demo_dir / "vllm-benchmark_llama-3-70b_h100.npz")
+    n = len(arrays["tensor_parallelism"])
+    arrays["max_num_seqs"] = np.full(n, 512)
+    arrays["prefix_caching"] = np.ones(n, dtype=np.int64)
+    data_file = save_arrays(tmp_path / "vllm-benchmark_llama-3-70b_h100.npz", arrays)
+    run_job(settings(data_file, tmp_path / "out", num_epochs=2))
+    ckpt = load_checkpoint(tmp_path / "out" / "checkpoints" / "llama-3-70b_h100_tp8.pt")
+    assert ckpt.serving_model["max_batch"] == 512
+    assert ckpt.server["settings"] == {"max_num_seqs": 512, "prefix_caching": True}
+    assert ckpt.server["batch_cap"]["source"] == "the server's max_num_seqs"
+    provenance = json.loads((tmp_path / "out" / "metrics" / "llama-3-70b_h100_tp8_provenance.json").read_text())
+    assert provenance["server"]["batch_cap"]["max_batch"] == 512

@@ -9,8 +9,9 @@ import torch
 from model.data import Trace, Workload, load_power_file
 from model.demo_data import write_demo_files
 from model.generation.serving import (FIDELITY_KEYS, SERVING_SERIES, ServingModel, _stream, fit_no_queue_decode_s,
-                                      fit_serving_model, measured_series, no_queue_series, prefill_counting_of,
-                                      series_fidelity, serving_fidelity, simulate_trace, trace_requests)
+                                      fit_serving_model, measured_series, most_active, no_queue_series,
+                                      prefill_counting_of, recorded_max_num_seqs, series_fidelity, server_record,
+                                      serving_fidelity, simulate_trace, trace_requests)
 from model.grid import BUILT_IN
 
 BIN_S = 0.25
@@ -281,3 +282,47 @@ def test_fidelity_is_nan_for_constant_or_zero_series():
     scores = serving_fidelity(model, [one])
     assert scores["serving_active_r"] == pytest.approx(1.0) and scores["serving_active_mean_err_pct"] == 0.0
     assert simulate_trace(model, one)["active_requests"].sum() == one.active_requests.sum()
+
+
+# ---- the batch cap against the server's recorded max_num_seqs ----
+
+def light_traffic(max_num_seqs: int = 0) -> list[Trace]:
+    """Traffic that never has more than a few requests active, from a server whose recorded
+    max_num_seqs (0: not recorded) lies far above that."""
+    truth = ServingModel(4500.0, 0.06, 0.016)
+    train = [make_trace(truth, *random_requests(rate, 200, seed=i), 200, index=i) for i, rate in enumerate([0.5, 1.0])]
+    for trace in train:
+        trace.server = {"max_num_seqs": max_num_seqs} if max_num_seqs else {}
+    return train
+
+
+def test_the_batch_cap_is_the_servers_max_num_seqs_where_the_data_record_it():
+    """A cap fitted to light traffic would say "the most ever active"; the server allowed 256."""
+    train = light_traffic(max_num_seqs=256)
+    assert most_active(train) < 64
+    model = fit_serving_model(train, BIN_S)
+    assert model.max_batch == 256
+    record = server_record(train, model)
+    assert record["batch_cap"] == {"max_batch": 256, "source": "the server's max_num_seqs", "max_num_seqs": 256,
+                                   "most_active_measured": most_active(train)}
+    assert record["settings"] == {"max_num_seqs": 256}
+
+
+def test_without_max_num_seqs_the_fitted_cap_is_recorded_with_its_evidence():
+    truth = ServingModel(4500.0, 0.06, 0.016, max_batch=16, prefill_counting="pending")
+    train = [make_trace(truth, *random_requests(rate, 300, seed=i), 300, index=i)
+             for i, rate in enumerate([0.25, 1.0, 4.0])]
+    model = fit_serving_model(train, BIN_S)
+    cap = server_record(train, model)["batch_cap"]
+    assert cap["max_num_seqs"] == 0 and cap["max_batch"] == model.max_batch
+    assert cap["most_active_measured"] == most_active(train)
+    assert cap["source"].startswith("fitted" if model.max_batch else "none")
+    assert f"at most {most_active(train):g} requests active" in cap["source"]
+
+
+def test_differing_recorded_max_num_seqs_give_the_largest_and_list_both():
+    train = light_traffic(max_num_seqs=64)
+    train[1].server = {"max_num_seqs": 128}
+    assert recorded_max_num_seqs(train) == 128
+    model = ServingModel(4500.0, 0.06, 0.016, max_batch=128)
+    assert server_record(train, model)["settings"] == {"max_num_seqs": [64, 128]}

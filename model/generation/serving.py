@@ -288,16 +288,31 @@ def _series_loss(simulated: list[dict], logged_measured: list[dict], scales: dic
     return total
 
 
+def recorded_max_num_seqs(traces: list[Trace]) -> int:
+    """The server's `max_num_seqs` the traces record (data file, "Data files"): the largest when
+    they differ, so the cap is below none of them; 0 when no trace records one."""
+    return max((int(t.server.get("max_num_seqs", 0)) for t in traces), default=0)
+
+
+def most_active(traces: list[Trace]) -> float:
+    """The most requests measured active in any bin of the traces."""
+    return max((float(np.max(t.active_requests)) for t in traces if len(t.active_requests)), default=0.0)
+
+
 def fit_serving_model(traces: list[Trace], bin_s: float = config.SAMPLE_PERIOD_S) -> ServingModel:
     """The ServingModel whose series come closest to the traces' measured ones (_series_loss).
 
     Seeded differential evolution searches, in log space, the three rates within _FIT_BOUNDS and
     a batch cap from 1 to twice the most requests ever measured active (a cap above that many
-    means none); a cap is kept only if it lowers the loss by more than _CAP_MIN_GAIN. The prefill
-    counting is read from the data (prefill_counting_of). Deterministic: the same traces give
-    the same parameters. Traces without requests fit every value equally, and some value within
-    the bounds is returned. `bin_s` is the bin width of single-bin traces; longer traces use
-    their own timestamp step. Raises ValueError when `traces` is empty.
+    means none); a cap is kept only if it lowers the loss by more than _CAP_MIN_GAIN. Where the
+    traces record the server's `max_num_seqs`, that is the cap and only the rates are searched:
+    vLLM never runs more requests at once, and a cap fitted to traffic that never reached it
+    (the most requests the training runs had active) would hold generated heavier traffic far
+    below what the server allowed. The prefill counting is read from the data
+    (prefill_counting_of). Deterministic: the same traces give the same parameters. Traces
+    without requests fit every value equally, and some value within the bounds is returned.
+    `bin_s` is the bin width of single-bin traces; longer traces use their own timestamp step.
+    Raises ValueError when `traces` is empty.
     """
     if not traces:
         raise ValueError("fitting the serving model needs at least one trace")
@@ -310,15 +325,17 @@ def fit_serving_model(traces: list[Trace], bin_s: float = config.SAMPLE_PERIOD_S
         pooled = np.concatenate([m[name] for m in logged])
         scales[name] = max(float(np.sum((pooled - pooled.mean()) ** 2)), 1.0)
 
-    most_active = max((float(np.max(m["active_requests"])) for m in measured if len(m["active_requests"])),
-                      default=0.0)
+    busiest = most_active(traces)
+    server_cap = recorded_max_num_seqs(traces)
 
     def model_at(x: np.ndarray) -> ServingModel:
-        """x: log prefill_tok_s, log step_s, log step_growth, log batch cap; a cap above the most
-        requests ever measured active could never bind there, so it means no cap."""
+        """x: log prefill_tok_s, log step_s, log step_growth[, log batch cap]; a cap above the
+        most requests ever measured active could never bind there, so it means no cap."""
         p = np.exp(x)
+        if server_cap:
+            return ServingModel(float(p[0]), float(p[1]), float(p[2]), server_cap, counting)
         cap = int(round(p[3]))
-        return ServingModel(float(p[0]), float(p[1]), float(p[2]), 0 if cap > most_active else cap, counting)
+        return ServingModel(float(p[0]), float(p[1]), float(p[2]), 0 if cap > busiest else cap, counting)
 
     def loss_of(model: ServingModel) -> float:
         return _series_loss([model._simulate(s) for s in streams], logged, scales)
@@ -326,16 +343,39 @@ def fit_serving_model(traces: list[Trace], bin_s: float = config.SAMPLE_PERIOD_S
     # The loss is stepped at fine scales (a request finishes in one bin or the next) and flat
     # where a parameter barely matters (a prefill so fast that every prompt fits its arrival
     # bin, a cap never reached): a population search copes with both where a simplex stalls.
-    bounds = np.log(_FIT_BOUNDS + ((1.0, 2.0 * most_active + 2.0),))
+    bounds = np.log(_FIT_BOUNDS + (() if server_cap else ((1.0, 2.0 * busiest + 2.0),)))
     result = differential_evolution(lambda x: loss_of(model_at(x)), bounds, seed=0,
                                      popsize=_FIT_POPSIZE, maxiter=_FIT_MAXITER, tol=0.0, polish=False)
     best = model_at(result.x)
-    if best.max_batch:
+    if best.max_batch and not server_cap:
         # keep a cap only if it clearly explains the data better than none
         uncapped = ServingModel(best.prefill_tok_s, best.step_s, best.step_growth, 0, counting)
         if loss_of(uncapped) <= loss_of(best) * (1 + _CAP_MIN_GAIN):
             best = uncapped
     return best
+
+
+def server_record(traces: list[Trace], model: ServingModel) -> dict:
+    """What a checkpoint records of the training runs' server (docs/design.md, "Checkpoint"):
+    each setting the traces record (one value, or the sorted distinct values when they differ)
+    and where the serving model's batch cap comes from, with its evidence."""
+    settings: dict = {}
+    for trace in traces:
+        for key, value in trace.server.items():
+            settings.setdefault(key, set()).add(value)
+    settings = {k: next(iter(v)) if len(v) == 1 else sorted(v) for k, v in sorted(settings.items())}
+    server_cap, busiest = recorded_max_num_seqs(traces), most_active(traces)
+    if server_cap:
+        source = "the server's max_num_seqs"
+    elif model.max_batch:
+        source = (f"fitted: no max_num_seqs recorded; a cap of {model.max_batch} explains the training "
+                  f"traces, which had at most {busiest:g} requests active")
+    else:
+        source = (f"none: no max_num_seqs recorded, and no cap explains the training traces (at most "
+                  f"{busiest:g} requests active) better than none")
+    return {"settings": settings,
+            "batch_cap": {"max_batch": model.max_batch, "source": source, "max_num_seqs": server_cap,
+                          "most_active_measured": busiest}}
 
 
 def no_queue_series(arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,

@@ -5,23 +5,27 @@
     bins = bin_run(run, log, gpus=[0, 1])          # nvidia-smi GPU indices
 
 Every format is a module with a file `SUFFIX` and `read(path, options) -> Sources` (common.py):
-vllm_json.py reads the serving benchmark's results (the runs), nvidia_smi.py the power logs.
-read_folder sends each file of a folder to the format of its suffix; binning.py pairs runs with
-logs by time and bins them. `python -m model.prepare_data` is the command-line front end.
+native_run.py reads the campaign's run folders (a manifest.json with its requests, power log and
+engine counters, found in any subfolder: `RECURSIVE`), vllm_json.py the serving benchmark's
+results (the runs), nvidia_smi.py the power logs. read_folder sends each file of a folder to the
+format of its suffix, leaving out the files of native run folders; binning.py pairs runs with
+logs (by time, or the log a native run names) and bins them. `python -m model.prepare_data` is
+the command-line front end.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from model.measurements import nvidia_smi, vllm_json
+from model.measurements import native_run, nvidia_smi, vllm_json
 from model.measurements.binning import bin_run, overlap_s, pair_runs, run_watts
 from model.measurements.common import BenchmarkRun, PowerLog, ReadOptions, Sources
 from model.measurements.nvidia_smi import read_power_log
 from model.measurements.vllm_json import is_benchmark_result, read_benchmarks
 
 # The formats, in the order their files are read; a new one is a module here (docs/design.md,
-# "Extending").
-FORMATS = (nvidia_smi, vllm_json)
+# "Extending"). A RECURSIVE format's files are found in any subfolder, and the folders holding
+# them belong to it: the other formats leave their files alone.
+FORMATS = (native_run, nvidia_smi, vllm_json)
 
 __all__ = ["FORMATS", "BenchmarkRun", "PowerLog", "ReadOptions", "Sources", "bin_run", "files_by_format",
            "is_benchmark_result", "overlap_s", "pair_runs", "read_benchmarks", "read_folder",
@@ -29,8 +33,16 @@ __all__ = ["FORMATS", "BenchmarkRun", "PowerLog", "ReadOptions", "Sources", "bin
 
 
 def files_by_format(folder: Path) -> dict[object, list[Path]]:
-    """Each format's files in the folder, by suffix, sorted by name."""
-    return {fmt: sorted(folder.glob(f"*{fmt.SUFFIX}")) for fmt in FORMATS}
+    """Each format's files in the folder, by suffix, sorted by name: a RECURSIVE format's anywhere
+    under it, the others' in the folder itself, except in a folder a RECURSIVE format claims."""
+    found, claimed = {}, set()
+    for fmt in sorted(FORMATS, key=lambda f: not getattr(f, "RECURSIVE", False)):
+        if getattr(fmt, "RECURSIVE", False):
+            found[fmt] = sorted(folder.rglob(fmt.SUFFIX))
+            claimed |= {path.parent for path in found[fmt]}
+        else:
+            found[fmt] = [p for p in sorted(folder.glob(f"*{fmt.SUFFIX}")) if p.parent not in claimed]
+    return {fmt: found[fmt] for fmt in FORMATS}
 
 
 def read_folder(folder: Path, options: ReadOptions | None = None) -> Sources:

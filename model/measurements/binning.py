@@ -21,10 +21,17 @@ def overlap_s(run: BenchmarkRun, log: PowerLog) -> float:
 def pair_runs(runs: list[BenchmarkRun], logs: list[PowerLog]
               ) -> tuple[list[tuple[BenchmarkRun, PowerLog]], list[BenchmarkRun], list[PowerLog]]:
     """Each run with the power log that covers most of its span (at least half of it), by time
-    alone; then the runs and logs left without a partner."""
+    alone, or with the log it names (a native run folder's own power.csv, which no other run
+    takes); then the runs and logs left without a partner."""
     pairs, lonely_runs = [], []
+    named = {run.power_log for run in runs if run.power_log is not None}
+    by_path = {log.path: log for log in logs}
+    free = [log for log in logs if log.path not in named]
     for run in sorted(runs, key=lambda r: r.start):
-        best = max(logs, key=lambda log: overlap_s(run, log), default=None)
+        if run.power_log is not None:
+            pairs.append((run, by_path[run.power_log]))
+            continue
+        best = max(free, key=lambda log: overlap_s(run, log), default=None)
         if best is not None and overlap_s(run, best) >= MIN_OVERLAP_SHARE * run.duration:
             pairs.append((run, best))
         else:

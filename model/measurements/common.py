@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import InputError
+
 SMI_TIME_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
 EDGE_TOLERANCE_S = 2.0               # the date has 1 s resolution; samples are 0.25 s apart
 NUM_GPUS_HINT = ("pass --num_gpus N (GPU rows per sample), or record with "
@@ -31,6 +33,7 @@ class PowerLog:
     column: str                  # the power column read
     layout: str                  # how rows were assigned to GPUs
     dropped_rows: int = 0        # rows without a usable time, or of an incomplete last sample
+    uuids: dict[str, int] = field(default_factory=dict)   # GPU UUID -> index, where the log has a uuid column
 
     @property
     def start(self) -> float:
@@ -61,10 +64,39 @@ class BenchmarkRun:
     n_failed: int = 0
     arrivals_source: dict = field(default_factory=dict)
     rebuilt: bool = False        # arrivals were simulated, not measured
+    # a native run folder (native_run.py) names its own power log and GPUs, and records the
+    # server's settings and vLLM's engine counters; a benchmark JSON has none of these
+    power_log: Path | None = None            # the log to pair with, instead of pairing by time
+    gpus: list[int] | None = None            # the log's GPU indices the run used
+    server: dict = field(default_factory=dict)   # model/data.py SERVER_KEYS that the run records
+    engine: "EngineCounters | None" = None
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+
+@dataclass
+class EngineCounters:
+    """vLLM's own scheduler counters sampled during a run (native run folders' engine.csv)."""
+    path: Path
+    times: np.ndarray            # (S,) seconds, same clock as the run
+    running: np.ndarray          # (S,) requests running
+    waiting: np.ndarray          # (S,) requests waiting
+    prompt_tokens: np.ndarray    # (S,) cumulative prompt tokens counted by the engine
+    generation_tokens: np.ndarray  # (S,) cumulative generated tokens
+
+
+def decode_seconds(itl, output_tokens: int, label: str) -> float:
+    """A request's decode time from its `itls` entry: a list holds every inter-token latency
+    (vLLM's benchmark) and is summed; a number is the request's mean inter-token latency (the
+    campaign's native requests.json), so its decode lasts mean x (output tokens - 1)."""
+    if isinstance(itl, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in itl):
+        return float(np.sum(itl)) if itl else 0.0
+    if isinstance(itl, (int, float)) and not isinstance(itl, bool) and np.isfinite(itl) and itl >= 0:
+        return float(itl) * max(int(output_tokens) - 1, 0)
+    raise InputError(f"{label}: 'itls' holds {str(itl)[:40]!r} for a request; expected a list of "
+                     "inter-token latencies or one mean inter-token latency in seconds")
 
 
 @dataclass

@@ -90,14 +90,23 @@ def read_power_log(path: Path | str, num_gpus: int | None = None) -> PowerLog:
     dropped = len(seconds) - (readable[-1] + 1)           # a cut-off tail
     seconds, watts = seconds[: readable[-1] + 1], watts[: readable[-1] + 1]
     series: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if "index" in headers:
-        index = pd.to_numeric(frame[headers["index"]].str.strip(), errors="coerce").to_numpy()[: len(seconds)]
+    uuids: dict[str, int] = {}
+    uuid = frame[headers["uuid"]].str.strip().to_numpy()[: len(seconds)] if "uuid" in headers else None
+    if "index" in headers or uuid is not None:
+        if "index" in headers:
+            index = pd.to_numeric(frame[headers["index"]].str.strip(), errors="coerce").to_numpy()[: len(seconds)]
+            layout = "index column"
+        else:     # GPUs named by UUID alone: numbered in the order they first appear
+            names = list(dict.fromkeys(u for u in uuid if u))
+            index = np.array([names.index(u) if u else np.nan for u in uuid], dtype=float)
+            layout = "uuid column"
         good = np.isfinite(index) & np.isfinite(seconds)
         dropped += int((~good).sum())
         for gpu in np.unique(index[good]).astype(int):
             rows = good & (index == gpu)
             series[int(gpu)] = (seconds[rows], watts[rows])
-        layout = "index column"
+            if uuid is not None:
+                uuids |= {u: int(gpu) for u in dict.fromkeys(uuid[rows]) if u}
     else:
         if num_gpus is None:
             fits = [n for n in range(1, MAX_GPUS_PER_SAMPLE + 1) if _layout_fits(seconds, n)]
@@ -115,6 +124,6 @@ def read_power_log(path: Path | str, num_gpus: int | None = None) -> PowerLog:
             dropped += int((~rows).sum())
             series[gpu] = (block_times[rows, gpu], block_watts[rows, gpu])
         layout = f"{num_gpus} rows per sample, in index order"
-    return PowerLog(path, series, power, layout, dropped_rows=int(dropped))
+    return PowerLog(path, series, power, layout, dropped_rows=int(dropped), uuids=uuids)
 
 

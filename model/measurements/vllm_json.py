@@ -20,7 +20,7 @@ import numpy as np
 
 from model import config
 from model.errors import InputError, refuse_special_file, strict_json
-from model.measurements.common import EDGE_TOLERANCE_S, BenchmarkRun, ReadOptions, Sources, _clock
+from model.measurements.common import EDGE_TOLERANCE_S, BenchmarkRun, ReadOptions, Sources, _clock, decode_seconds
 
 SUFFIX = ".json"
 BENCHMARK_DATE_FORMAT = "%Y%m%d-%H%M%S"
@@ -253,7 +253,6 @@ def _completed(lists: dict[str, list], n_requests: int, label: str) -> tuple:
         raise InputError(f"{label}: no request completed (every request has an error, or TTFT 0 or missing)")
     try:
         ttfts = np.array([lists["ttfts"][i] for i in kept], dtype=float)
-        latencies = ttfts + np.array([float(np.sum(lists["itls"][i] or [0.0])) for i in kept])
         inputs = np.array([lists["input_lens"][i] for i in kept], dtype=np.int64)
         outputs = np.array([lists["output_lens"][i] for i in kept], dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as err:
@@ -262,6 +261,7 @@ def _completed(lists: dict[str, list], n_requests: int, label: str) -> tuple:
         if lengths.min() < 0 or lengths.max() > MAX_TOKENS:
             raise InputError(f"{label}: {key} holds {lengths.min() if lengths.min() < 0 else lengths.max()} "
                              f"tokens; a request's length lies in 0..{MAX_TOKENS:,}")
+    latencies = ttfts + np.array([decode_seconds(lists["itls"][i], n, label) for i, n in zip(kept, outputs)])
     return kept, ttfts, latencies, inputs, outputs
 
 
