@@ -304,3 +304,13 @@ def test_every_tp_is_checked_before_any_is_trained(demo_file, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "TP 2 has 1 trace" in result.stderr
     assert not (tmp_path / "out" / "metrics").exists()
+
+
+@pytest.mark.slow
+def test_the_checkpoint_records_the_traffic_its_training_traces_carried(trained):
+    from model.generation.extrapolation import training_ranges
+    data_file, out, _ = trained
+    ckpt = load_checkpoint(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))
+    train = [t for t in load_power_file(data_file).traces_for_tp(8) if t.index in ckpt.train_trace_indices]
+    assert ckpt.training_traffic == training_ranges([raw_features(t.workload) for t in train], 0.25)
+    assert ckpt.training_traffic["arrival_rate_per_s"]["high"] > 0
