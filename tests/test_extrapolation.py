@@ -139,8 +139,8 @@ def test_strict_turns_a_notice_into_one_input_error_and_otherwise_prints_it(caps
 
 def test_poor_validation_scores_are_a_warning_with_the_numbers():
     [line] = ex.fidelity_warnings("m_h_tp1", {"energy_error_pct": 10.6, "autocorr_r2": 0.44})
-    assert line.startswith("m_h_tp1: poor validation scores") and "energy_error_pct 10.6 (above 5)" in line
-    assert "autocorr_r2 0.44 (below 0.5)" in line
+    assert line.startswith("m_h_tp1: poor validation scores") and "energy_error_pct 10.6 > 5" in line
+    assert "autocorr_r2 0.44 < 0.5" in line
     assert ex.fidelity_warnings("m_h_tp1", {"energy_error_pct": 1.0, "autocorr_r2": 0.9}) == []
     [only_acf] = ex.fidelity_warnings("m_h_tp1", {"energy_error_pct": 4.9, "autocorr_r2": 0.3})
     assert "energy" not in only_acf and "autocorr_r2 0.3" in only_acf

@@ -361,5 +361,5 @@ def test_poor_validation_scores_are_a_site_warning_with_the_numbers(tiny_results
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     [warning] = manifest["warnings"]
     assert warning.startswith("m_h_tp1: poor validation scores")
-    assert "energy_error_pct 10.6 (above 5)" in warning and "autocorr_r2 0.44 (below 0.5)" in warning
+    assert "energy_error_pct 10.6 > 5" in warning and "autocorr_r2 0.44 < 0.5" in warning
     assert f"warning: {warning}\n" in capsys.readouterr().err

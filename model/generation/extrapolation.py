@@ -217,7 +217,7 @@ def fidelity_warnings(job: str, metrics: dict) -> list[str]:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             missing.append(name)
         elif (value > limit) if side == "above" else (value < limit):
-            poor.append(f"{name} {value:.3g} ({side} {limit:g})")
+            poor.append(f"{name} {value:.3g} {'>' if side == 'above' else '<'} {limit:g}")
     if poor:
         return [f"{job}: poor validation scores in its checkpoint ({', '.join(poor)}): its generated watts may "
                 "be far from what the hardware draws"]

@@ -177,10 +177,11 @@ class Generator:
     def traffic(self, requests: Requests, n_bins: int) -> dict:
         """The traffic of `requests` over n_bins against what the checkpoint trained on
         (extrapolation.traffic_check), without generating watts."""
-        return self._traffic(*served_workload(self.serving, requests, n_bins, self.bin_s))
+        workload, n_requests, unfinished = served_workload(self.serving, requests, n_bins, self.bin_s)
+        return self._traffic(raw_features(workload), n_requests, unfinished)
 
-    def _traffic(self, workload: Workload, n_requests: int, unfinished: int) -> dict:
-        return traffic_check(raw_features(workload), self.bin_s, self.ckpt.training_traffic, n_requests, unfinished,
+    def _traffic(self, raw: np.ndarray, n_requests: int, unfinished: int) -> dict:
+        return traffic_check(raw, self.bin_s, self.ckpt.training_traffic, n_requests, unfinished,
                              self.serving.max_batch)
 
     def probabilities(self, workload: Workload) -> np.ndarray:
@@ -188,7 +189,10 @@ class Generator:
 
     def probabilities_many(self, workloads: list[Workload]) -> list[np.ndarray]:
         """Several traces through the classifier in shared batches (a rack's nodes at once)."""
-        features = [self.ckpt.norm.apply(raw_features(w)) for w in workloads]
+        return self._probabilities_of([raw_features(w) for w in workloads])
+
+    def _probabilities_of(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+        features = [self.ckpt.norm.apply(r) for r in raw]
         return [np.exp(lp) for lp in windowed_log_probabilities_many(self.classifier, features)]
 
     def generate(self, requests: Requests, n_bins: int, seed: int,
@@ -200,6 +204,7 @@ class Generator:
         """One trace per request stream, each with its own seed; the same traces as generate()
         one by one, faster. Each carries its traffic check (`traffic`)."""
         served = [served_workload(self.serving, r, n_bins, self.bin_s) for r in streams]
-        probabilities = self.probabilities_many([workload for workload, _, _ in served])
-        return [replace(sample_trace(p, self.ckpt, seed, sampling), traffic=self._traffic(*s))
-                for p, seed, s in zip(probabilities, seeds, served)]
+        raw = [raw_features(workload) for workload, _, _ in served]      # once, for the classifier and the check
+        probabilities = self._probabilities_of(raw)
+        return [replace(sample_trace(p, self.ckpt, seed, sampling), traffic=self._traffic(r, n, unfinished))
+                for p, seed, r, (_, n, unfinished) in zip(probabilities, seeds, raw, served)]
