@@ -32,11 +32,13 @@ FORMAT = "powertrace-classifier"
 # 3: configuration records the GPU nameplate watts; 4: states record each state's lowest and
 # highest training watts, which bound generation (an older checkpoint is refused: its draws
 # would have no bounds), and training_watts how far the training watts go past nameplate;
-# 5: `server` records the training runs' server settings and where the batch cap comes from
+# 5: `server` records the training runs' server settings and where the batch cap comes from;
+# training_traffic, the traffic the job trained on, which generation compares its own with
+# (model/generation/extrapolation.py)
 VERSION = 5
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
-            "configuration", "training_watts", "token_pool", "serving_model", "server")
+            "configuration", "training_watts", "token_pool", "serving_model", "server", "training_traffic")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Checkpoint:
     input_tokens: np.ndarray      # (R,) the training requests' prompt lengths ...
     output_tokens: np.ndarray     # (R,) ... and completion lengths, pairwise
     serving_model: dict           # ServingModel.to_dict()
+    training_traffic: dict        # extrapolation.training_ranges of the training traces
     server: dict = field(default_factory=lambda: {"settings": {}, "batch_cap": {}})   # serving.server_record
     settings: dict = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
@@ -82,7 +85,8 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "configuration": dict(ckpt.configuration), "training_watts": dict(ckpt.training_watts),
         "token_pool": {"input_tokens": torch.as_tensor(np.asarray(ckpt.input_tokens, dtype=np.int64)),
                        "output_tokens": torch.as_tensor(np.asarray(ckpt.output_tokens, dtype=np.int64))},
-        "serving_model": dict(ckpt.serving_model), "server": dict(ckpt.server), "settings": dict(ckpt.settings),
+        "serving_model": dict(ckpt.serving_model), "server": dict(ckpt.server),
+        "training_traffic": dict(ckpt.training_traffic), "settings": dict(ckpt.settings),
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
@@ -185,7 +189,7 @@ def _checked(record: dict) -> Checkpoint:
     from model.generation.serving import ServingModel     # lazily: it needs scipy
     from model.grid import is_job_name
     for key in ("model_args", "model_state", "feature_norm", "states", "configuration", "training_watts",
-                "token_pool", "serving_model", "server"):
+                "token_pool", "serving_model", "server", "training_traffic"):
         if not isinstance(record[key], dict):
             raise _Unusable(f"{key} is a {type(record[key]).__name__}, not a dict")
     for key in ("settings", "batch_cap"):
@@ -237,6 +241,7 @@ def _checked(record: dict) -> Checkpoint:
         ServingModel.from_dict(record["serving_model"])
     except (KeyError, ValueError, TypeError) as err:
         raise _Unusable(str(err).strip("'\"")) from None
+    training_traffic = _training_traffic(record["training_traffic"])
     extras = {key: record.get(key, default) for key, default in (
         ("settings", {}), ("fingerprint", {}), ("metrics", {}), ("train_trace_indices", []),
         ("val_trace_indices", []), ("train_trace_sha256", []))}
@@ -247,8 +252,26 @@ def _checked(record: dict) -> Checkpoint:
         model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
         state_means=means, state_stds=stds, state_lows=lows, state_highs=highs, configuration=configuration, training_watts=training_watts,
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
-        server=dict(record["server"]),
+        server=dict(record["server"]), training_traffic=training_traffic,
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
         val_trace_indices=list(extras["val_trace_indices"]),
         train_trace_sha256=[str(h) for h in extras["train_trace_sha256"]])
+
+
+def _training_traffic(record: dict) -> dict:
+    """The training traffic's ranges (extrapolation.training_ranges), checked: positive window
+    and bin width, and per quantity finite, non-negative low <= high and mean."""
+    from model.generation.extrapolation import QUANTITIES
+    traffic = dict(record)
+    for key in ("window_s", "bin_s"):
+        _number(traffic.get(key), f"training_traffic {key}", positive=True)
+    for name in QUANTITIES:
+        entry = traffic.get(name)
+        if not isinstance(entry, dict):
+            raise _Unusable(f"training_traffic {name} is not a dict")
+        low, high, mean = _numbers([entry.get("low"), entry.get("high"), entry.get("mean")],
+                                   f"training_traffic {name} low/high/mean", 3, nonnegative=True)
+        if low > high:
+            raise _Unusable(f"training_traffic {name} low exceeds its high")
+    return traffic

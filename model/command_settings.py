@@ -29,6 +29,11 @@ def _positive(value: float | None) -> bool:
     return value is None or (value > 0 and math.isfinite(value))
 
 
+_STRICT_HELP = ("exit 2, writing nothing, where generation would print a notice: traffic outside what the "
+                "checkpoint trained on, requests unfinished at the end, the batch cap full (model/generation/"
+                "extrapolation.py)")
+
+
 @dataclass
 class FacilitySettings:
     # the layout: --rows x --racks_per_row x --nodes_per_rack, one configuration per rack
@@ -51,6 +56,7 @@ class FacilitySettings:
     seed: int = setting(cfg.SEED, "base seed (node n uses seed + n)")
     sampling: str = setting(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
     row_limit_kw: float | None = setting(None, "row breaker limit: how many racks fit")
+    strict: bool = setting(False, _STRICT_HELP)
     draws: int = setting(200, "random rack sets per row size (with --row_limit_kw)")
     # how and where it runs
     jobs: int = setting(1, "worker processes")
@@ -95,6 +101,7 @@ class GenerateSettings:
     sampling: str = setting(cfg.GENERATION_SAMPLING, "how states are drawn in time", choices=cfg.SAMPLINGS)
     out: str | None = setting(None, "output CSV (default generated/{job}_{traffic}_seed{N}.csv)")
     plot: bool = setting(False, "also draw the trace as <out>.png and .pdf")
+    strict: bool = setting(False, _STRICT_HELP)
 
     def validate(self) -> None:
         if (self.requests is None) == (self.rate is None):
@@ -120,6 +127,7 @@ class EvaluateGenerationSettings:
     out: str | None = setting(None, "summary CSV (default: print only)")
     plot: bool = setting(False, "with --out: draw the first scored trace, measured against ours and the "
                                "marginal baseline, as <out>_trace.png and .pdf")
+    strict: bool = setting(False, _STRICT_HELP)
 
     def validate(self) -> None:
         if self.seeds < 1:

@@ -9,7 +9,12 @@ the measured ones: ks, acf_r2, nrmse, p95_error_pct, p99_error_pct, energy_error
 over seeds, then over traces. Baselines side by side: tdp, mean, marginal, measured_features.
 Traces that trained the checkpoint (same content, in whatever file) are left out (said so);
 traces binned otherwise than the checkpoint's are refused.
-Writes the summary CSV (one row per method) and <out>_per_trace.csv.
+The replayed traffic is compared with what the checkpoint trained on
+(model/generation/extrapolation.py): a `notice:` line says when bins lie outside the training
+range, requests are unfinished at the end of their trace or the serving model's batch cap is
+full; --strict makes any of these exit 2 before scoring.
+Writes the summary CSV (one row per method), <out>_per_trace.csv and <out>.json (inputs with
+SHA-256, the traffic check: `extrapolation`, `per_trace`, `warnings`).
 Exit status: 0 done, 2 bad input.
 """
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from model import config
 from model.command_settings import EvaluateGenerationSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, run_cli
-from model.outputs import atomic_path, refuse_clashes
+from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
 
 
 def parse_args(argv=None) -> EvaluateGenerationSettings:
@@ -41,6 +46,14 @@ def check_bin_width(data_file, traces, bin_s: float) -> None:
                          "score it with a checkpoint trained at the same bin width")
 
 
+def traffic_checks(ckpt, traces) -> list[dict]:
+    """Each trace's recorded requests, replayed through the serving model over the trace's bins,
+    against the checkpoint's training traffic (extrapolation.traffic_check)."""
+    from model.generation.generator import Generator, requests_of
+    generator = Generator(ckpt)
+    return [generator.traffic(requests_of(t), len(t)) for t in traces]
+
+
 def main() -> int:
     args = parse_args()
     args.validate()
@@ -51,13 +64,14 @@ def main() -> int:
     from model.checkpoint import load_checkpoint
     from model.data import load_power_file, trace_sha256
     from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
+    from model.generation.extrapolation import pooled, report, summarize, traffic_notices
     from model.plots import STYLE, held_out_figure, save_figure
     if args.out:
         out = Path(args.out)
         plots = {f"--plot's {out.stem}_trace{suffix}": out.parent / f"{out.stem}_trace{suffix}"
                  for suffix in (".png", ".pdf")} if args.plot else {}
         refuse_clashes({"--out": out, "--out's per-trace file": out.with_name(out.stem + "_per_trace.csv"),
-                        **plots}, {"--checkpoint": args.checkpoint, "--data_file": args.data_file})
+                        "--out's summary": out.with_name(out.name + ".json"), **plots}, {"--checkpoint": args.checkpoint, "--data_file": args.data_file})
     ckpt = load_checkpoint(args.checkpoint)
     tp = args.tp if args.tp is not None else int(ckpt.configuration["tp"])
     data = load_power_file(args.data_file)
@@ -77,6 +91,11 @@ def main() -> int:
     if not kept:
         raise InputError(f"{args.data_file}: every TP {tp} trace trained the checkpoint; none is held out")
     traces = kept
+    # is the replayed traffic what the checkpoint trained on? (--strict: exit 2 here, nothing written)
+    checks = traffic_checks(ckpt, traces)
+    extrapolation = summarize(pooled(checks), ckpt.training_traffic)
+    warnings = traffic_notices(extrapolation)
+    report(warnings, args.strict)
     scores = score_generation(ckpt, traces, seeds=args.seeds, base_seed=args.seed, sampling=args.sampling)
     if args.out:
         out = Path(args.out)
@@ -84,12 +103,21 @@ def main() -> int:
         for path, frame in ((out, scores.summary[list(GENERATION_COLUMNS)]), (per_trace, scores.per_trace)):
             with atomic_path(path) as tmp:
                 frame.to_csv(tmp, index=False)
+        write_json(out.with_name(out.name + ".json"), {
+            "checkpoint": config.recorded_path(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+            "data_file": config.recorded_path(args.data_file), "data_sha256": file_sha256(args.data_file),
+            "tp": tp, "traces": [t.index for t in traces], "seeds": args.seeds, "seed": args.seed,
+            "extrapolation": extrapolation,
+            "per_trace": [{"trace": t.index} | {k: v for k, v in summarize(c, ckpt.training_traffic).items()
+                                                if k.startswith("share_")}
+                          for t, c in zip(traces, checks)],
+            "warnings": warnings})
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print(f"{ckpt.configuration['job_name']} on {len(traces)} TP {tp} trace(s) of {args.data_file}, "
               f"{args.seeds} seed(s):")
         print(scores.summary[list(GENERATION_COLUMNS) + ["acf_mae"]].to_string(index=False))
     if args.out:
-        print(f"wrote {args.out} and {per_trace}")
+        print(f"wrote {args.out}, {per_trace} and {out.with_name(out.name + '.json')}")
     if args.plot and args.out:
         trace = traces[0]
         methods = standard_methods(ckpt, args.sampling or config.GENERATION_SAMPLING)

@@ -13,6 +13,10 @@ generated/{job}_{traffic}_seed{N}.csv) and beside it <out>.json: inputs with SHA
 serving-model parameters, request count, energy and mean and peak watts, and the share of bins
 above nameplate (TDP, not a ceiling) with the peaks at 0.25 s, 1 s and 1 min, of the trace and
 of the training data.
+The traffic is compared with what the checkpoint trained on (model/generation/extrapolation.py):
+a `notice:` line says when bins lie outside the training range, requests are unfinished at the
+end or the serving model's batch cap is full, and the JSON records it (`extrapolation`,
+`warnings`); --strict makes any of these exit 2 instead.
 Exit status: 0 done, 2 bad input (one line naming the file or flag; nothing written).
 """
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main() -> int:
     import numpy as np
     import pandas as pd
     from model.checkpoint import load_checkpoint
+    from model.generation.extrapolation import report, summarize, traffic_notices
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_requests, read_requests
     from model.nameplate import above_nameplate, summary_line
@@ -90,6 +95,10 @@ def main() -> int:
     started = time.perf_counter()
     trace = generator.generate(requests, n_bins, args.seed, args.sampling)
     seconds = time.perf_counter() - started
+    # is this traffic what the checkpoint trained on? (--strict: exit 2 here, nothing written)
+    extrapolation = summarize(trace.traffic, ckpt.training_traffic)
+    warnings = traffic_notices(extrapolation)
+    report(warnings, args.strict)
     frame = pd.DataFrame({"time_s": np.arange(n_bins) * generator.bin_s, "power_w": trace.watts,
                           "state": trace.states})
     with atomic_path(out) as tmp:
@@ -104,6 +113,7 @@ def main() -> int:
         "requests": len(requests), "serving_model": ckpt.serving_model, "energy_wh": energy_wh,
         "mean_w": float(trace.watts.mean()), "peak_w": float(trace.watts.max()),
         "nameplate": nameplate, "training_nameplate": ckpt.training_watts["nameplate"],
+        "extrapolation": extrapolation, "warnings": warnings,
         "generation_seconds": round(seconds, 3),
     }
     write_json(out.with_name(out.name + ".json"), summary)

@@ -32,6 +32,7 @@ from model.data import DataError, PowerData, Trace, load_power_file, trace_sha25
 from model.errors import InputError, TrainingDiverged
 from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
+from model.generation.extrapolation import training_ranges
 from model.generation.serving import fit_serving_model, server_record, serving_fidelity
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
@@ -275,7 +276,10 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
                                                      settings.tp * settings.grid.gpu_tdp_w[settings.hardware])},
         input_tokens=np.concatenate([t.input_tokens for t in prepared.train]),
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
-        serving_model=serving, settings=run_config, fingerprint=run_fingerprint, metrics=values,
+        serving_model=serving,
+        # what traffic the classifier and serving model saw: generation says when it leaves it
+        training_traffic=training_ranges([raw_features(t.workload) for t in prepared.train], bin_s),
+        settings=run_config, fingerprint=run_fingerprint, metrics=values,
         train_trace_indices=[t.index for t in prepared.train],
         train_trace_sha256=[trace_sha256(t) for t in prepared.train],
         val_trace_indices=[t.index for t in prepared.val])

@@ -16,6 +16,15 @@ from model.states import PowerStates
 K = 3
 
 
+# what the made-up checkpoint "trained on" (extrapolation.training_ranges): up to 4 requests/s
+# of 100 prompt and 50 output tokens each over 10 s windows, at most 8 requests active
+TRAINING_TRAFFIC = {"window_s": 10.0, "bin_s": 0.25, "bins": 4000,
+                    "arrival_rate_per_s": {"low": 0.0, "high": 4.0, "mean": 2.0},
+                    "prompt_tokens_per_s": {"low": 0.0, "high": 400.0, "mean": 200.0},
+                    "output_tokens_per_s": {"low": 0.0, "high": 200.0, "mean": 100.0},
+                    "active_requests": {"low": 0.0, "high": 8.0, "mean": 3.0}}
+
+
 def tiny_checkpoint(path, **overrides):
     """A made-up, valid checkpoint of an untrained classifier (no training needed)."""
     torch.manual_seed(0)
@@ -32,7 +41,8 @@ def tiny_checkpoint(path, **overrides):
                         "nameplate": {"nameplate_w": 400.0, "bin_s": 0.25, "share_above_nameplate": 0.0,
                                       "peak_0.25s_w": 310.0, "peak_1s_w": 300.0, "peak_60s_w": 250.0}},
         input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
-        serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
+        serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict(),
+        training_traffic=TRAINING_TRAFFIC)
     fields.update(overrides)
     save_checkpoint(path, Checkpoint(**fields))
     return path
@@ -82,6 +92,12 @@ CRAFTED = {
     "a serving model with text": _set("serving_model", "step_s", value="fast"),
     "a bin width of zero": _set("configuration", "bin_s", value=0.0),
     "state ranges upside down": _set("states", "lows", value=[90.0, 230.0, 280.0]),
+    "training traffic as text": _set("training_traffic", value="busy"),
+    "a training traffic range upside down": _set("training_traffic", "arrival_rate_per_s", value={
+        "low": 5.0, "high": 4.0, "mean": 2.0}),
+    "a training traffic range without its high": _set("training_traffic", "active_requests", value={
+        "low": 0.0, "mean": 3.0}),
+    "a training traffic window of zero": _set("training_traffic", "window_s", value=0.0),
 }
 NOT_FINITE = {
     "NaN weights": _set("model_state", "gru.weight_hh_l0", value=lambda w: torch.full_like(w, float("nan"))),
@@ -91,6 +107,8 @@ NOT_FINITE = {
     "NaN state highs": _set("states", "highs", value=[110.0, float("nan"), 310.0]),
     "NaN feature normalisation": _set("feature_norm", "std", value=[float("nan")] * 6),
     "infinite training watts": _set("training_watts", "mean", value=float("inf")),
+    "NaN training traffic": _set("training_traffic", "prompt_tokens_per_s", value={
+        "low": 0.0, "high": float("nan"), "mean": 1.0}),
 }
 
 
@@ -116,6 +134,18 @@ def test_a_checkpoint_of_version_3_without_state_ranges_is_refused_asking_for_a_
             del record["states"][key]
     with pytest.raises(InputError, match="version 3; this version reads .* version 5 .*retrain"):
         load_checkpoint(crafted(tmp_path / "old.pt", version_3))
+
+
+def test_a_version_4_checkpoint_without_its_training_traffic_is_refused_asking_for_a_retrain(tmp_path):
+    def version_4(record):
+        record["version"] = 4
+        del record["training_traffic"]
+    with pytest.raises(InputError, match="lacks 'training_traffic'.*retrain"):
+        load_checkpoint(crafted(tmp_path / "old.pt", version_4))
+
+
+def test_the_training_traffic_comes_back_as_it_was_saved(tmp_path):
+    assert load_checkpoint(tiny_checkpoint(tmp_path / "c.pt")).training_traffic == TRAINING_TRAFFIC
 
 
 def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch):

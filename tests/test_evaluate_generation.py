@@ -47,3 +47,44 @@ def test_traces_of_another_bin_width_are_not_scored_against_the_checkpoint(tmp_p
     code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", demo_file, "--seeds", "1",
                             "--tp", "1")
     assert code == 2 and "binned at 0.25 s" in err and "1 s" in err
+
+
+# a server that finishes every demo request within its trace (the made-up one's 1,000 prompt
+# tokens/s leaves half of them unfinished, which is a notice of its own)
+FAST_SERVER = {"prefill_tok_s": 1e7, "step_s": 1e-4, "step_growth": 0.0, "max_batch": 0,
+               "prefill_counting": "processed"}
+
+
+def test_replayed_traffic_outside_the_training_range_is_noticed_and_recorded(tmp_path, demo_file):
+    import json
+    from test_generate import _ranges
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e-3), serving_model=FAST_SERVER)
+    out = tmp_path / "scores.csv"
+    code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", demo_file, "--seeds", "1",
+                            "--tp", "1", "--out", out)
+    assert code == 0, err
+    notices = [line for line in err.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "outside what the checkpoint trained on" in notices[0]
+    record = json.loads((tmp_path / "scores.csv.json").read_text())
+    assert record["warnings"] == [notices[0].removeprefix("notice: ")]
+    assert record["extrapolation"]["share_outside"] > 0.9
+    assert [t["trace"] for t in record["per_trace"]] == record["traces"] and len(record["traces"]) >= 1
+    assert all(0 <= t["share_unfinished"] <= 1 for t in record["per_trace"])
+
+
+def test_strict_evaluation_of_traffic_outside_the_training_range_exits_2_with_nothing_written(tmp_path, demo_file):
+    from test_generate import _ranges
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e-3))
+    code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", demo_file, "--seeds", "1",
+                            "--tp", "1", "--out", tmp_path / "scores.csv", "--strict")
+    assert code == 2 and "--strict: the traffic lies outside" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"c.pt"}
+
+
+def test_replayed_traffic_the_checkpoint_trained_on_gives_no_notice(tmp_path, demo_file):
+    from test_generate import _ranges
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e9), serving_model=FAST_SERVER)
+    code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", demo_file, "--seeds", "1",
+                            "--tp", "1", "--strict")
+    assert code == 0, err
+    assert "notice" not in err

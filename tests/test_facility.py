@@ -328,3 +328,38 @@ def test_a_site_reports_its_share_above_nameplate_and_calls_tdp_nameplate(tiny_r
     table = (tmp_path / "out" / "sizing_table.tex").read_text()
     assert "Nameplate (TDP)" in table and r"Above nameplate (\%)" in table and "Peak 0.25 s (MW)" in table
     assert "above the 1000 W nameplate" in capsys.readouterr().out
+
+
+def test_a_site_notices_traffic_outside_the_training_range_and_records_it_under_warnings(tiny_results, tmp_path,
+                                                                                      capsys):
+    # the made-up checkpoint trained on at most 4 requests/s per server; 40 are far outside
+    assert _site(tiny_results, tmp_path / "out", "--rate_per_node", "40", "--duration", "60") == 0
+    err = capsys.readouterr().err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    notice = next(w for w in manifest["warnings"] if "outside what the checkpoint trained on" in w)
+    assert notice.startswith("m_h_tp1: ") and f"notice: {notice}\n" in err
+    assert manifest["extrapolation"]["m_h_tp1"]["share_outside"] > 0.9
+    assert manifest["extrapolation"]["m_h_tp1"]["requests"] == manifest["requests_served"][0]     # every node's
+    # its checkpoint records no validation scores: said too
+    assert any("records no energy_error_pct or autocorr_r2" in w for w in manifest["warnings"])
+
+
+def test_a_strict_site_with_traffic_outside_the_training_range_exits_2_with_nothing_written(tiny_results, tmp_path):
+    with pytest.raises(InputError, match="^--strict: m_h_tp1: the traffic lies outside") as err:
+        _site(tiny_results, tmp_path / "out", "--rate_per_node", "40", "--duration", "60", "--strict")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_poor_validation_scores_are_a_site_warning_with_the_numbers(tiny_results, tmp_path, capsys):
+    from test_checkpoint import tiny_checkpoint
+    from test_generate import _ranges
+    tiny_checkpoint(config.checkpoint_path(tiny_results, "m_h_tp1"), training_traffic=_ranges(1e9),
+                    metrics={"energy_error_pct": 10.6, "autocorr_r2": 0.44})
+    # --strict is about the traffic: poor scores are a warning, not a refusal
+    assert _site(tiny_results, tmp_path / "out", "--rate_per_node", "1", "--duration", "60", "--strict") == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    [warning] = manifest["warnings"]
+    assert warning.startswith("m_h_tp1: poor validation scores")
+    assert "energy_error_pct 10.6 > 5" in warning and "autocorr_r2 0.44 < 0.5" in warning
+    assert f"warning: {warning}\n" in capsys.readouterr().err

@@ -78,3 +78,72 @@ def test_the_output_reports_the_share_above_nameplate_and_peaks_of_the_trace_and
     assert nameplate["peak_60s_w"] == pytest.approx(watts.reshape(-1, 240).mean(axis=1).max(), rel=1e-5)
     assert report["training_nameplate"]["share_above_nameplate"] == 0.0        # as the checkpoint records
     assert "above the 250 W nameplate" in stdout and "ceiling" not in stdout.replace("not a ceiling", "")
+
+
+def _ranges(high: float) -> dict:
+    """Training traffic whose every quantity reached `high` (from 0)."""
+    from test_checkpoint import TRAINING_TRAFFIC
+    return TRAINING_TRAFFIC | {name: {"low": 0.0, "high": high, "mean": high / 2}
+                               for name in ("arrival_rate_per_s", "prompt_tokens_per_s", "output_tokens_per_s",
+                                            "active_requests")}
+
+
+def test_traffic_the_checkpoint_trained_on_gives_no_notice_and_records_its_share(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e9))
+    out = tmp_path / "g.csv"
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--rate", "2", "--duration", "120", "--out", out)
+    assert code == 0, err
+    assert "notice" not in err
+    report = json.loads(out.with_name("g.csv.json").read_text())
+    assert report["warnings"] == [] and report["extrapolation"]["share_outside"] == 0.0
+    assert report["extrapolation"]["training"]["arrival_rate_per_s"]["high"] == 1e9
+
+
+def test_traffic_outside_the_training_range_is_one_notice_recorded_in_the_json(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e-3))
+    out = tmp_path / "g.csv"
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--rate", "2", "--duration", "120", "--out", out)
+    assert code == 0, err
+    notices = [line for line in err.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "outside what the checkpoint trained on in 100.0 % of bins" in notices[0]
+    report = json.loads(out.with_name("g.csv.json").read_text())
+    assert report["warnings"] == [notices[0].removeprefix("notice: ")]
+    assert report["extrapolation"]["share_outside"] == 1.0
+
+
+def test_requests_unfinished_at_the_end_are_counted_noticed_and_recorded(tmp_path):
+    # a server decoding one token a second: requests of 500 output tokens never finish in 70 s
+    from model.generation.serving import ServingModel
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e9),
+                           serving_model=ServingModel(1000.0, 1.0, 0.0).to_dict())
+    requests = tmp_path / "requests.csv"
+    requests.write_text("arrival_time_s,input_tokens,output_tokens\n"
+                        + "".join(f"{t},10,{500 if t % 2 else 1}\n" for t in range(10)))
+    out = tmp_path / "g.csv"
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", requests, "--out", out)
+    assert code == 0, err
+    assert "notice: 5 of 10 requests (50.0 %) are unfinished" in err
+    report = json.loads(out.with_name("g.csv.json").read_text())
+    assert report["extrapolation"]["unfinished_requests"] == 5 and report["extrapolation"]["requests"] == 10
+    assert any("unfinished" in w for w in report["warnings"])
+
+
+def test_a_full_batch_cap_is_noticed(tmp_path):
+    # a cap of 2 requests and 20 requests at once: the batch is full from the start
+    from model.generation.serving import ServingModel
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e9),
+                           serving_model=ServingModel(1000.0, 0.5, 0.0, max_batch=2).to_dict())
+    requests = tmp_path / "requests.csv"
+    requests.write_text("arrival_time_s,input_tokens,output_tokens\n" + "0.0,10,20\n" * 20)
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--requests", requests, "--out", tmp_path / "g.csv")
+    assert code == 0, err
+    assert "notice: the serving model's batch cap of 2 requests" in err
+
+
+def test_strict_turns_a_notice_into_exit_2_with_nothing_written(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", training_traffic=_ranges(1e-3))
+    code, _, err = run_main(generate, "--checkpoint", ckpt, "--rate", "2", "--duration", "120", "--out",
+                            tmp_path / "g.csv", "--strict")
+    assert code == 2 and err.strip().startswith("generate: error: --strict: the traffic lies outside")
+    assert len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {"c.pt"}

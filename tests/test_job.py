@@ -322,3 +322,12 @@ def test_the_servers_recorded_max_num_seqs_is_the_checkpoints_batch_cap(demo_dir
     assert ckpt.server["batch_cap"]["source"] == "the server's max_num_seqs"
     provenance = json.loads((tmp_path / "out" / "metrics" / "llama-3-70b_h100_tp8_provenance.json").read_text())
     assert provenance["server"]["batch_cap"]["max_batch"] == 512
+
+
+def test_the_checkpoint_records_the_traffic_its_training_traces_carried(trained):
+    from model.generation.extrapolation import training_ranges
+    data_file, out, _ = trained
+    ckpt = load_checkpoint(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))
+    train = [t for t in load_power_file(data_file).traces_for_tp(8) if t.index in ckpt.train_trace_indices]
+    assert ckpt.training_traffic == training_ranges([raw_features(t.workload) for t in train], 0.25)
+    assert ckpt.training_traffic["arrival_rate_per_s"]["high"] > 0

@@ -10,7 +10,7 @@ measured watts: the checkpoint holds all it needs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from model.classifiers.gru import PowerStateGRU, resolve_gru_impl
 from model.classifiers.synthetic import states_from_uniforms, synthesize
 from model.data import Trace, Workload
 from model.features import raw_features
+from model.generation.extrapolation import traffic_check
 from model.generation.serving import ServingModel, trace_requests
 
 
@@ -47,16 +48,25 @@ def requests_of(trace: Trace) -> Requests:
 class GeneratedTrace:
     watts: np.ndarray     # (T,) watts summed over the configuration's GPUs
     states: np.ndarray    # (T,) sampled power state of each bin
+    traffic: dict | None = None   # its traffic against the training traffic (extrapolation.traffic_check)
+
+
+def served_workload(serving: ServingModel, requests: Requests, n_bins: int, bin_s: float) -> tuple[Workload, int, int]:
+    """The server-side series the serving model predicts, in the data files' definitions, with
+    the number of requests arriving within the n_bins and of those unfinished at the end."""
+    series, n_requests, unfinished = serving.serve(requests.arrival_s, requests.input_tokens,
+                                                   requests.output_tokens, n_bins, bin_s)
+    workload = Workload(timestamps=np.arange(n_bins) * bin_s, prefill_tokens=series["prefill_tokens"],
+                        decode_tokens=series["decode_tokens"], active_requests=series["active_requests"],
+                        request_times=np.asarray(requests.arrival_s, dtype=np.float64),
+                        input_tokens=np.asarray(requests.input_tokens, dtype=np.float64),
+                        output_tokens=np.asarray(requests.output_tokens, dtype=np.float64))
+    return workload, n_requests, unfinished
 
 
 def workload_from_requests(serving: ServingModel, requests: Requests, n_bins: int, bin_s: float) -> Workload:
     """The server-side series the serving model predicts, in the data files' definitions."""
-    series = serving.simulate(requests.arrival_s, requests.input_tokens, requests.output_tokens, n_bins, bin_s)
-    return Workload(timestamps=np.arange(n_bins) * bin_s, prefill_tokens=series["prefill_tokens"],
-                    decode_tokens=series["decode_tokens"], active_requests=series["active_requests"],
-                    request_times=np.asarray(requests.arrival_s, dtype=np.float64),
-                    input_tokens=np.asarray(requests.input_tokens, dtype=np.float64),
-                    output_tokens=np.asarray(requests.output_tokens, dtype=np.float64))
+    return served_workload(serving, requests, n_bins, bin_s)[0]
 
 
 def _windows(T: int, window: int, context: int) -> list[tuple[int, int, int]]:
@@ -164,12 +174,25 @@ class Generator:
     def workload(self, requests: Requests, n_bins: int) -> Workload:
         return workload_from_requests(self.serving, requests, n_bins, self.bin_s)
 
+    def traffic(self, requests: Requests, n_bins: int) -> dict:
+        """The traffic of `requests` over n_bins against what the checkpoint trained on
+        (extrapolation.traffic_check), without generating watts."""
+        workload, n_requests, unfinished = served_workload(self.serving, requests, n_bins, self.bin_s)
+        return self._traffic(raw_features(workload), n_requests, unfinished)
+
+    def _traffic(self, raw: np.ndarray, n_requests: int, unfinished: int) -> dict:
+        return traffic_check(raw, self.bin_s, self.ckpt.training_traffic, n_requests, unfinished,
+                             self.serving.max_batch)
+
     def probabilities(self, workload: Workload) -> np.ndarray:
         return self.probabilities_many([workload])[0]
 
     def probabilities_many(self, workloads: list[Workload]) -> list[np.ndarray]:
         """Several traces through the classifier in shared batches (a rack's nodes at once)."""
-        features = [self.ckpt.norm.apply(raw_features(w)) for w in workloads]
+        return self._probabilities_of([raw_features(w) for w in workloads])
+
+    def _probabilities_of(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+        features = [self.ckpt.norm.apply(r) for r in raw]
         return [np.exp(lp) for lp in windowed_log_probabilities_many(self.classifier, features)]
 
     def generate(self, requests: Requests, n_bins: int, seed: int,
@@ -179,6 +202,9 @@ class Generator:
     def generate_many(self, streams: list[Requests], n_bins: int, seeds: list[int],
                       sampling: str = config.GENERATION_SAMPLING) -> list[GeneratedTrace]:
         """One trace per request stream, each with its own seed; the same traces as generate()
-        one by one, faster."""
-        probabilities = self.probabilities_many([self.workload(r, n_bins) for r in streams])
-        return [sample_trace(p, self.ckpt, seed, sampling) for p, seed in zip(probabilities, seeds)]
+        one by one, faster. Each carries its traffic check (`traffic`)."""
+        served = [served_workload(self.serving, r, n_bins, self.bin_s) for r in streams]
+        raw = [raw_features(workload) for workload, _, _ in served]      # once, for the classifier and the check
+        probabilities = self._probabilities_of(raw)
+        return [replace(sample_trace(p, self.ckpt, seed, sampling), traffic=self._traffic(r, n, unfinished))
+                for p, seed, r, (_, n, unfinished) in zip(probabilities, seeds, raw, served)]

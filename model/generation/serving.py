@@ -111,10 +111,23 @@ class ServingModel:
         bin. Raises ValueError for arrays of different lengths, non-finite arrivals, negative or
         non-finite token counts, a negative n_bins or a non-positive bin_s.
         """
-        return self._simulate(_stream(arrival_s, input_tokens, output_tokens, n_bins, bin_s))
+        return self.serve(arrival_s, input_tokens, output_tokens, n_bins, bin_s)[0]
+
+    def serve(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,
+              n_bins: int, bin_s: float = config.SAMPLE_PERIOD_S) -> tuple[dict[str, np.ndarray], int, int]:
+        """simulate's series, the number of requests arriving within the window and how many of
+        them are still unfinished (queued, prefilling or decoding) when it ends: generation
+        reports these (model/generation/extrapolation.py). Same inputs and errors as simulate."""
+        stream = _stream(arrival_s, input_tokens, output_tokens, n_bins, bin_s)
+        join_bin, finish_bin, processed = self._serve(stream)
+        return (self._series(stream, join_bin, finish_bin, processed), len(finish_bin),
+                int(np.count_nonzero(finish_bin >= stream.n_bins)))
 
     def _simulate(self, stream: "_Stream") -> dict[str, np.ndarray]:
-        join_bin, finish_bin, processed = self._serve(stream)
+        return self._series(stream, *self._serve(stream))
+
+    def _series(self, stream: "_Stream", join_bin: np.ndarray, finish_bin: np.ndarray,
+                processed: np.ndarray) -> dict[str, np.ndarray]:
         n_bins = stream.n_bins
         if self.prefill_counting == "processed":
             prefill = processed

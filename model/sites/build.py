@@ -109,12 +109,13 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
     if total is not None and not np.allclose(result.requests.sum(axis=0), total):
         raise RuntimeError(f"the split lost requests or tokens: {result.requests.sum(axis=0)} of {total}")
 
+    checks = site_checks(plan, result, args.strict)      # --strict: exit 2 here, nothing written
     metrics = pd.DataFrame(site_metrics(plan, result), columns=["method", "level", "resolution_s", "metric", "value"])
     it_w = result.racks.sum(axis=0)
     nameplate = nameplate_report(plan, result)
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
         table, row_answers = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
-                                            rack_jobs, bin_s, n_bins, staging)
+                                            rack_jobs, bin_s, n_bins, staging, checks)
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
     print(f"site: {summary_line(nameplate)}")
@@ -124,7 +125,28 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
     return 0
 
 
-def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out):
+def site_checks(plan, result, strict: bool) -> dict:
+    """Per configuration, its nodes' traffic against what its checkpoint trained on and its
+    validation scores (model/generation/extrapolation.py), printed as `notice:` and `warning:`
+    lines (--strict: the traffic notices are an InputError); for the manifest, `warnings` (every
+    line) and `extrapolation` (per configuration, the pooled traffic check)."""
+    from model.generation.extrapolation import fidelity_warnings, pooled, report, summarize, traffic_notices
+    summaries, notices, warnings = {}, [], []
+    for job, path in plan.checkpoints.items():
+        ckpt = load_checkpoint(path)
+        nodes = [n for rack, j in enumerate(plan.rack_jobs) if j == job for n in plan.layout.nodes_of_rack(rack)]
+        if nodes:
+            summaries[job] = summarize(pooled([result.traffic[n] for n in nodes]), ckpt.training_traffic)
+            notices += traffic_notices(summaries[job], job)
+        warnings += fidelity_warnings(job, ckpt.metrics)
+    report(notices, strict)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return {"warnings": notices + warnings, "extrapolation": summaries}
+
+
+def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out,
+                   checks):
     report.write_site_power(out, it_w, args.pue, bin_s)
     report.write_racks(out, result.racks, rack_jobs, bin_s)
     report.write_frame(out / "facility_metrics.csv", metrics)
@@ -161,6 +183,7 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
         "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest,
         "row_racks_at_site_limit": at_site_limit,     # the whole site fit: the answer is "at least"
         "nameplate": nameplate,
+        **checks,          # "warnings": one line each, "extrapolation": the traffic per configuration
         "git": git_state(),
         "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
     }

@@ -63,6 +63,7 @@ class SiteResult:
     requests: np.ndarray                  # (nodes, 3) requests, input tokens, output tokens served
     bins_above_nameplate: np.ndarray      # (nodes,) bins whose GPU watts exceed TP x nameplate
     constants: dict[str, np.ndarray] = field(default_factory=dict)   # baseline -> (nodes,) watts
+    traffic: list[dict] = field(default_factory=list)     # per node: its extrapolation.traffic_check
 
 
 _generators: dict[Path, Generator] = {}
@@ -106,7 +107,7 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
             write_npz(Path(plan.save_nodes_dir) / f"node_{node:05d}.npz",
                       {"watts": watts.astype(np.float32), "states": trace.states.astype(np.int8),
                        "bin_s": np.array(plan.bin_s), "rack": np.array(rack)})
-    return rack, rack_watts, peaks, stats, served, above
+    return rack, rack_watts, peaks, stats, served, above, [trace.traffic for trace in traces]
 
 
 def _run(args):
@@ -147,18 +148,20 @@ def assemble(plan: Plan, results, progress: bool = True) -> SiteResult:
     node_metrics: list[dict] = [None] * layout.n_nodes
     served = np.zeros((layout.n_nodes, 3))
     above = np.zeros(layout.n_nodes, dtype=np.int64)
+    traffic: list[dict] = [None] * layout.n_nodes
     seen = set()
     with tqdm(total=layout.n_racks, desc="racks", unit="rack", disable=not progress) as bar:
-        for rack, rack_watts, peaks, stats, counts, bins_above in results:
+        for rack, rack_watts, peaks, stats, counts, bins_above, checks in results:
             racks[rack] = rack_watts
             seen.add(rack)
             for i, node in enumerate(layout.nodes_of_rack(rack)):
                 node_peaks[node], node_metrics[node], served[node] = peaks[i], stats[i], counts[i]
                 above[node] = bins_above[i]
+                traffic[node] = checks[i]
             bar.update()
     if len(seen) != layout.n_racks:
         raise RuntimeError(f"{layout.n_racks - len(seen)} racks have no result")
-    return SiteResult(racks, node_peaks, node_metrics, served, above, baselines(plan))
+    return SiteResult(racks, node_peaks, node_metrics, served, above, baselines(plan), traffic)
 
 
 def prepare(plan: Plan) -> None:
