@@ -42,7 +42,8 @@ def tiny_checkpoint(path, **overrides):
                                       "peak_0.25s_w": 310.0, "peak_1s_w": 300.0, "peak_60s_w": 250.0}},
         input_tokens=np.array([10, 20]), output_tokens=np.array([5, 6]),
         serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict(),
-        training_traffic=TRAINING_TRAFFIC)
+        training_traffic=TRAINING_TRAFFIC,
+        train_trace_sha256=["0" * 64])      # a trace no test file holds: every test trace is held out
     fields.update(overrides)
     save_checkpoint(path, Checkpoint(**fields))
     return path
