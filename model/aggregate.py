@@ -57,18 +57,14 @@ def collect(grid: Grid, metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str
 CELL_KEYS = ("model", "hardware", "tp", "data_sha256")
 
 
-def job_settings_table(metrics_dir: Path, jobs: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per job of the settings it recorded (metrics/{job}_provenance.json), and notes
-    on jobs that recorded none (written before provenance existed)."""
-    rows, notes = [], []
+def job_settings_table(metrics_dir: Path, jobs: list[str]) -> pd.DataFrame:
+    """One row per job of the settings it recorded (metrics/{job}_provenance.json)."""
+    rows = []
     for job in jobs:
         record = read_provenance(config.provenance_path(metrics_dir.parent, job))
-        if record is None:
-            notes.append(f"{job}: no {job}_provenance.json; its settings cannot be checked")
-            continue
         rows.append({"job": job, **{k: v for k, v in record["settings"].items() if k not in CELL_KEYS},
                      "git_commit": (record.get("git") or {}).get("commit"), "data": record.get("data")})
-    return pd.DataFrame(rows), notes
+    return pd.DataFrame(rows)
 
 
 def mixed_settings(settings: pd.DataFrame) -> list[str]:
@@ -192,13 +188,12 @@ def generation_table(grid: Grid, stats: pd.DataFrame) -> str:
                           rows, left_columns=2)
 
 
-def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame | None:
-    """generation_statistics.csv and generation_fidelity.tex in out_dir; None without any
-    generation CSV (results of an older version)."""
+def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame:
+    """generation_statistics.csv and generation_fidelity.tex in out_dir, from the folder's
+    finished jobs (model/results.py: each has its generation CSV); InputError without any."""
     results = collect_generation(grid, metrics_dir)
     if results.empty:
-        echo("note: no metrics/*_generation.csv; the generation table is not written")
-        return None
+        raise InputError(f"{metrics_dir}: no finished job of the grid, so no generation table")
     stats = generation_statistics(grid, results)
     csv_path = Path(out_dir) / config.GENERATION_STATISTICS_FILE
     table_path = Path(out_dir) / config.GENERATION_TABLE_FILE
@@ -255,13 +250,13 @@ def aggregate(grid: Grid, metrics_dir: Path | str, table_path: Path | str, csv_p
                     config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
                    {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})
     results, notes = collect(grid, metrics_dir)
-    settings, provenance_notes = job_settings_table(Path(metrics_dir), list(results["job"]))
+    settings = job_settings_table(Path(metrics_dir), list(results["job"]))
     mixed = mixed_settings(settings) if not settings.empty else []
     if mixed and not allow_mixed_settings:
         raise InputError(f"{metrics_dir}: the jobs were trained with different settings, so their "
                          f"mean would mix them ({' | '.join(mixed)}); rerun them alike, aggregate a "
                          "folder per setting, or pass --allow_mixed_settings")
-    notes += [f"pooled despite: {line}" for line in mixed] + provenance_notes
+    notes += [f"pooled despite: {line}" for line in mixed]
     stats, nan_notes = model_statistics(grid, results)
     table = table_stamp(settings) + latex_table(grid, stats)
     csv_text = stats.to_csv(index=False, float_format="%.10g")

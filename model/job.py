@@ -36,6 +36,7 @@ from model.generation.extrapolation import training_ranges
 from model.generation.serving import fit_serving_model, server_record, serving_fidelity
 from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
+from model.results import write_metrics_file
 from model.settings import JobSettings, fingerprint
 from model.nameplate import above_nameplate
 from model.states import PowerStates, fit_power_states, state_ranges, state_watts
@@ -318,8 +319,7 @@ def save(paths: dict[str, Path], settings: JobSettings, checkpoint: Checkpoint, 
     write_csv(paths["generation"], list(GENERATION_COLUMNS), generation_rows)
     save_checkpoint(paths["checkpoint"], checkpoint)
     write_json(paths["provenance"], record)
-    write_csv(paths["metrics"], ["metric", "value"],
-              [[k, repr(float(v))] for k, v in evaluation.values.items()])
+    write_metrics_file(paths["metrics"], evaluation.values)
 
 
 def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Tracker | None = None) -> JobResult:

@@ -63,11 +63,9 @@ def provenance(fingerprint: dict, data_file: str, simulated: bool, started: str,
             "finished": finished, "settings": fingerprint}
 
 
-def read_provenance(path: Path | str) -> dict | None:
-    """A job's provenance record; None when the job predates it. InputError when damaged."""
+def read_provenance(path: Path | str) -> dict:
+    """A job's provenance record; InputError when it is missing or damaged."""
     path = Path(path)
-    if not path.exists():
-        return None
     refuse_special_file(path, "provenance record")
     try:
         record = json.loads(path.read_text())

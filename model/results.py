@@ -22,8 +22,14 @@ import pandas as pd
 from model import config
 from model.errors import InputError, refuse_special_file
 from model.grid import Grid, GridCell
+from model.outputs import write_csv
 
 METRICS_SUFFIX = "_metrics.csv"
+# The layout of a job's files. The metrics file, written last, carries it as its last row; a
+# folder of another version is refused with the advice to rerun, never read around (a job of
+# this version always writes its provenance record and generation CSV before its metrics).
+RESULTS_VERSION = 1
+VERSION_ROW = "results_version"
 
 
 @dataclass
@@ -47,8 +53,15 @@ class Results:
                 if (path := self.metrics_dir / f"{cell.job_name}{suffix}").is_file()]
 
 
+def write_metrics_file(path: Path | str, values: dict[str, float]) -> None:
+    """A job's metrics CSV: `metric,value` rows (config.METRIC_ORDER first), then the version."""
+    write_csv(path, ["metric", "value"],
+              [[k, repr(float(v))] for k, v in values.items()] + [[VERSION_ROW, RESULTS_VERSION]])
+
+
 def read_metrics_file(path: Path | str) -> dict[str, float]:
-    """metric -> value of one metrics CSV; ValueError saying what is wrong when it is damaged."""
+    """metric -> value of one metrics CSV (the version row checked and left out); ValueError
+    saying what is wrong when it is damaged or of another version."""
     refuse_special_file(path, "metrics CSV")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -67,6 +80,11 @@ def read_metrics_file(path: Path | str) -> dict[str, float]:
     missing = [m for m in config.METRIC_ORDER if m not in values]
     if missing:
         raise ValueError(f"metric {missing[0]!r} is missing (truncated file?)")
+    version = values.pop(VERSION_ROW, None)
+    if version != RESULTS_VERSION:
+        raise ValueError(f"results of another version of the pipeline (results version "
+                         f"{'none' if version is None else f'{version:g}'}; this reads {RESULTS_VERSION}); "
+                         "rerun the job")
     return values
 
 
@@ -97,6 +115,11 @@ def read_results(grid: Grid, metrics_dir: Path | str) -> Results:
             values = read_metrics_file(path)
         except (ValueError, OSError) as err:
             raise InputError(f"{path}: {err}") from None
+        for kind in ("provenance", "generation"):      # written before the metrics file
+            companion = config.job_file(metrics_dir.parent, kind, job)
+            if not companion.exists() and not companion.is_symlink():
+                raise InputError(f"{companion}: missing beside {path.name}; the job's files are incomplete "
+                                 "(rerun the job)")
         # a model whose loss is not finite learned nothing: its scores would only blur the table
         if job in diverged or not math.isfinite(values.get("final_train_loss", float("nan"))):
             notes.append(f"left out {job}: its training diverged (loss not finite)"

@@ -104,6 +104,21 @@ def run_main(*args, env: dict | None = None) -> Ran:
     return Ran([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 
+GENERATION_HEADER = "method,ks,acf_r2,nrmse,p95_error_pct,p99_error_pct,energy_error_pct\n"
+
+
+def write_finished_job(metrics_dir: Path, job: str, metrics: dict, settings: dict | None = None,
+                       generation: str = "ours,0.1,0.9,0.2,3,4,2\n") -> None:
+    """The files a finished job leaves in a metrics folder (model/job.py save), with made-up
+    values: its provenance record, its generation CSV and, last, its metrics file."""
+    import json
+    from model.results import write_metrics_file
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    (metrics_dir / f"{job}_provenance.json").write_text(json.dumps({"settings": settings or {}}))
+    (metrics_dir / f"{job}_generation.csv").write_text(GENERATION_HEADER + generation)
+    write_metrics_file(metrics_dir / f"{job}_metrics.csv", metrics)
+
+
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
 

@@ -9,7 +9,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import run_cli, run_main
+from conftest import run_cli, run_main, write_finished_job
 from model import config
 from model.errors import InputError
 from model.grid import BUILT_IN
@@ -17,10 +17,8 @@ from model.grid import BUILT_IN
 
 
 def write_metrics(folder, job, f1, r2, mae, ece):
-    folder.mkdir(parents=True, exist_ok=True)
     values = dict(zip(config.METRIC_ORDER, [f1, 0.5, 0.5, ece, r2, mae, 0.1, 0.2, 0.6]))
-    rows = "".join(f"{k},{v}\n" for k, v in values.items())
-    (folder / f"{job}_metrics.csv").write_text("metric,value\n" + rows + "energy_error_pct,1.0\n")
+    write_finished_job(folder, job, values | {"energy_error_pct": 1.0})
 
 
 EXPECTED_TABLE = r"""\begin{table*}[!htb]
@@ -91,6 +89,7 @@ def test_nan_kept_out_of_means_with_a_note(metrics_dir, tmp_path):
     ("", "empty"),
     ("metric,value\nval_f1,0.5\n", "missing"),
     ("metric,value\n" + "".join(f"{m},abc\n" for m in config.METRIC_ORDER), "not a number"),
+    ("metric,value\n" + "".join(f"{m},0.5\n" for m in config.METRIC_ORDER), "another version"),
 ])
 def test_damaged_metrics_file_exit_2_naming_it(metrics_dir, tmp_path, content, problem):
     bad = metrics_dir / "llama-3-70b_a100_tp4_metrics.csv"
@@ -262,9 +261,7 @@ def test_aggregator_leaves_out_diverged_jobs_with_a_note(tmp_path):
     folder.mkdir()
     for job, loss in (("llama-3-8b_a100_tp1", "0.5"), ("llama-3-8b_a100_tp2", "nan"),
                       ("llama-3-8b_h100_tp1", "0.4")):
-        rows = {m: "0.5" for m in config.METRIC_ORDER} | {"final_train_loss": loss}
-        (folder / f"{job}_metrics.csv").write_text(
-            "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+        write_finished_job(folder, job, {m: 0.5 for m in config.METRIC_ORDER} | {"final_train_loss": float(loss)})
     (tmp_path / config.SUMMARY_FILE).write_text(json.dumps([{"job_name": "llama-3-8b_h100_tp1",
                                                              "status": "diverged"}]))
     results, notes = collect(BUILT_IN, folder)
@@ -276,9 +273,7 @@ def test_aggregator_output_onto_a_folder_is_one_line(tmp_path):
     from model.aggregate import aggregate
     folder = tmp_path / "metrics"
     folder.mkdir()
-    rows = {m: "0.5" for m in config.METRIC_ORDER}
-    (folder / "llama-3-8b_a100_tp1_metrics.csv").write_text(
-        "metric,value\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+    write_finished_job(folder, "llama-3-8b_a100_tp1", {m: 0.5 for m in config.METRIC_ORDER})
     (tmp_path / "table.tex").mkdir()
     with pytest.raises(InputError, match="is a directory"):
         aggregate(BUILT_IN, folder, tmp_path / "table.tex", tmp_path / "stats.csv")

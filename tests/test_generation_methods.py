@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_finished_job
 from model import config
 from model.aggregate import aggregate_generation
 from model.data import Trace, Workload
@@ -16,7 +17,6 @@ from model.generation.evaluate import score_methods, standard_methods
 from model.sites.site import baseline_watts
 from model.grid import BUILT_IN
 
-HEADER = "method,ks,acf_r2,nrmse,p95_error_pct,p99_error_pct,energy_error_pct\n"
 JOBS = ("llama-3-8b_a100_tp1", "llama-3-8b_h100_tp2")
 
 
@@ -37,11 +37,9 @@ def fake_checkpoint():
 
 def write_generation(folder, names):
     folder.mkdir(parents=True, exist_ok=True)
-    for job in JOBS:         # finished jobs (model/results.py): a metrics file each
-        (folder / f"{job}_metrics.csv").write_text(
-            "metric,value\n" + "".join(f"{m},0.5\n" for m in config.METRIC_ORDER))
-        rows = "".join(f"{name},0.1,0.9,0.2,3.0,4.0,2.0\n" for name in names)
-        (folder / f"{job}_generation.csv").write_text(HEADER + rows)
+    for job in JOBS:         # finished jobs (model/results.py)
+        write_finished_job(folder, job, {m: 0.5 for m in config.METRIC_ORDER},
+                           generation="".join(f"{name},0.1,0.9,0.2,3.0,4.0,2.0\n" for name in names))
 
 
 def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_path):

@@ -191,6 +191,14 @@ def test_no_text_overlaps_and_legends_stay_off_the_data(results):
                 assert not _overlaps(legend.get_window_extent(renderer), ax.patch.get_window_extent(renderer)), name
 
 
+def copy_finished_job(results_dir, dest, job):
+    """The metrics-folder files of a finished job (model/results.py), copied into dest/metrics."""
+    (dest / "metrics").mkdir(parents=True, exist_ok=True)
+    for kind in ("provenance", "generation", "metrics"):
+        source = config.job_file(results_dir, kind, job)
+        (dest / "metrics" / source.name).write_bytes(source.read_bytes())
+
+
 def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
     proc = run_main("-m", "model.plots", "--results_dir", str(tmp_path))
     assert proc.returncode == 2 and "nothing to plot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -199,8 +207,7 @@ def test_nothing_to_plot_or_damaged_series_exit_2(results, tmp_path):
     damaged = tmp_path / "damaged"
     (damaged / "synthetic").mkdir(parents=True)
     job = job_names()[0]
-    (damaged / "metrics").mkdir()          # a finished job (model/results.py) with a damaged series file
-    (damaged / "metrics" / f"{job}_metrics.csv").write_bytes(config.metrics_path(out, job).read_bytes())
+    copy_finished_job(out, damaged, job)   # a finished job (model/results.py) with a damaged series file
     good = config.synthetic_path(out, job).read_bytes()
     (damaged / "synthetic" / f"{job}.npz").write_bytes(good[: len(good) // 2])
     proc = run_main("-m", "model.plots", "--results_dir", str(damaged))
@@ -316,8 +323,7 @@ def test_overview_has_one_point_per_configuration_found(results, tmp_path):
         expected = sorted(read_metrics_file(config.metrics_path(out, j))[metric] for j in job_names())
         np.testing.assert_allclose(drawn, expected)
     # one configuration fewer: one point fewer
-    (tmp_path / "metrics").mkdir()
     for job in job_names()[1:]:
-        (tmp_path / "metrics" / config.metrics_path(out, job).name).write_bytes(config.metrics_path(out, job).read_bytes())
+        copy_finished_job(out, tmp_path, job)
     fewer = overview_figure(BUILT_IN, read_job_metrics(BUILT_IN, tmp_path / "metrics")).axes[0]
     assert sum(len(line.get_ydata()) for line in fewer.lines if not line.get_label().startswith("_")) == 2
