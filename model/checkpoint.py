@@ -31,11 +31,12 @@ from model.states import PowerStates
 FORMAT = "powertrace-classifier"
 # 3: configuration records the GPU nameplate watts; 4: states record each state's lowest and
 # highest training watts, which bound generation (an older checkpoint is refused: its draws
-# would have no bounds), and training_watts how far the training watts go past nameplate
-VERSION = 4
+# would have no bounds), and training_watts how far the training watts go past nameplate;
+# 5: `calibration` records the temperature the classifier's logits are divided by
+VERSION = 5
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
-            "configuration", "training_watts", "token_pool", "serving_model")
+            "configuration", "training_watts", "token_pool", "serving_model", "calibration")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class Checkpoint:
     input_tokens: np.ndarray      # (R,) the training requests' prompt lengths ...
     output_tokens: np.ndarray     # (R,) ... and completion lengths, pairwise
     serving_model: dict           # ServingModel.to_dict()
+    # method ("none" or "temperature") and the temperature the logits are divided by (1.0: none);
+    # for temperature also the share of each training trace it was fitted on, its bins, and
+    # their NLL before and after (model/classifiers/calibration.py)
+    calibration: dict = field(default_factory=lambda: {"method": "none", "temperature": 1.0})
     settings: dict = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -66,6 +71,7 @@ class Checkpoint:
         """The trained classifier in eval mode, on the CPU with torch's nn.GRU."""
         model = PowerStateGRU(**self.model_args, gru_impl="torch")
         model.load_state_dict(self.model_state)
+        model.temperature = float(self.calibration["temperature"])
         return model.eval()
 
 
@@ -80,7 +86,8 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "configuration": dict(ckpt.configuration), "training_watts": dict(ckpt.training_watts),
         "token_pool": {"input_tokens": torch.as_tensor(np.asarray(ckpt.input_tokens, dtype=np.int64)),
                        "output_tokens": torch.as_tensor(np.asarray(ckpt.output_tokens, dtype=np.int64))},
-        "serving_model": dict(ckpt.serving_model), "settings": dict(ckpt.settings),
+        "serving_model": dict(ckpt.serving_model), "calibration": dict(ckpt.calibration),
+        "settings": dict(ckpt.settings),
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
@@ -183,7 +190,7 @@ def _checked(record: dict) -> Checkpoint:
     from model.generation.serving import ServingModel     # lazily: it needs scipy
     from model.grid import is_job_name
     for key in ("model_args", "model_state", "feature_norm", "states", "configuration", "training_watts",
-                "token_pool", "serving_model"):
+                "token_pool", "serving_model", "calibration"):
         if not isinstance(record[key], dict):
             raise _Unusable(f"{key} is a {type(record[key]).__name__}, not a dict")
     configuration = dict(record["configuration"])
@@ -232,6 +239,11 @@ def _checked(record: dict) -> Checkpoint:
         ServingModel.from_dict(record["serving_model"])
     except (KeyError, ValueError, TypeError) as err:
         raise _Unusable(str(err).strip("'\"")) from None
+    calibration = dict(record["calibration"])
+    if calibration.get("method") not in config.CALIBRATIONS:
+        raise _Unusable(f"calibration method {calibration.get('method')!r} is not one of "
+                        f"{', '.join(config.CALIBRATIONS)}")
+    _number(calibration.get("temperature"), "calibration temperature", positive=True)
     extras = {key: record.get(key, default) for key, default in (
         ("settings", {}), ("fingerprint", {}), ("metrics", {}), ("train_trace_indices", []),
         ("val_trace_indices", []), ("train_trace_sha256", []))}
@@ -242,6 +254,7 @@ def _checked(record: dict) -> Checkpoint:
         model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
         state_means=means, state_stds=stds, state_lows=lows, state_highs=highs, configuration=configuration, training_watts=training_watts,
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
+        calibration=calibration,
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
         val_trace_indices=list(extras["val_trace_indices"]),

@@ -84,7 +84,8 @@ def test_output_files(trained):
     metrics = pd.read_csv(config.metrics_path(out, job))
     assert list(metrics.columns) == ["metric", "value"]
     assert tuple(metrics["metric"][:9]) == config.METRIC_ORDER
-    assert list(metrics["metric"][9:]) == ["energy_error_pct", "acf_mae", "train_seconds", "num_epochs",
+    assert list(metrics["metric"][9:]) == ["energy_error_pct", "acf_mae", "ece_uncalibrated", "temperature",
+                                            "train_seconds", "num_epochs",
                                             "n_train_traces", "n_val_traces",
                                             "serving_active_r", "serving_active_mean_err_pct",
                                             "serving_prefill_r", "serving_prefill_mean_err_pct",

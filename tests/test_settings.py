@@ -18,6 +18,8 @@ def non_default(f: dataclasses.Field):
                "val_split": 0.3, "lr": 0.00123, "val_traces": "1,3"}
     if f.name in special:
         return special[f.name]
+    if f.metadata["choices"]:
+        return next(c for c in f.metadata["choices"] if c != f.default)
     if f.type == "bool":
         return not f.default
     if f.type == "int":
