@@ -151,6 +151,29 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
 
 
 @pytest.mark.slow
+def test_a_temperature_job_records_its_temperature_and_its_probabilities_use_it(demo_dir, tmp_path):
+    data_file = demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"
+    result = run_job(settings(data_file, tmp_path, num_epochs=5, calibration="temperature"))
+    job = "llama-3-70b_h100_tp8"
+    ckpt = load_checkpoint(config.checkpoint_path(tmp_path, job))
+    temperature = ckpt.calibration["temperature"]
+    assert ckpt.calibration["method"] == "temperature" and temperature == result.metrics["temperature"] != 1.0
+    assert ckpt.calibration["nll_after"] <= ckpt.calibration["nll_before"]
+    assert ckpt.fingerprint["calibration"] == "temperature"
+    # the saved validation probabilities are the rebuilt classifier's, over its temperature
+    saved = load_arrays(config.synthetic_path(tmp_path, job))
+    val = [t for t in load_power_file(data_file).traces if t.index in ckpt.val_trace_indices]
+    model = ckpt.classifier
+    features = [ckpt.norm.apply(raw_features(t.workload)) for t in val]
+    probs = np.concatenate([np.exp(state_log_probabilities(model, x)) for x in features])
+    np.testing.assert_allclose(probs, saved["probabilities"], atol=1e-5)
+    model.temperature = 1.0
+    plain = np.concatenate([np.exp(state_log_probabilities(model, x)) for x in features])
+    assert not np.allclose(plain, probs, atol=1e-3)
+    assert (plain.argmax(1) == probs.argmax(1)).all()
+
+
+@pytest.mark.slow
 def test_a_checkpoint_without_its_model_config_is_refused_in_one_line(trained, tmp_path):
     _, out, _ = trained
     record = read_record(config.checkpoint_path(out, "llama-3-70b_h100_tp8"))
