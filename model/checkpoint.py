@@ -34,11 +34,13 @@ FORMAT = "powertrace-classifier"
 # would have no bounds), and training_watts how far the training watts go past nameplate;
 # 5: `server` records the training runs' server settings and where the batch cap comes from;
 # training_traffic, the traffic the job trained on, which generation compares its own with
-# (model/generation/extrapolation.py)
+# (model/generation/extrapolation.py); `calibration`, the temperature the classifier's logits
+# are divided by
 VERSION = 5
 # What a reader needs; a checkpoint missing any of them was written before the format had it.
 REQUIRED = ("format", "version", "model_args", "model_state", "feature_norm", "states",
-            "configuration", "training_watts", "token_pool", "serving_model", "server", "training_traffic")
+            "configuration", "training_watts", "token_pool", "serving_model", "server", "training_traffic",
+            "calibration")
 
 
 @dataclass
@@ -59,6 +61,10 @@ class Checkpoint:
     serving_model: dict           # ServingModel.to_dict()
     training_traffic: dict        # extrapolation.training_ranges of the training traces
     server: dict = field(default_factory=lambda: {"settings": {}, "batch_cap": {}})   # serving.server_record
+    # method ("none" or "temperature") and the temperature the logits are divided by (1.0: none);
+    # for temperature also the share of each training trace it was fitted on, its bins, and
+    # their NLL before and after (model/classifiers/calibration.py)
+    calibration: dict = field(default_factory=lambda: {"method": "none", "temperature": 1.0})
     settings: dict = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -71,6 +77,7 @@ class Checkpoint:
         """The trained classifier in eval mode, on the CPU with torch's nn.GRU."""
         model = PowerStateGRU(**self.model_args, gru_impl="torch")
         model.load_state_dict(self.model_state)
+        model.temperature = float(self.calibration["temperature"])
         return model.eval()
 
 
@@ -86,7 +93,8 @@ def save_checkpoint(path: Path | str, ckpt: Checkpoint) -> None:
         "token_pool": {"input_tokens": torch.as_tensor(np.asarray(ckpt.input_tokens, dtype=np.int64)),
                        "output_tokens": torch.as_tensor(np.asarray(ckpt.output_tokens, dtype=np.int64))},
         "serving_model": dict(ckpt.serving_model), "server": dict(ckpt.server),
-        "training_traffic": dict(ckpt.training_traffic), "settings": dict(ckpt.settings),
+        "training_traffic": dict(ckpt.training_traffic), "calibration": dict(ckpt.calibration),
+        "settings": dict(ckpt.settings),
         "fingerprint": dict(ckpt.fingerprint), "metrics": {k: float(v) for k, v in ckpt.metrics.items()},
         "train_trace_indices": list(ckpt.train_trace_indices),
         "val_trace_indices": list(ckpt.val_trace_indices),
@@ -189,7 +197,7 @@ def _checked(record: dict) -> Checkpoint:
     from model.generation.serving import ServingModel     # lazily: it needs scipy
     from model.grid import is_job_name
     for key in ("model_args", "model_state", "feature_norm", "states", "configuration", "training_watts",
-                "token_pool", "serving_model", "server", "training_traffic"):
+                "token_pool", "serving_model", "server", "training_traffic", "calibration"):
         if not isinstance(record[key], dict):
             raise _Unusable(f"{key} is a {type(record[key]).__name__}, not a dict")
     for key in ("settings", "batch_cap"):
@@ -242,6 +250,11 @@ def _checked(record: dict) -> Checkpoint:
     except (KeyError, ValueError, TypeError) as err:
         raise _Unusable(str(err).strip("'\"")) from None
     training_traffic = _training_traffic(record["training_traffic"])
+    calibration = dict(record["calibration"])
+    if calibration.get("method") not in config.CALIBRATIONS:
+        raise _Unusable(f"calibration method {calibration.get('method')!r} is not one of "
+                        f"{', '.join(config.CALIBRATIONS)}")
+    _number(calibration.get("temperature"), "calibration temperature", positive=True)
     extras = {key: record.get(key, default) for key, default in (
         ("settings", {}), ("fingerprint", {}), ("metrics", {}), ("train_trace_indices", []),
         ("val_trace_indices", []), ("train_trace_sha256", []))}
@@ -252,7 +265,7 @@ def _checked(record: dict) -> Checkpoint:
         model_args=model_args, model_state=model_state, norm=norm, states=PowerStates(centroids),
         state_means=means, state_stds=stds, state_lows=lows, state_highs=highs, configuration=configuration, training_watts=training_watts,
         input_tokens=tokens[0], output_tokens=tokens[1], serving_model=dict(record["serving_model"]),
-        server=dict(record["server"]), training_traffic=training_traffic,
+        server=dict(record["server"]), training_traffic=training_traffic, calibration=calibration,
         settings=dict(extras["settings"]), fingerprint=dict(extras["fingerprint"]),
         metrics=dict(extras["metrics"]), train_trace_indices=list(extras["train_trace_indices"]),
         val_trace_indices=list(extras["val_trace_indices"]),

@@ -31,6 +31,11 @@ MAX_SEED = 2**32 - 1   # every command's --seed lies in 0..MAX_SEED (numpy's leg
 GRAD_CLIP = 1.0
 # --gru_impl: auto = the fused C++ kernel on the CPU, cuDNN on CUDA; torch = stock nn.GRU
 GRU_IMPLS = ("auto", "fused", "torch")
+# --calibration (docs/design.md, "Training"): temperature scaling fitted on the last
+# CALIBRATION_SHARE of each training trace's bins, which the weights then do not train on
+CALIBRATIONS = ("none", "temperature")
+CALIBRATION = "none"
+CALIBRATION_SHARE = 0.2
 VAL_EVERY = 10
 CHECKPOINT_EVERY = 25
 DEMO_NUM_EPOCHS = 30

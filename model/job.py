@@ -25,6 +25,7 @@ import torch
 from model import config
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.classifiers import metrics
+from model.classifiers.calibration import calibration_split, fit_temperature, log_softmax, nll
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
@@ -176,11 +177,13 @@ def prepare(settings: JobSettings, data: PowerData) -> Prepared:
 def train(settings: JobSettings, prepared: Prepared, device: torch.device, gru_impl: str,
           tracker: Tracker, state_file: Path, run_fingerprint: dict) -> tuple[PowerStateGRU, FitResult]:
     """Build the classifier with the seed and fit it; returns it in eval mode."""
-    def tensors(traces, labels):
-        xs = [torch.from_numpy(x).unsqueeze(0).to(device) for x in prepared.features(traces)]
-        return xs, [torch.from_numpy(y).long().to(device) for y in labels]
+    def tensors(traces, labels, cuts=None):
+        cuts = cuts or [len(y) for y in labels]
+        xs = [torch.from_numpy(x[:cut]).unsqueeze(0).to(device) for x, cut in zip(prepared.features(traces), cuts)]
+        return xs, [torch.from_numpy(y[:cut]).long().to(device) for y, cut in zip(labels, cuts)]
 
-    train_x, train_y = tensors(prepared.train, prepared.train_labels)
+    # with --calibration temperature the weights never see the training traces' calibration slices
+    train_x, train_y = tensors(prepared.train, prepared.train_labels, training_cuts(settings, prepared))
     val_x, val_y = tensors(prepared.val, prepared.val_labels)
     torch.manual_seed(settings.seed)
     try:
@@ -201,6 +204,33 @@ def train(settings: JobSettings, prepared: Prepared, device: torch.device, gru_i
     if problem:
         raise TrainingDiverged(f"training diverged ({problem}); lower --lr (now {settings.lr})")
     return model.eval(), result
+
+
+def training_cuts(settings: JobSettings, prepared: Prepared) -> list[int]:
+    """Per training trace, how many of its first bins train the weights: all of them, or with
+    --calibration temperature all but the last CALIBRATION_SHARE, which fit the temperature."""
+    if settings.calibration == "none":
+        return [len(t) for t in prepared.train]
+    return [calibration_split(len(t)) for t in prepared.train]
+
+
+def calibrate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared) -> dict:
+    """Fit the temperature on the training traces' calibration slices (bins the weights never
+    trained on; never a validation trace), set it on `model` and return what the checkpoint
+    records of it. Each slice's logits come from its whole trace, as inference reads a trace."""
+    model.temperature = 1.0
+    if settings.calibration == "none":
+        return {"method": "none", "temperature": 1.0}
+    cuts = training_cuts(settings, prepared)
+    logits = [state_log_probabilities(model, x)[cut:]      # log-softmax: logits up to a shift per bin
+              for x, cut in zip(prepared.features(prepared.train), cuts)]
+    labels = [y[cut:] for y, cut in zip(prepared.train_labels, cuts)]
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    temperature = fit_temperature(logits, labels)
+    model.temperature = temperature
+    return {"method": "temperature", "temperature": temperature, "share": config.CALIBRATION_SHARE,
+            "bins": int(len(labels)), "nll_before": nll(logits, labels),
+            "nll_after": nll(logits, labels, temperature)}
 
 
 DIVERGED_FACTOR = 10.0     # a cross-entropy this many times where it started has not trained
@@ -244,6 +274,10 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
         "val_accuracy": scores["val_accuracy"],
         "energy_error_pct": metrics.energy_error_pct(real, synthetic),
         "acf_mae": metrics.acf_mae(real, synthetic),
+        # the same classifier's ECE without its temperature (equal to ece when it is 1)
+        "ece_uncalibrated": metrics.expected_calibration_error(
+            np.exp(log_softmax(np.concatenate(log_probs) * model.temperature)), all_true),
+        "temperature": model.temperature,
         "train_seconds": fit_result.train_seconds,
         "num_epochs": settings.num_epochs,
         "n_train_traces": len(prepared.train),
@@ -255,7 +289,8 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
 
 
 def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepared, serving: dict,
-                    run_config: dict, run_fingerprint: dict, values: dict, bin_s: float) -> Checkpoint:
+                    run_config: dict, run_fingerprint: dict, values: dict, bin_s: float,
+                    calibration: dict | None = None) -> Checkpoint:
     """Everything a generator needs, from the training traces only."""
     train_watts = np.concatenate([t.power for t in prepared.train])
     train_states = np.concatenate(prepared.train_labels)
@@ -277,7 +312,7 @@ def make_checkpoint(settings: JobSettings, model: PowerStateGRU, prepared: Prepa
                                                      settings.tp * settings.grid.gpu_tdp_w[settings.hardware])},
         input_tokens=np.concatenate([t.input_tokens for t in prepared.train]),
         output_tokens=np.concatenate([t.output_tokens for t in prepared.train]),
-        serving_model=serving,
+        serving_model=serving, calibration=calibration or {"method": "none", "temperature": 1.0},
         # what traffic the classifier and serving model saw: generation says when it leaves it
         training_traffic=training_ranges([raw_features(t.workload) for t in prepared.train], bin_s),
         settings=run_config, fingerprint=run_fingerprint, metrics=values,
@@ -352,6 +387,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
     try:
         model, fit_result = train(settings, prepared, device, gru_impl, tracker, paths["state"], run_fingerprint)
         model = model.cpu()
+        calibration = calibrate(settings, model, prepared)
         laps.mark("training")
         evaluation = evaluate(settings, model, prepared, fit_result)
         laps.mark("scores")
@@ -360,7 +396,7 @@ def run_job(settings: JobSettings, data: PowerData | None = None, tracker: Track
         evaluation.values |= serving_fidelity(serving, prepared.val)
         laps.mark("serving fit")
         checkpoint = make_checkpoint(settings, model, prepared, serving.to_dict(), run_config,
-                                     run_fingerprint, evaluation.values, bin_s)
+                                     run_fingerprint, evaluation.values, bin_s, calibration)
         checkpoint.server = server_record(prepared.train, serving)     # settings and the batch cap's evidence
         print(f"serving model batch cap: {serving.max_batch or 'none'} "
               f"({checkpoint.server['batch_cap']['source']})", flush=True)

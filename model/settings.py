@@ -83,6 +83,11 @@ class JobSettings:
                         affects_result=True, grid=True)
     gru_impl: str = setting("auto", "auto: fused C++ kernel on CPU, cuDNN nn.GRU on CUDA",
                             affects_result=True, grid=True, choices=config.GRU_IMPLS)
+    calibration: str = setting(config.CALIBRATION, "temperature: scale the classifier's logits by one "
+                                                   "temperature fitted on the last "
+                                                   f"{config.CALIBRATION_SHARE:g} of each training trace's bins, "
+                                                   "which the weights then do not train on; none: no scaling",
+                               affects_result=True, grid=True, choices=config.CALIBRATIONS)
     # how and where it runs; none of these changes a number
     device: str = setting("auto", "cpu, cuda, cuda:1, ... (auto: cuda if available)", grid=True)
     output_dir: str = setting(str(config.RESULTS_DIR), "results folder")
@@ -140,6 +145,8 @@ class JobSettings:
                   (self.checkpoint_every >= 1,
                    f"--checkpoint_every must be at least 1, got {self.checkpoint_every}"),
                   (self.gru_impl in config.GRU_IMPLS, f"--gru_impl must be one of {', '.join(config.GRU_IMPLS)}"),
+                  (self.calibration in config.CALIBRATIONS,
+                   f"--calibration must be one of {', '.join(config.CALIBRATIONS)}, got {self.calibration!r}"),
                   (self.val_traces is None or parse_rows(self.val_traces) is not None,
                    f"--val_traces must be the data file's row numbers separated by commas (e.g. 3,7), "
                    f"got {self.val_traces!r}")]

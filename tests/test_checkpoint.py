@@ -99,6 +99,10 @@ CRAFTED = {
     "a training traffic range without its high": _set("training_traffic", "active_requests", value={
         "low": 0.0, "mean": 3.0}),
     "a training traffic window of zero": _set("training_traffic", "window_s", value=0.0),
+    "a calibration method nobody knows": _set("calibration", "method", value="platt"),
+    "a temperature of zero": _set("calibration", "temperature", value=0.0),
+    "a temperature as text": _set("calibration", "temperature", value="warm"),
+    "calibration as a number": _set("calibration", value=2.0),
 }
 NOT_FINITE = {
     "NaN weights": _set("model_state", "gru.weight_hh_l0", value=lambda w: torch.full_like(w, float("nan"))),
@@ -147,6 +151,24 @@ def test_a_version_4_checkpoint_without_its_training_traffic_is_refused_asking_f
 
 def test_the_training_traffic_comes_back_as_it_was_saved(tmp_path):
     assert load_checkpoint(tiny_checkpoint(tmp_path / "c.pt")).training_traffic == TRAINING_TRAFFIC
+
+
+def test_a_checkpoint_of_version_4_without_its_calibration_is_refused_naming_it(tmp_path):
+    with pytest.raises(InputError, match="lacks 'calibration'"):
+        load_checkpoint(crafted(tmp_path / "old.pt", lambda r: r.pop("calibration")))
+
+
+def test_the_recorded_temperature_divides_the_logits_generation_uses(tmp_path):
+    from model.generation.generator import windowed_log_probabilities
+    plain = load_checkpoint(tiny_checkpoint(tmp_path / "plain.pt"))
+    scaled = load_checkpoint(tiny_checkpoint(tmp_path / "scaled.pt",
+                                             calibration={"method": "temperature", "temperature": 2.0}))
+    assert plain.calibration == {"method": "none", "temperature": 1.0}
+    assert scaled.calibration["temperature"] == 2.0 and scaled.classifier.temperature == 2.0
+    features = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    logits = plain.classifier(torch.from_numpy(features)[None])[0].double()
+    expected = torch.log_softmax(logits / 2.0, dim=1).detach().numpy()
+    assert np.allclose(windowed_log_probabilities(scaled.classifier, features), expected, atol=1e-6)
 
 
 def test_a_disk_filling_during_the_save_says_no_space_left(tmp_path, monkeypatch):

@@ -84,7 +84,8 @@ def test_output_files(trained):
     metrics = pd.read_csv(config.metrics_path(out, job))
     assert list(metrics.columns) == ["metric", "value"]
     assert tuple(metrics["metric"][:9]) == config.METRIC_ORDER
-    assert list(metrics["metric"][9:]) == ["energy_error_pct", "acf_mae", "train_seconds", "num_epochs",
+    assert list(metrics["metric"][9:]) == ["energy_error_pct", "acf_mae", "ece_uncalibrated", "temperature",
+                                            "train_seconds", "num_epochs",
                                             "n_train_traces", "n_val_traces",
                                             "serving_active_r", "serving_active_mean_err_pct",
                                             "serving_prefill_r", "serving_prefill_mean_err_pct",
@@ -147,6 +148,29 @@ def test_load_checkpoint_rebuilds_the_validation_probabilities(trained):
     assert nameplate["share_above_nameplate"] == pytest.approx((train_watts > 8 * 700.0).mean())
     record = json.loads(config.provenance_path(out, "llama-3-70b_h100_tp8").read_text())
     assert record["training_nameplate"] == nameplate
+
+
+@pytest.mark.slow
+def test_a_temperature_job_records_its_temperature_and_its_probabilities_use_it(demo_dir, tmp_path):
+    data_file = demo_dir / "vllm-benchmark_llama-3-70b_h100.npz"
+    result = run_job(settings(data_file, tmp_path, num_epochs=5, calibration="temperature"))
+    job = "llama-3-70b_h100_tp8"
+    ckpt = load_checkpoint(config.checkpoint_path(tmp_path, job))
+    temperature = ckpt.calibration["temperature"]
+    assert ckpt.calibration["method"] == "temperature" and temperature == result.metrics["temperature"] != 1.0
+    assert ckpt.calibration["nll_after"] <= ckpt.calibration["nll_before"]
+    assert ckpt.fingerprint["calibration"] == "temperature"
+    # the saved validation probabilities are the rebuilt classifier's, over its temperature
+    saved = load_arrays(config.synthetic_path(tmp_path, job))
+    val = [t for t in load_power_file(data_file).traces if t.index in ckpt.val_trace_indices]
+    model = ckpt.classifier
+    features = [ckpt.norm.apply(raw_features(t.workload)) for t in val]
+    probs = np.concatenate([np.exp(state_log_probabilities(model, x)) for x in features])
+    np.testing.assert_allclose(probs, saved["probabilities"], atol=1e-5)
+    model.temperature = 1.0
+    plain = np.concatenate([np.exp(state_log_probabilities(model, x)) for x in features])
+    assert not np.allclose(plain, probs, atol=1e-3)
+    assert (plain.argmax(1) == probs.argmax(1)).all()
 
 
 @pytest.mark.slow

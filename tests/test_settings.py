@@ -20,6 +20,8 @@ def non_default(f: dataclasses.Field):
                "grid_file": str(ROOT / "docs" / "grid.example.toml")}
     if f.name in special:
         return special[f.name]
+    if f.metadata["choices"]:
+        return next(c for c in f.metadata["choices"] if c != f.default)
     if f.type == "bool":
         return not f.default
     if f.type == "int":

@@ -1,1 +1,1 @@
-"""The BiGRU power-state classifier: model, fast kernel, training loop, metrics, synthetic trace."""
+"""The BiGRU power-state classifier: model, fast kernel, training loop, calibration, metrics, synthetic trace."""

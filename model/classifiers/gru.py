@@ -28,14 +28,18 @@ class PowerStateGRU(nn.Module):
                           bidirectional=True, batch_first=True, dropout=dropout)
         self.head = nn.Linear(2 * hidden_size, num_states)
         self.gru_impl = gru_impl
+        # logits are divided by it (model/classifiers/calibration.py): 1.0 while training; a
+        # fitted temperature is set after, and a checkpoint records it apart from the weights
+        self.temperature = 1.0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, T, 6) normalised features -> (B, T, K) state logits."""
+        """(B, T, 6) normalised features -> (B, T, K) state logits (over the temperature)."""
         if self.gru_impl == "fused":
             hidden = fused_gru_forward(self.gru, features)
         else:
             hidden, _ = self.gru(features)
-        return self.head(hidden)
+        logits = self.head(hidden)
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 @torch.no_grad()
