@@ -151,7 +151,7 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
             f"Racks a {args.row_limit_kw:g} kW row carries, site of {site}: the largest number of distinct "
             f"racks drawn at random ({args.draws} draws) whose P{args.risk:g} row peak (1 s) stays under the "
             "limit, and how the row peaks spread there; $\\geq$: every rack of the site fits.", "tab:site_rows"))
-    constant_totals = {f"{methods.label(name)} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
+    constant_totals = {f"{methods.label(name)} ({report.readable_power(w.sum() * args.pue)})": w.sum() * args.pue
                        for name, w in result.constants.items()}
     report.write_figures(out, it_w, args.pue, bin_s, result.racks, layout.racks_per_row, constant_totals, curve,
                          args.row_limit_kw * 1e3 if args.row_limit_kw else None, largest, args.risk)

@@ -90,6 +90,12 @@ def sizing(metrics: pd.DataFrame, nameplate: dict, energy: dict) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def readable_power(watts: float) -> str:
+    """'1.19 MW', '43.7 kW', '830 W'."""
+    unit, scale = power_unit([watts])
+    return f"{watts / scale:.3g} {unit}"
+
+
 def _cell(value: float, kind: str, scale: float) -> str:
     if not np.isfinite(value):
         return "--"                                     # nothing to show: a resolution finer than the bins
@@ -200,13 +206,14 @@ def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: 
     written = []
     with matplotlib.rc_context(STYLE):
         minute = window_means(it_w, int(round(60 / bin_s))) * pue
+        unit, scale = power_unit([minute.max(), *constant_totals.values()])     # a small site in kW
         fig = Figure(figsize=(PAGE_WIDTH_IN, 2.4), layout="constrained")
         ax = fig.subplots()
-        ax.plot(np.arange(len(minute)) / 60.0, minute / 1e6, color=REAL_COLOUR, linewidth=0.8, label="ours (1-min mean)")
+        ax.plot(np.arange(len(minute)) / 60.0, minute / scale, color=REAL_COLOUR, linewidth=0.8, label="ours (1-min mean)")
         for colour, (name, value) in zip(PALETTE[1:], constant_totals.items()):
-            ax.axhline(value / 1e6, color=colour, linestyle="--", linewidth=0.9, label=name)
+            ax.axhline(value / scale, color=colour, linestyle="--", linewidth=0.9, label=name)
         ax.set_xlabel("time (h)")
-        ax.set_ylabel("site power (MW)")
+        ax.set_ylabel(f"site power ({unit})")
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         written += save_figure(fig, out, "site_power")
 
@@ -215,45 +222,50 @@ def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: 
         quarter = np.sort(window_means(it_w, int(round(900 / bin_s))) * pue)[::-1]
         fig = Figure(figsize=(PAGE_WIDTH_IN / 2, 2.4), layout="constrained")
         ax = fig.subplots()
-        ax.step(100 * np.arange(1, len(quarter) + 1) / len(quarter), quarter / 1e6, color=REAL_COLOUR, where="post",
-                label="ours")
+        # interval i of n covers (i / n, (i + 1) / n] of the time
+        ax.stairs(quarter / scale, 100 * np.arange(len(quarter) + 1) / len(quarter), color=REAL_COLOUR,
+                  baseline=None, label="ours")
         for colour, (name, value) in zip(PALETTE[1:], constant_totals.items()):
-            ax.axhline(value / 1e6, color=colour, linestyle="--", linewidth=0.9, label=name)
+            ax.axhline(value / scale, color=colour, linestyle="--", linewidth=0.9, label=name)
         ax.set_xlim(0, 100)
         ax.set_xlabel("share of 15-min intervals (%)")
-        ax.set_ylabel("site power at least (MW)")
-        ax.legend(frameon=False, fontsize="small")
+        ax.set_ylabel(f"site power at least ({unit})")
+        ax.legend(frameon=False, fontsize="small", loc="best")
         written += save_figure(fig, out, "load_duration_15min")
 
         day = int(round(min(86400.0, racks.shape[1] * bin_s) / bin_s))
         per_minute = window_means(racks[:, :day - day % int(round(60 / bin_s))], int(round(60 / bin_s)))
         fig = Figure(figsize=(PAGE_WIDTH_IN, 2.6), layout="constrained")
         ax = fig.subplots()
-        image = ax.imshow(per_minute / 1e3, aspect="auto", interpolation="nearest", cmap="viridis",
+        rack_unit, rack_scale = power_unit(per_minute)
+        image = ax.imshow(per_minute / rack_scale, aspect="auto", interpolation="nearest", cmap="viridis",
                           extent=(0, per_minute.shape[1] / 60.0, racks.shape[0] - 0.5, -0.5))
         for boundary in range(racks_per_row, racks.shape[0], racks_per_row):     # between rows
             ax.axhline(boundary - 0.5, color="white", linewidth=0.8)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("time (h)")
         ax.set_ylabel(f"rack (rows of {racks_per_row})")
-        fig.colorbar(image, ax=ax, label="rack power (kW, 1-min mean)")
+        bar = fig.colorbar(image, ax=ax, label=f"rack power ({rack_unit}, 1-min mean)")
+        bar.formatter.set_useOffset(False)        # a flat site's scale reads in watts, not "+2.6"
+        bar.update_ticks()
         written += save_figure(fig, out, "rack_heatmap")
 
         if curve is not None:
             ours = curve[curve["method"] == "ours"]
             fig = Figure(figsize=(PAGE_WIDTH_IN / 2, 2.6), layout="constrained")
             ax = fig.subplots()
-            ax.fill_between(ours["racks"], ours["p05_w"] / 1e3, ours["max_w"] / 1e3, color=REAL_COLOUR, alpha=0.15,
-                            linewidth=0, label="p05 to max")
-            ax.plot(ours["racks"], ours["risk_w"] / 1e3, color=REAL_COLOUR, marker=".",
+            row_unit, row_scale = power_unit([limit_w, *ours["max_w"]])
+            ax.fill_between(ours["racks"], ours["p05_w"] / row_scale, ours["max_w"] / row_scale, color=REAL_COLOUR,
+                            alpha=0.15, linewidth=0, label="p05 to max")
+            ax.plot(ours["racks"], ours["risk_w"] / row_scale, color=REAL_COLOUR, marker=".",
                     label=f"ours, P{risk:g} peak of n random racks")
-            ax.axhline(limit_w / 1e3, color=PALETTE[0], linestyle="--", label="row limit")
+            ax.axhline(limit_w / row_scale, color=PALETTE[0], linestyle="--", label="row limit")
             for colour, (name, racks_fit) in zip(PALETTE[1:], (largest or {}).items()):
                 if name != "ours" and racks_fit > 0:
                     ax.axvline(racks_fit, color=colour, linestyle=":", label=f"{methods.label(name)}: {racks_fit}")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("racks in the row")
-            ax.set_ylabel("row power (kW)")
+            ax.set_ylabel(f"row power ({row_unit})")
             ax.legend(frameon=False, fontsize="small")
             written += save_figure(fig, out, "oversubscription")
     return written
