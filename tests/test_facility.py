@@ -470,3 +470,25 @@ def test_site_tables_compile_in_one_column_of_a_two_column_paper(tiny_results, t
         text = (out / table).read_text()
         assert text.startswith("\\begin{table}") and "$\\times$" in text
         assert "Overfull \\hbox" not in two_column_log(out, table), table
+
+
+def test_site_figures_count_whole_racks_and_carry_their_reference_lines(tmp_path, monkeypatch):
+    from model.sites import report
+    figures = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, out, name: figures.setdefault(name, fig) and [])
+    rng = np.random.default_rng(0)
+    racks = rng.uniform(900.0, 1100.0, (6, 3600 * 4))                # 2 rows of 3 racks, an hour at 0.25 s
+    per_second = window_means(racks, 4)
+    curve, largest, _ = report.oversubscription(per_second, {"tdp": np.full(6, 1500.0), "mean": np.full(6, 1000.0)},
+                                                limit_w=3500.0, draws=50, seed=0)
+    report.write_figures(tmp_path, racks.sum(axis=0), 1.3, 0.25, racks, 3, {"Nameplate": 11_700.0, "Mean": 7_800.0},
+                         curve, 3500.0, largest)
+    ldc = figures["load_duration_15min"].axes[0]
+    assert {round(line.get_ydata()[0], 3) for line in ldc.get_lines()} == {11.7, 7.8}          # in kW, both lines
+    heat = figures["rack_heatmap"].axes[0]
+    assert [line.get_ydata()[0] for line in heat.get_lines()] == [2.5]                         # between the rows
+    assert all(float(t).is_integer() for t in heat.get_yticks())
+    rows = figures["oversubscription"].axes[0]
+    assert all(float(t).is_integer() for t in rows.get_xticks())
+    answers = [line.get_xdata()[0] for line in rows.get_lines() if line.get_linestyle() == ":"]
+    assert sorted(answers) == sorted([largest["tdp"], largest["mean"]]) == [2, 3]
