@@ -466,9 +466,16 @@ def test_site_tables_compile_in_one_column_of_a_two_column_paper(tiny_results, t
     from test_aggregate import two_column_log
     out = tmp_path / "out"
     assert _site(tiny_results, out, "--rate_per_node", "2", "--duration", "120", "--row_limit_kw", "1") == 0
-    for table in ("sizing_table.tex", "row_sizing.tex"):
+    # and a large site's numbers, wider than the small one's: megawatts, six-figure joules
+    from model.sites.report import SIZING_ROWS, sizing_table
+    large = pd.DataFrame([{key: 1.186e6 * share if kind in ("power", "va") else 100.0 for key, _, kind in SIZING_ROWS}
+                          | {"method": label, "par": 1.01, "load_factor": 0.99, "diversity_factor": 1.23,
+                             "j_per_request": 123_456.0, "j_per_output_token": 1234.5}
+                          for label, share in (("Nameplate (TDP)", 1.0), ("Mean", 0.6), ("Ours", 0.61))])
+    (out / "large.tex").write_text(sizing_table(large, "A site of 240 servers."))
+    for table in ("sizing_table.tex", "row_sizing.tex", "large.tex"):
         text = (out / table).read_text()
-        assert text.startswith("\\begin{table}") and "$\\times$" in text
+        assert text.startswith("\\begin{table}") and ("$\\times$" in text or table == "large.tex")
         assert "Overfull \\hbox" not in two_column_log(out, table), table
 
 

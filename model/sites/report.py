@@ -31,7 +31,7 @@ SIZING_ROWS = (
     ("rack_peak_mean_w", "Rack peak, mean", "power"), ("rack_peak_worst_w", "Rack peak, worst", "power"),
     ("diversity_factor", "Diversity factor", "ratio"), ("transformer_va", "Transformer, pf 0.9", "va"),
     ("above_nameplate_pct", "Above nameplate", "percent"),
-    ("j_per_request", "Energy per request", "energy"), ("j_per_output_token", "Energy per output token", "energy"),
+    ("j_per_request", "Energy/request", "energy"), ("j_per_output_token", "Energy/output token", "energy"),
 )
 RESOLUTION_KEYS = {0.25: "0.25s", 1.0: "1s", 60.0: "1min", 900.0: "15min"}
 
@@ -104,7 +104,8 @@ def _cell(value: float, kind: str, scale: float) -> str:
     if kind == "percent":
         return f"{value:.1f}"
     if kind == "energy":
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+        value /= scale
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
     return f"{value:.2f}"
 
 
@@ -115,8 +116,10 @@ def sizing_display(table: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for key, label, kind in SIZING_ROWS:
         values = table[key].to_numpy(dtype=np.float64)
-        unit, scale = power_unit(values) if kind in ("power", "va") else ("", 1.0)
-        unit = {"power": unit, "va": unit.replace("W", "VA"), "percent": "%", "energy": "J"}.get(kind, unit)
+        # powers, volt-amperes and joules by the row's size (W, kW, MW and alike)
+        unit, scale = power_unit(values) if kind in ("power", "va", "energy") else ("", 1.0)
+        unit = {"power": unit, "va": unit.replace("W", "VA"), "percent": "%",
+                "energy": unit.replace("W", "J")}.get(kind, unit)
         out[f"{label} ({unit})" if unit else label] = [_cell(v, kind, scale) for v in values]
     return pd.DataFrame(out, index=table["method"].tolist()).T
 

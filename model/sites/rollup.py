@@ -77,8 +77,10 @@ def power_unit(watts) -> tuple[str, float]:
     """The unit (W, kW or MW) and its size in watts that read the largest magnitude in `watts`
     with one to three digits before the point: a 15-minute ramp of 14 kW reads 14.0 kW, not
     0.014 MW."""
-    largest = float(np.nanmax(np.abs(np.asarray(watts, dtype=np.float64)))) if np.size(watts) else 0.0
-    if not np.isfinite(largest) or largest < 1e3:
+    finite = np.abs(np.asarray(watts, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    largest = float(finite.max()) if finite.size else 0.0
+    if largest < 1e3:
         return "W", 1.0
     return ("kW", 1e3) if largest < 1e6 else ("MW", 1e6)
 
