@@ -256,6 +256,11 @@ def test_a_row_holds_each_rack_once_and_no_answer_exceeds_the_sites_racks():
     # a site whose every rack fits many times over: still no answer beyond its 6 racks
     _, roomy, _ = oversubscription(racks, {"tdp": np.full(6, 1.0)}, limit_w=1e9, draws=50, seed=0, risk=99)
     assert roomy == {"ours": 6, "tdp": 6}
+    from model.sites.report import row_sizing
+    rows = row_sizing(curve, largest, at_site_limit).set_index("method")
+    assert rows.loc["Ours", "p95_w"] == 100.0 and rows.loc["Ours", "p_exceed"] == 0.0
+    assert rows.loc["Mean", "max_w"] == 60.0 and bool(rows.loc["Mean", "at_site_limit"])
+    assert np.isnan(rows.loc["Nameplate (TDP)", "p95_w"])          # not one rack fits: no row to describe
     assert row_answer("ours", 6, at_site_limit) == "ours at least 6 (site limit)"
     assert row_answer("tdp", 0, at_site_limit) == "tdp 0"
 

@@ -5,6 +5,7 @@ or matplotlib lives here, so that the command's --help does not load them.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -119,7 +120,8 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
         print(report.sizing_display(table).to_string())
     print(f"site: {summary_line(nameplate)}")
     if row_answers:
-        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(row_answers))
+        print(f"racks per {args.row_limit_kw:g} kW row (P{args.risk:g} of random rows' peaks under it): "
+              + ", ".join(row_answers))
     print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
     return 0
 
@@ -172,8 +174,9 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
         "row_limit_kw": args.row_limit_kw, "risk_percentile": args.risk, "largest_row_racks": largest,
         "row_racks_at_site_limit": at_site_limit,     # the whole site fit: the answer is "at least"
         # per method at its answer: the row peaks' p05/p50/p95/max (W) and the share above the limit
-        "row_sizing": None if rows is None else {name: {k: v for k, v in record.items() if k != "method"}
-                                                 for name, record in zip(largest, rows.to_dict("records"))},
+        "row_sizing": None if rows is None else {    # through JSON: a missing value (no rack fits) is null
+            name: {k: v for k, v in record.items() if k != "method"}
+            for name, record in zip(largest, json.loads(rows.to_json(orient="records")))},
         "energy_j": energy,                           # IT energy per request served and per output token
         "nameplate": nameplate,
         "git": git_state(),
