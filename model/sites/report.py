@@ -260,7 +260,7 @@ def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: 
             row_unit, row_scale = power_unit([limit_w, *ours["max_w"]])
             ax.fill_between(ours["racks"], ours["p05_w"] / row_scale, ours["max_w"] / row_scale, color=REAL_COLOUR,
                             alpha=0.15, linewidth=0, label="p05 to max")
-            ax.plot(ours["racks"], ours["risk_w"] / row_scale, color=REAL_COLOUR, marker=".",
+            ax.plot(ours["racks"], ours["risk_w"] / row_scale, color=REAL_COLOUR, marker="." if len(ours) <= 20 else None,
                     label=f"ours, P{risk:g} peak of n random racks")
             ax.axhline(limit_w / row_scale, color=PALETTE[0], linestyle="--", label="row limit")
             for colour, (name, racks_fit) in zip(PALETTE[1:], (largest or {}).items()):
@@ -269,6 +269,6 @@ def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("racks in the row")
             ax.set_ylabel(f"row power ({row_unit})")
-            ax.legend(frameon=False, fontsize="small")
+            ax.legend(frameon=False, fontsize="small", loc="lower right")     # below the rising curve: free
             written += save_figure(fig, out, "oversubscription")
     return written
