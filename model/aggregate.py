@@ -19,26 +19,26 @@ from model import config
 from model.errors import InputError, refuse_special_file
 from model.generation import methods
 from model.grid import Grid
-from model.latex import booktabs_table
+from model.latex import booktabs_table, two_lines
 from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
 from model.results import METRICS_SUFFIX, read_results
 
 GENERATION_SUFFIX = "_generation.csv"
 UP, DOWN = r"~$\uparrow$", r"~$\downarrow$"
-TABLE_COLUMNS = (  # metric, header, decimals
-    ("val_f1", r"\textbf{Validation F1}" + UP, 2),
-    ("autocorr_r2", r"\textbf{Autocorr $R^2$}" + UP, 2),
-    ("transition_mae", r"\textbf{Transition MAE (W)}" + DOWN, 1),
-    ("ece", r"\textbf{Expected Calibration Error}" + DOWN, 4),
+TABLE_COLUMNS = (  # metric, header (two lines: the table fits a two-column page), decimals
+    ("val_f1", two_lines(r"\textbf{Validation}", r"\textbf{F1}" + UP), 2),
+    ("autocorr_r2", two_lines(r"\textbf{Autocorr}", r"\textbf{$R^2$}" + UP), 2),
+    ("transition_mae", two_lines(r"\textbf{Transition}", r"\textbf{MAE (W)}" + DOWN), 1),
+    ("ece", two_lines(r"\textbf{Expected}", r"\textbf{Calibration Error}" + DOWN), 4),
 )
 GENERATION_TABLE_COLUMNS = (
     ("ks", r"\textbf{KS}" + DOWN, 2),
     ("acf_r2", r"\textbf{ACF $R^2$}" + UP, 2),
     ("nrmse", r"\textbf{NRMSE}" + DOWN, 2),
-    ("p95_error_pct", r"\textbf{P95 err.\ (\%)}" + DOWN, 1),
-    ("p99_error_pct", r"\textbf{P99 err.\ (\%)}" + DOWN, 1),
-    ("energy_error_pct", r"\textbf{Energy err.\ (\%)}" + DOWN, 1),
+    ("p95_error_pct", two_lines(r"\textbf{P95 err.}", r"\textbf{(\%)}" + DOWN), 1),
+    ("p99_error_pct", two_lines(r"\textbf{P99 err.}", r"\textbf{(\%)}" + DOWN), 1),
+    ("energy_error_pct", two_lines(r"\textbf{Energy err.}", r"\textbf{(\%)}" + DOWN), 1),
 )
 
 
@@ -174,18 +174,21 @@ def generation_table(grid: Grid, stats: pd.DataFrame) -> str:
     """Generated traces against held-out measured ones, per model: ours and the baselines."""
     labels = {m.key: m.table_label for m in grid.models}
     rows: list = []
+    # each model a line of its own above its methods, not a column beside them: the table fits a
+    # two-column page
+    width = 1 + len(GENERATION_TABLE_COLUMNS)
     for i, spec in enumerate(m for m in grid.models if m.key in set(stats["model"])):
         if i:
             rows.append(r"\midrule")
-        for j, (_, row) in enumerate(stats[stats["model"] == spec.key].iterrows()):
-            rows.append([labels[spec.key] if j == 0 else "", methods.label(row["method"]),
+        rows.append(r"\multicolumn{" + str(width) + "}{l}{" + labels[spec.key] + r"} \\")
+        for _, row in stats[stats["model"] == spec.key].iterrows():
+            rows.append([r"\quad " + methods.label(row["method"]),
                          *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS)])
     return booktabs_table(r"Generated power traces against held-out measured traces, per model: "
                           r"median over seeds and validation traces, then mean~$\pm$~population standard "
                           r"deviation over hardware and tensor-parallel configurations.",
                           "tab:generation_fidelity",
-                          [r"\textbf{Model}", r"\textbf{Method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)],
-                          rows, left_columns=2)
+                          [r"\textbf{Model / method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)], rows)
 
 
 def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame:

@@ -58,6 +58,12 @@ class FacilitySettings:
     row_limit_kw: float | None = setting(None, "row breaker limit: how many racks fit")
     strict: bool = setting(False, _STRICT_HELP)
     draws: int = setting(200, "random rack sets per row size (with --row_limit_kw)")
+    risk: float = setting(95.0, "percentile of the random rows' peaks a row is sized by (with --row_limit_kw)")
+    # 600 s: over four times the classifier's left context (config.INFERENCE_CONTEXT bins, 128 s at
+    # 0.25 s) and about a hundred times a median demo request's time in the server (200 output tokens
+    # at 0.032 s a step, 70B on H100 TP 4, model/demo_data.py), so the queue has filled before t = 0
+    warmup_s: float = setting(600.0, "seconds simulated before t = 0 and discarded, so the servers "
+                                     "start in steady service, not empty")
     # how and where it runs
     jobs: int = setting(1, "worker processes")
     save_nodes: bool = setting(False, "also keep every node's trace (OUTPUT_DIR/nodes/)")
@@ -74,6 +80,8 @@ class FacilitySettings:
                   (self.jobs >= 1, f"--jobs must be at least 1, got {self.jobs}"),
                   (self.racks_per_task >= 1, f"--racks_per_task must be at least 1, got {self.racks_per_task}"),
                   (self.draws >= 1, f"--draws must be at least 1, got {self.draws}"),
+                  (0 < self.risk <= 100, f"--risk must be a percentile in (0, 100], got {self.risk}"),
+                  (self.warmup_s >= 0 and math.isfinite(self.warmup_s), f"--warmup_s must be >= 0, got {self.warmup_s}"),
                   (self.drain_s >= 0 and math.isfinite(self.drain_s), f"--drain_s must be >= 0, got {self.drain_s}"),
                   (_positive(self.row_limit_kw), f"--row_limit_kw must be a positive number of kW, got {self.row_limit_kw}")]
         for ok, message in checks:

@@ -243,6 +243,7 @@ def site_benchmark(args) -> None:
     batched against stepwise on its features, and its flops per second against the ceiling."""
     from model.checkpoint import load_checkpoint
     from model.facility import build_site, parse_args as facility_args
+    from model.command_settings import FacilitySettings
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_stream
     from model.sites.layout import Layout
@@ -252,13 +253,16 @@ def site_benchmark(args) -> None:
         results = Path(tmp.name) / "results"
         results_job(Path(tmp.name), results, job)
     layout = Layout(1, args.site_racks, args.nodes_per_rack)
-    server_days = layout.n_nodes * math.ceil(args.hours * 4) / 4 / 24     # facility rounds up to 15 minutes
+    # facility rounds up to 15 minutes, and every server also runs its warm-up (--warmup_s)
+    warmup_h = FacilitySettings().warmup_s / 3600
+    server_days = layout.n_nodes * (math.ceil(args.hours * 4) / 4 + warmup_h) / 24
     argv = ["--config", job, "--results_dir", str(results), "--rows", "1", "--racks_per_row",
             str(args.site_racks), "--nodes_per_rack", str(args.nodes_per_rack), "--rate_per_node", "0.5",
             "--duration", str(args.hours * 3600), "--row_limit_kw", "60", "--output_dir", str(Path(tmp.name) / "site"),
             "--no_progress", "--jobs", "1"]
     print(f"a site of {layout.n_nodes} servers ({args.site_racks} racks of {args.nodes_per_rack}), {args.hours:g} h "
-          f"of Poisson traffic, one process: {server_days:g} server-days", flush=True)
+          f"of Poisson traffic after a {warmup_h * 60:g}-minute warm-up, one process: {server_days:g} server-days "
+          "simulated", flush=True)
     with stage_timers(SITE_STAGES) as seconds, open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         started = time.process_time()
         build_site(facility_args(argv))

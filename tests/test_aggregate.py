@@ -16,6 +16,17 @@ from model.grid import BUILT_IN
 
 
 
+def two_column_log(folder, table: str) -> str:
+    """pdflatex's log of `table` (a .tex file in `folder`) inside a two-column article; fails
+    if it does not compile."""
+    (folder / "paper.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n"
+                                      f"\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                          cwd=folder, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return (folder / "paper.log").read_text(errors="replace")
+
+
 def write_metrics(folder, job, f1, r2, mae, ece):
     values = dict(zip(config.METRIC_ORDER, [f1, 0.5, 0.5, ece, r2, mae, 0.1, 0.2, 0.6]))
     write_finished_job(folder, job, values | {"energy_error_pct": 1.0})
@@ -29,7 +40,7 @@ EXPECTED_TABLE = r"""\begin{table*}[!htb]
 \vspace{0.4em}
 \begin{tabular}{lcccc}
 \toprule
-\textbf{Model} & \textbf{Validation F1}~$\uparrow$ & \textbf{Autocorr $R^2$}~$\uparrow$ & \textbf{Transition MAE (W)}~$\downarrow$ & \textbf{Expected Calibration Error}~$\downarrow$ \\
+\textbf{Model} & \begin{tabular}[b]{@{}c@{}}\textbf{Validation}\\\textbf{F1}~$\uparrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Autocorr}\\\textbf{$R^2$}~$\uparrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Transition}\\\textbf{MAE (W)}~$\downarrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Expected}\\\textbf{Calibration Error}~$\downarrow$\end{tabular} \\
 \midrule
 \texttt{Llama-3.1 (8B)} & 0.50~$\pm$~0.10 & 0.70~$\pm$~0.10 & 15.0~$\pm$~5.0 & 0.0200~$\pm$~0.0100 \\
 \texttt{DeepSeek-Distill (70B)} & 0.90~$\pm$~0.00 & 0.80~$\pm$~0.00 & 100.0~$\pm$~0.0 & 0.0500~$\pm$~0.0000 \\
@@ -112,13 +123,12 @@ def test_no_metrics_file_exit_2(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None and not os.environ.get("CI"),
                     reason="pdflatex not installed (.ci/run installs it)")
-def test_table_compiles_with_pdflatex(metrics_dir, tmp_path):
+def test_tables_compile_and_fit_a_two_column_page(metrics_dir, tmp_path):
+    for job, ks in (("llama-3-8b_a100_tp1", 0.1), ("llama-3-8b_h100_tp2", 0.3), ("deepseek-r1-distill-70b_h100_tp8", 0.2)):
+        write_generation(metrics_dir, job, ks, 1200.0)
     assert aggregate_cli(metrics_dir, tmp_path).returncode == 0
-    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
-                                        "\\begin{document}\n\\input{table.tex}\n\\end{document}\n")
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    for table in ("table.tex", "generation_fidelity.tex"):      # both table*: the page's full width
+        assert "Overfull \\hbox" not in two_column_log(tmp_path, table), table
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
 
 
@@ -146,13 +156,9 @@ def test_generation_statistics_pool_every_configuration(metrics_dir, tmp_path):
     table = (tmp_path / "generation_fidelity.tex").read_text()
     assert table.startswith("\\begin{table*}[!htb]\n\\centering\n\\small\n")
     assert "\\label{tab:generation_fidelity}\n\\vspace{0.4em}" in table
-    assert "& Ours & 0.20~$\\pm$~0.10 &" in table and "& Nameplate (TDP) &" in table
+    assert "\\quad Ours & 0.20~$\\pm$~0.10 &" in table and "\\quad Nameplate (TDP) &" in table
     if shutil.which("pdflatex"):
-        (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
-                                            "\\begin{document}\n\\input{generation_fidelity.tex}\n\\end{document}\n")
-        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout[-2000:]
+        two_column_log(tmp_path, "generation_fidelity.tex")
 
 
 @pytest.mark.slow

@@ -89,6 +89,14 @@ def test_a_negative_drain_time_is_refused():
         FacilitySettings(rate_per_node=1.0, duration=60.0, drain_s=float("nan")).validate()
 
 
+@pytest.mark.parametrize("field,value", [("risk", 0.0), ("risk", 101.0), ("risk", float("nan")),
+                                         ("warmup_s", -1.0), ("warmup_s", float("inf"))])
+def test_a_risk_outside_a_percentile_or_a_negative_warm_up_is_refused(field, value):
+    FacilitySettings(rate_per_node=1.0, duration=60.0, risk=100.0, warmup_s=0.0).validate()
+    with pytest.raises(InputError, match=f"--{field}"):
+        FacilitySettings(rate_per_node=1.0, duration=60.0, **{field: value}).validate()
+
+
 @pytest.mark.parametrize("seed", ["-1", str(config.MAX_SEED + 1)])
 def test_one_seed_range_in_demo_data_and_prepare_data(tmp_path, monkeypatch, seed):
     from model import demo_data, prepare_data

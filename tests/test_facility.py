@@ -44,7 +44,38 @@ def test_profile_metrics_by_hand():
     assert m["ldc_p99_w"] == pytest.approx(np.percentile([100, 300, 200, 200], 99))
     flat = profile_metrics(np.full(5, 7.0))
     assert flat["par"] == 1 and flat["ramp_p99_w"] == 0
-    assert diversity_factor(500.0, [300.0, 300.0]) == pytest.approx(500 / 600)
+
+
+def test_the_diversity_factor_is_the_utility_term_at_least_one():
+    # two nodes of 300 W peaks whose sum peaks at 500 W: 600 / 500
+    assert diversity_factor(500.0, [300.0, 300.0]) == pytest.approx(1.2)
+    nodes = np.random.default_rng(0).uniform(0, 100, (8, 500))
+    assert diversity_factor(nodes.sum(axis=0).max(), nodes.max(axis=1)) >= 1.0
+    # nodes peaking together are the worse case for a planner: they score lower (1)
+    together, apart = np.array([[0.0, 100.0], [0.0, 100.0]]), np.array([[100.0, 0.0], [0.0, 100.0]])
+    assert diversity_factor(together.sum(axis=0).max(), together.max(axis=1)) == 1.0
+    assert diversity_factor(apart.sum(axis=0).max(), apart.max(axis=1)) == 2.0
+
+
+def test_the_worst_unit_is_the_largest_peak_or_the_smallest_factor():
+    from model.sites.rollup import worst
+    assert worst([3.0, 9.0, 5.0], "peak_w") == 9.0 and worst([3.0, 9.0, 5.0], "ramp_max_up_w") == 9.0
+    assert worst([0.9, 0.5, 0.7], "load_factor") == 0.5 and worst([1.4, 1.1], "diversity_factor") == 1.1
+
+
+def test_energy_per_request_and_token_by_hand_and_more_watts_cost_more_joules():
+    from model.sites.rollup import energy_per
+    assert energy_per(1000.0, 10.0, 5) == 2000.0                   # 10 kJ over 5 requests
+    assert energy_per(1000.0, 10.0, 2500) == 4.0                   # over 2,500 output tokens
+    assert energy_per(1200.0, 10.0, 5) > energy_per(1000.0, 10.0, 5)
+    assert np.isnan(energy_per(1000.0, 10.0, 0))
+
+
+def test_powers_are_shown_in_the_unit_their_size_reads_in():
+    from model.sites.rollup import power_unit
+    assert power_unit([14_000.0, 15_000.0]) == ("kW", 1e3)        # a 15-minute ramp, not 0.014 MW
+    assert power_unit([0.5, 3.0]) == ("W", 1.0) and power_unit([1.19e6, 7e5]) == ("MW", 1e6)
+    assert power_unit([float("nan"), 2e3]) == ("kW", 1e3)
 
 
 def test_racks_get_configurations_by_share_reproducibly_and_requests_are_conserved():
@@ -188,12 +219,27 @@ def test_bad_site_input_is_refused_before_anything_is_written(results, tmp_path,
 
 
 def test_row_sizing_finds_the_largest_row_under_the_limit():
-    from model.sites.rollup import p95_peaks_of_random_rows
+    from model.sites.rollup import racks_under, row_peaks
     traces = np.tile(np.array([[10.0, 30.0, 10.0]]), (5, 1))       # every rack peaks at 30 W
-    curve = p95_peaks_of_random_rows(traces, limit=100.0, draws=7, rng=np.random.default_rng(0))
-    assert curve == [30.0, 60.0, 90.0, 120.0]                       # stops at the first row over the limit
+    curve = row_peaks(traces, limit=100.0, draws=7, rng=np.random.default_rng(0))
+    assert [p["p95_w"] for p in curve] == [30.0, 60.0, 90.0, 120.0]   # stops at the first row over the limit
+    assert racks_under(curve, 100.0) == 3 and [p["p_exceed"] for p in curve] == [0, 0, 0, 1]
     spread = np.array([[30.0, 10.0], [10.0, 30.0]])                 # peaks at different times
-    assert p95_peaks_of_random_rows(spread, 1e9, 50, np.random.default_rng(1))[-1] == 40.0
+    assert row_peaks(spread, 1e9, 50, np.random.default_rng(1))[-1]["max_w"] == 40.0
+
+
+def test_row_peak_spread_and_risk_of_exceeding_by_hand():
+    from model.sites.rollup import racks_under, row_peaks
+    # three constant racks of 10, 20 and 30 W: two of them make 30, 40 or 50 W, each a third of the time
+    racks = np.array([[10.0], [20.0], [30.0]])
+    curve = row_peaks(racks, limit=45.0, draws=3000, rng=np.random.default_rng(0), risk=50)
+    two = curve[1]
+    assert (two["p05_w"], two["p50_w"], two["max_w"]) == (30.0, 40.0, 50.0)
+    assert two["p_exceed"] == pytest.approx(1 / 3, abs=0.03)
+    assert len(curve) == 3 and curve[2]["p_exceed"] == 1.0          # all three: 60 W, always over
+    # a stricter risk percentile carries no more racks
+    strict = row_peaks(racks, limit=45.0, draws=3000, rng=np.random.default_rng(0), risk=95)
+    assert racks_under(strict, 45.0) == 1 < racks_under(curve, 45.0) == 2
 
 
 def test_a_row_holds_each_rack_once_and_no_answer_exceeds_the_sites_racks():
@@ -203,8 +249,18 @@ def test_a_row_holds_each_rack_once_and_no_answer_exceeds_the_sites_racks():
     racks = 100.0 * np.eye(6)
     curve, largest, at_site_limit = oversubscription(racks, {"tdp": np.full(6, 120.0), "mean": np.full(6, 10.0)},
                                                      limit_w=110.0, draws=200, seed=0)
-    assert list(curve["p95_peak_w"]) == [100.0] * 6 and list(curve["racks"]) == [1, 2, 3, 4, 5, 6]
+    ours = curve[curve["method"] == "ours"]
+    assert list(ours["p95_w"]) == [100.0] * 6 and list(ours["racks"]) == [1, 2, 3, 4, 5, 6]
     assert largest == {"ours": 6, "tdp": 0, "mean": 6} and at_site_limit == ["ours", "mean"]
+    assert max(largest.values()) <= len(racks) and curve["racks"].max() <= len(racks)
+    # a site whose every rack fits many times over: still no answer beyond its 6 racks
+    _, roomy, _ = oversubscription(racks, {"tdp": np.full(6, 1.0)}, limit_w=1e9, draws=50, seed=0, risk=99)
+    assert roomy == {"ours": 6, "tdp": 6}
+    from model.sites.report import row_sizing
+    rows = row_sizing(curve, largest, at_site_limit).set_index("method")
+    assert rows.loc["Ours", "p95_w"] == 100.0 and rows.loc["Ours", "p_exceed"] == 0.0
+    assert rows.loc["Mean", "max_w"] == 60.0 and bool(rows.loc["Mean", "at_site_limit"])
+    assert np.isnan(rows.loc["Nameplate (TDP)", "p95_w"])          # not one rack fits: no row to describe
     assert row_answer("ours", 6, at_site_limit) == "ours at least 6 (site limit)"
     assert row_answer("tdp", 0, at_site_limit) == "tdp 0"
 
@@ -326,7 +382,8 @@ def test_a_site_reports_its_share_above_nameplate_and_calls_tdp_nameplate(tiny_r
     assert nameplate["peak_1s_w"] == pytest.approx(site["total_w"].max(), rel=1e-5)
     assert nameplate["peak_0.25s_w"] >= nameplate["peak_1s_w"] >= nameplate["peak_60s_w"]
     table = (tmp_path / "out" / "sizing_table.tex").read_text()
-    assert "Nameplate (TDP)" in table and r"Above nameplate (\%)" in table and "Peak 0.25 s (MW)" in table
+    assert r"\textbf{Nameplate}\\\textbf{(TDP)}" in table        # the column head, on two lines
+    assert r"Above nameplate (\%)" in table and "Peak, 0.25 s (kW)" in table
     assert "above the 1000 W nameplate" in capsys.readouterr().out
 
 
@@ -363,3 +420,122 @@ def test_poor_validation_scores_are_a_site_warning_with_the_numbers(tiny_results
     assert warning.startswith("m_h_tp1: poor validation scores")
     assert "energy_error_pct 10.6 > 5" in warning and "autocorr_r2 0.44 < 0.5" in warning
     assert f"warning: {warning}\n" in capsys.readouterr().err
+
+
+def responsive_checkpoint(path):
+    """A made-up checkpoint whose classifier reads the active requests and nothing else (no
+    memory): under 10 active it picks the idle state, 10 to 30 the middle one, above 30 the
+    busiest, with near certainty. Its requests take about 10 s, so at 5 a second a server holds
+    about 65 and sits in the busiest state, while a server that starts empty climbs through all
+    three in its first seconds."""
+    import torch
+    from model.generation.serving import ServingModel
+    from test_checkpoint import K, PowerStateGRU, tiny_checkpoint
+    model = PowerStateGRU(K, hidden_size=4, num_layers=1, dropout=0.0)
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    hidden, active = 4, 3                             # feature 3: active requests (log1p; the norm is 0, 1)
+    for suffix in ("", "_reverse"):
+        state["gru.bias_ih_l0" + suffix][hidden:2 * hidden] = -30.0      # update gate shut: h_t = n_t
+        for unit, threshold in ((0, 10), (1, 30)):
+            state["gru.weight_ih_l0" + suffix][2 * hidden + unit, active] = 20.0
+            state["gru.bias_ih_l0" + suffix][2 * hidden + unit] = -20.0 * np.log1p(threshold)
+    steep = 15.0              # logits from the two forward units: state k wins between thresholds k and k + 1
+    state["head.weight"][0, 0], state["head.bias"][0] = -steep, steep
+    state["head.weight"][1, 0], state["head.weight"][1, 1] = steep, -steep
+    state["head.weight"][2, 1], state["head.bias"][2] = steep, steep
+    return tiny_checkpoint(path, model_state=state, input_tokens=np.array([10, 10]),
+                           output_tokens=np.array([400, 400]), serving_model=ServingModel(1000.0, 0.02, 0.01).to_dict())
+
+
+def test_a_steady_poisson_site_has_no_start_up_ramp(tmp_path):
+    # with --warmup_s 0 (the servers start empty, as before the warm-up) this fails: the largest
+    # 1 s ramp is 328 W against a p99 of 31 W (checked)
+    results = tmp_path / "results"
+    responsive_checkpoint(config.checkpoint_path(results, "m_h_tp1"))
+    assert _site(results, tmp_path / "out", "--rate_per_node", "5", "--duration", "900") == 0
+    ramps = np.abs(np.diff(pd.read_csv(tmp_path / "out" / "site_power.csv")["total_w"].to_numpy()))
+    assert ramps.max() <= 3 * np.percentile(ramps, 99)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["warmup_s"] == 600.0
+
+
+def test_a_warm_up_keeps_the_stream_after_zero_and_replays_a_request_files_start():
+    from model.sites.site import Plan, warmup_requests, with_warmup
+    stream = Requests(np.array([1.0, 5.0, 50.0]), np.array([10.0, 20.0, 30.0]), np.array([1.0, 2.0, 3.0]))
+    plan = Plan(Layout(1, 1, 1), ["a"], {}, n_bins=400, bin_s=0.25, non_gpu_w=0.0, pue=1.0, seed=0,
+                sampling="coherent", node_requests=[stream], warmup_s=10.0)
+    before = warmup_requests(plan, 0, stream, pool=None)
+    assert before.arrival_s.tolist() == [-9.0, -5.0] and before.output_tokens.tolist() == [1.0, 2.0]
+    warmed = with_warmup(stream, before, 10.0)
+    assert warmed.arrival_s.tolist() == [1.0, 5.0, 11.0, 15.0, 60.0]
+    poisson = Plan(Layout(1, 1, 1), ["a"], {}, n_bins=400, bin_s=0.25, non_gpu_w=0.0, pue=1.0, seed=0,
+                   sampling="coherent", rate_per_node=2.0, warmup_s=100.0)
+    early = warmup_requests(poisson, 0, stream, pool=(np.array([7.0]), np.array([8.0]))).arrival_s
+    assert len(early) == pytest.approx(200, rel=0.3) and (early >= -100).all() and (early < 0).all()
+
+
+def test_each_site_table_is_written_as_csv_json_and_tex(tiny_results, tmp_path):
+    out = tmp_path / "out"
+    assert _site(tiny_results, out, "--rate_per_node", "2", "--duration", "120", "--row_limit_kw", "1",
+                 "--risk", "90") == 0
+    for stem in ("sizing_table", "row_sizing"):
+        assert {f"{stem}.csv", f"{stem}.json", f"{stem}.tex"} <= files_under(out), stem
+        assert len(json.loads((out / f"{stem}.json").read_text())) == len(pd.read_csv(out / f"{stem}.csv")) == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["risk_percentile"] == 90 and set(manifest["row_sizing"]) == {"tdp", "mean", "ours"}
+    assert all(r["racks"] <= 2 for r in manifest["row_sizing"].values())       # the site has 2 racks
+    assert manifest["energy_j"]["ours"]["j_per_request"] > 0
+    metrics = pd.read_csv(out / "facility_metrics.csv")
+    diversity = metrics[metrics.metric == "diversity_factor"]["value"]
+    assert (diversity >= 1 - 1e-12).all()
+    worst = metrics[(metrics.method == "ours") & (metrics.metric == "peak_w") & (metrics.resolution_s == 1.0)]
+    by_level = worst.set_index("level")["value"]
+    assert by_level["worst_rack"] >= by_level["rack"] and by_level["worst_row"] >= by_level["row"]
+
+
+def test_the_sizing_table_shows_a_small_ramp_in_a_unit_that_shows_it():
+    from model.sites.report import SIZING_ROWS, sizing_display
+    table = pd.DataFrame([{key: 1.0 for key, _, _ in SIZING_ROWS} | {"method": "Ours", "ramp_max_15min_w": 14_000.0,
+                                                                    "peak_1s_w": 1.186e6, "ramp_max_1s_w": 51_000.0}])
+    shown = sizing_display(table)["Ours"]
+    assert shown["Largest ramp, 15 min (kW)"] == "14.0" and shown["Peak, 1 s (MW)"] == "1.186"
+    assert shown["Largest ramp, 1 s (kW)"] == "51.0"
+
+
+@pytest.mark.slow
+def test_site_tables_compile_in_one_column_of_a_two_column_paper(tiny_results, tmp_path):
+    from test_aggregate import two_column_log
+    out = tmp_path / "out"
+    assert _site(tiny_results, out, "--rate_per_node", "2", "--duration", "120", "--row_limit_kw", "1") == 0
+    # and a large site's numbers, wider than the small one's: megawatts, six-figure joules
+    from model.sites.report import SIZING_ROWS, sizing_table
+    large = pd.DataFrame([{key: 1.186e6 * share if kind in ("power", "va") else 100.0 for key, _, kind in SIZING_ROWS}
+                          | {"method": label, "par": 1.01, "load_factor": 0.99, "diversity_factor": 1.23,
+                             "j_per_request": 123_456.0, "j_per_output_token": 1234.5}
+                          for label, share in (("Nameplate (TDP)", 1.0), ("Mean", 0.6), ("Ours", 0.61))])
+    (out / "large.tex").write_text(sizing_table(large, "A site of 240 servers."))
+    for table in ("sizing_table.tex", "row_sizing.tex", "large.tex"):
+        text = (out / table).read_text()
+        assert text.startswith("\\begin{table}") and ("$\\times$" in text or table == "large.tex")
+        assert "Overfull \\hbox" not in two_column_log(out, table), table
+
+
+def test_site_figures_count_whole_racks_and_carry_their_reference_lines(tmp_path, monkeypatch):
+    from model.sites import report
+    figures = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, out, name: figures.setdefault(name, fig) and [])
+    rng = np.random.default_rng(0)
+    racks = rng.uniform(900.0, 1100.0, (6, 3600 * 4))                # 2 rows of 3 racks, an hour at 0.25 s
+    per_second = window_means(racks, 4)
+    curve, largest, _ = report.oversubscription(per_second, {"tdp": np.full(6, 1500.0), "mean": np.full(6, 1000.0)},
+                                                limit_w=3500.0, draws=50, seed=0)
+    report.write_figures(tmp_path, racks.sum(axis=0), 1.3, 0.25, racks, 3, {"Nameplate": 11_700.0, "Mean": 7_800.0},
+                         curve, 3500.0, largest)
+    ldc = figures["load_duration_15min"].axes[0]
+    assert {round(line.get_ydata()[0], 3) for line in ldc.get_lines()} == {11.7, 7.8}          # in kW, both lines
+    heat = figures["rack_heatmap"].axes[0]
+    assert [line.get_ydata()[0] for line in heat.get_lines()] == [2.5]                         # between the rows
+    assert all(float(t).is_integer() for t in heat.get_yticks())
+    rows = figures["oversubscription"].axes[0]
+    assert all(float(t).is_integer() for t in rows.get_xticks())
+    answers = [line.get_xdata()[0] for line in rows.get_lines() if line.get_linestyle() == ":"]
+    assert sorted(answers) == sorted([largest["tdp"], largest["mean"]]) == [2, 3]

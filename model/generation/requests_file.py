@@ -97,17 +97,19 @@ def poisson_requests(rate: float, duration_s: float, pool: tuple[np.ndarray, np.
     return poisson_stream(rate, duration_s, pool, seed)
 
 
-def poisson_stream(rate: float, duration_s: float, pool: tuple[np.ndarray, np.ndarray], seed: int,
-                   diurnal: np.ndarray | None = None) -> Requests:
-    """Poisson arrivals at `rate` per second over [0, duration_s), shaped by hour-of-day
-    multipliers when given (thinning: arrivals at the highest rate, each kept with multiplier /
-    highest); each request's (input, output) lengths drawn together from `pool`, the training
-    requests (so their pairing is kept). Checks nothing: the commands check their flags."""
+def poisson_stream(rate: float, duration_s: float, pool: tuple[np.ndarray, np.ndarray], seed,
+                   diurnal: np.ndarray | None = None, start_s: float = 0.0) -> Requests:
+    """Poisson arrivals at `rate` per second over [start_s, start_s + duration_s), shaped by
+    hour-of-day multipliers when given (thinning: arrivals at the highest rate, each kept with
+    multiplier / highest; a negative time is in the hours before midnight); each request's
+    (input, output) lengths drawn together from `pool`, the training requests (so their pairing
+    is kept). `seed`: anything numpy's default_rng takes. Checks nothing: the commands check
+    their flags."""
     rng = np.random.default_rng(seed)
     top = rate * (float(diurnal.max()) if diurnal is not None else 1.0)
-    arrivals = np.sort(rng.uniform(0.0, duration_s, rng.poisson(top * duration_s)))
+    arrivals = np.sort(rng.uniform(start_s, start_s + duration_s, rng.poisson(top * duration_s)))
     if diurnal is not None:
-        keep = rng.random(len(arrivals)) < diurnal[(arrivals // 3600).astype(int) % 24] / diurnal.max()
+        keep = rng.random(len(arrivals)) < diurnal[np.floor(arrivals / 3600).astype(int) % 24] / diurnal.max()
         arrivals = arrivals[keep]
     pick = rng.integers(0, len(pool[0]), len(arrivals))
     return Requests(arrivals, np.asarray(pool[0], dtype=np.float64)[pick],

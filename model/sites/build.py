@@ -5,6 +5,7 @@ or matplotlib lives here, so that the command's --help does not load them.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -20,13 +21,13 @@ from model.command_settings import FacilitySettings
 from model.errors import EXIT_FAILED, InputError, refuse_oversized
 from model.generation.requests_file import read_requests
 from model.interrupts import exit_status, interruptible
-from model.outputs import file_sha256, locked_directory, staged_folder, write_json, write_text
+from model.outputs import file_sha256, locked_directory, staged_folder, write_json
 from model.provenance import environment, git_state
 from model.generation import methods
 from model.nameplate import summary_line
 from model.sites import report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
-from model.sites.site import Plan, nameplate_report, run_site, run_site_on_slurm, site_metrics
+from model.sites.site import Plan, energy_report, nameplate_report, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
 
 QUARTER_S = 900.0
@@ -86,7 +87,7 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
            out: Path) -> int:
     plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
                 args.sampling, node_requests, args.rate_per_node, diurnal,
-                out / "nodes" if args.save_nodes else None)
+                out / "nodes" if args.save_nodes else None, args.warmup_s)
     workers = (f"Slurm tasks of {args.racks_per_task} racks" if args.launcher == "slurm"
                else f"{args.jobs} worker(s)")
     print(f"{layout.n_nodes} nodes in {layout.n_racks} racks, {n_bins * bin_s / 3600:.2f} h at {bin_s} s, "
@@ -116,11 +117,12 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
         table, row_answers = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
                                             rack_jobs, bin_s, n_bins, staging, checks)
-    with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
-        print(table.to_string(index=False))
+    with pd.option_context("display.width", 140):
+        print(report.sizing_display(table).to_string())
     print(f"site: {summary_line(nameplate)}")
     if row_answers:
-        print(f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(row_answers))
+        print(f"racks per {args.row_limit_kw:g} kW row (P{args.risk:g} of random rows' peaks under it): "
+              + ", ".join(row_answers))
     print(f"{out}/: site power, metrics, sizing table, figures ({seconds:.0f} s for {layout.n_nodes} nodes)")
     return 0
 
@@ -150,23 +152,33 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
     report.write_site_power(out, it_w, args.pue, bin_s)
     report.write_racks(out, result.racks, rack_jobs, bin_s)
     report.write_frame(out / "facility_metrics.csv", metrics)
-    table = report.sizing(metrics, nameplate)
-    write_text(out / "sizing_table.tex", report.sizing_table(
-        table, f"Site of {layout.n_nodes} servers ({layout.rows} rows x {layout.racks_per_row} racks x "
-               f"{layout.nodes_per_rack}), {n_bins * bin_s / 3600:.1f} h, PUE {args.pue:g}: sized by nameplate "
-               "power (TDP, the GPUs' rated power, which they can exceed), by mean power and by generated "
-               "traces (ours); the last column is the share of bins above the nameplate sizing."))
-    curve, largest, at_site_limit = None, None, []
+    energy = energy_report(plan, result)
+    table = report.sizing(metrics, nameplate, energy)
+    site = (f"{layout.n_nodes} servers ({layout.rows} row{'s' * (layout.rows != 1)} $\\times$ "
+            f"{layout.racks_per_row} rack{'s' * (layout.racks_per_row != 1)} $\\times$ {layout.nodes_per_rack}), "
+            f"{n_bins * bin_s / 3600:.1f} h, PUE {args.pue:g}")
+    report.write_table(out, "sizing_table", table, report.sizing_table(
+        table, f"Site of {site}, sized by nameplate power (TDP, the GPUs' rated power, which they can exceed), "
+               "by mean power and by generated traces (ours). Site power includes the PUE; rows, racks and "
+               "energy (per request served and per output token) are IT power; ratios, ramps and row and "
+               "rack peaks at 1 s; above nameplate: share of bins above the nameplate sizing."))
+    curve, largest, at_site_limit, rows = None, None, [], None
     if args.row_limit_kw:
         rack_constants = {name: w.reshape(layout.n_racks, -1).sum(axis=1) for name, w in result.constants.items()}
         per_second = window_means(result.racks, int(round(1.0 / bin_s)))
-        curve, largest, at_site_limit = report.oversubscription(per_second, rack_constants,
-                                                                args.row_limit_kw * 1e3, args.draws, args.seed)
+        curve, largest, at_site_limit = report.oversubscription(per_second, rack_constants, args.row_limit_kw * 1e3,
+                                                                args.draws, args.seed, args.risk)
         report.write_frame(out / "oversubscription.csv", curve)
-    constant_totals = {f"{methods.label(name)} ({w.sum() * args.pue / 1e6:.2f} MW)": w.sum() * args.pue
+        rows = report.row_sizing(curve, largest, at_site_limit)
+        report.write_table(out, "row_sizing", rows, report.display_tex(
+            report.row_sizing_display(rows, args.risk),
+            f"Racks a {args.row_limit_kw:g} kW row carries, site of {site}: the largest number of distinct "
+            f"racks drawn at random ({args.draws} draws) whose P{args.risk:g} row peak (1 s) stays under the "
+            "limit, and how the row peaks spread there; $\\geq$: every rack of the site fits.", "tab:site_rows"))
+    constant_totals = {f"{methods.label(name)} ({report.readable_power(w.sum() * args.pue)})": w.sum() * args.pue
                        for name, w in result.constants.items()}
-    report.write_figures(out, it_w, args.pue, bin_s, result.racks, constant_totals, curve,
-                         args.row_limit_kw * 1e3 if args.row_limit_kw else None)
+    report.write_figures(out, it_w, args.pue, bin_s, result.racks, layout.racks_per_row, constant_totals, curve,
+                         args.row_limit_kw * 1e3 if args.row_limit_kw else None, largest, args.risk)
     manifest = {
         # paths as config.recorded_path keeps them: not this machine's absolute ones where it can
         "inputs": {job: {"checkpoint": config.recorded_path(path), "sha256": file_sha256(path)}
@@ -180,8 +192,14 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
         "traffic": {"time_scale": args.time_scale} if args.requests else {"rate_per_node": args.rate_per_node},
         "requests_served": result.requests.sum(axis=0).tolist(), "seed": args.seed, "node_seeds": "seed + node id",
         "sampling": args.sampling, "bin_s": bin_s, "bins": n_bins, "non_gpu_w": args.non_gpu_w, "pue": args.pue,
-        "row_limit_kw": args.row_limit_kw, "largest_row_racks": largest,
+        "warmup_s": plan.warmup_bins * bin_s,          # simulated before t = 0 and discarded
+        "row_limit_kw": args.row_limit_kw, "risk_percentile": args.risk, "largest_row_racks": largest,
         "row_racks_at_site_limit": at_site_limit,     # the whole site fit: the answer is "at least"
+        # per method at its answer: the row peaks' p05/p50/p95/max (W) and the share above the limit
+        "row_sizing": None if rows is None else {    # through JSON: a missing value (no rack fits) is null
+            name: {k: v for k, v in record.items() if k != "method"}
+            for name, record in zip(largest, json.loads(rows.to_json(orient="records")))},
+        "energy_j": energy,                           # IT energy per request served and per output token
         "nameplate": nameplate,
         **checks,          # "warnings": one line each, "extrapolation": the traffic per configuration
         "git": git_state(),

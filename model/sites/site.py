@@ -33,9 +33,11 @@ from model.generation.requests_file import poisson_stream
 from model.sites.layout import Layout
 from model.slurm import array_results
 from model.slurm_settings import SlurmSettings
-from model.sites.rollup import METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, profile_metrics
+from model.sites.rollup import (METRICS, RESOLUTIONS_S, at_resolutions, diversity_factor, energy_per,
+                                profile_metrics, worst)
 
 LEVELS = ("node", "rack", "row", "site")
+WORST_LEVELS = {"rack": "worst_rack", "row": "worst_row"}    # beside the means of racks and rows
 
 
 @dataclass
@@ -53,6 +55,11 @@ class Plan:
     rate_per_node: float | None = None              # or Poisson traffic per node ...
     diurnal: np.ndarray | None = None               # ... shaped by the hour of the day
     save_nodes_dir: Path | None = None
+    warmup_s: float = 0.0                           # simulated before t = 0, then discarded
+
+    @property
+    def warmup_bins(self) -> int:
+        return int(np.ceil(self.warmup_s / self.bin_s - 1e-9))
 
 
 @dataclass
@@ -80,19 +87,42 @@ def baseline_watts(ckpt: Checkpoint, non_gpu_w: float) -> dict[str, float]:
     return {m.name: m.constant_watts(ckpt) + non_gpu_w for m in site_baselines()}
 
 
+def warmup_requests(plan: Plan, node: int, stream: Requests, pool) -> Requests:
+    """What node `node` serves in the warm-up, [-warmup_s, 0): with Poisson traffic more of the
+    same process (its own seed; the diurnal profile's hours before midnight), with a request
+    stream the stream's own first warmup_s seconds replayed (the traffic the site starts in)."""
+    w = plan.warmup_bins * plan.bin_s
+    if plan.node_requests is not None:
+        first = stream.arrival_s < w
+        return Requests(stream.arrival_s[first] - w, stream.input_tokens[first], stream.output_tokens[first])
+    return poisson_stream(plan.rate_per_node, w, pool, [plan.seed, node, 1], plan.diurnal, start_s=-w)
+
+
+def with_warmup(stream: Requests, before: Requests, warmup_s: float) -> Requests:
+    """`before` (arrivals in [-warmup_s, 0)) then `stream`, shifted so that the warm-up starts at 0."""
+    return Requests(np.concatenate([before.arrival_s, stream.arrival_s]) + warmup_s,
+                    np.concatenate([before.input_tokens, stream.input_tokens]),
+                    np.concatenate([before.output_tokens, stream.output_tokens]))
+
+
 def generate_rack(plan: Plan, rack: int) -> tuple:
     """One rack's nodes: their summed watts, each node's statistics, served requests and bins
-    above nameplate."""
+    above nameplate. Each node runs plan.warmup_bins first, which are dropped: its queue and the
+    classifier's context start full, as in steady service, not empty at t = 0."""
     torch.set_num_threads(1)             # one worker per core
     gen = _generator(plan.checkpoints[plan.rack_jobs[rack]])
     nodes = list(plan.layout.nodes_of_rack(rack))
+    pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
     if plan.node_requests is not None:
         streams = [plan.node_requests[n] for n in nodes]
     else:
-        pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
         streams = [poisson_stream(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
                                   plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
-    traces = gen.generate_many(streams, plan.n_bins, [plan.seed + n for n in nodes], plan.sampling)
+    warm = plan.warmup_bins
+    warmed = [with_warmup(s, warmup_requests(plan, n, s, pool), warm * plan.bin_s) if warm else s
+              for n, s in zip(nodes, streams)]
+    traces = gen.generate_many(warmed, plan.n_bins + warm, [plan.seed + n for n in nodes], plan.sampling)
+    traces = [replace(t, watts=t.watts[warm:], states=t.states[warm:]) for t in traces]
     rack_watts = np.zeros(plan.n_bins)
     peaks, stats, served = [], [], []
     above = [int((trace.watts > tdp_watts(gen.ckpt)).sum()) for trace in traces]
@@ -208,30 +238,38 @@ def _mean_of(stats: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
 
 
+def _worst_of(stats: list[dict[str, float]]) -> dict[str, float]:
+    return {k: worst([s[k] for s in stats], k) for k in stats[0]}
+
+
 def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
     """Rows of (method, level, resolution_s, metric, value). Node, rack and row values are the
-    mean over the units of that level; site values are of the total (IT x PUE) watts."""
+    mean over the units of that level, and levels worst_rack and worst_row the worst rack's and
+    row's (rollup.worst); site values are of the total (IT x PUE) watts."""
     layout = plan.layout
     out = []
     it = result.racks.sum(axis=0)
     rows = rows_of(plan, result.racks)
     per_res = {level: at_resolutions(series, plan.bin_s) for level, series in
                (("racks", result.racks), ("rows", rows), ("site", it * plan.pue))}
+    nodes_per_row = layout.racks_per_row * layout.nodes_per_rack
     for j, resolution in enumerate(RESOLUTIONS_S):
         node_peaks = result.node_peaks[:, j]
+        units = {
+            "rack": [profile_metrics(w) | {"diversity_factor": diversity_factor(
+                w.max(), node_peaks[list(layout.nodes_of_rack(r))])}
+                for r, w in enumerate(per_res["racks"][resolution])],
+            "row": [profile_metrics(w) | {"diversity_factor": diversity_factor(
+                w.max(), node_peaks[r * nodes_per_row:(r + 1) * nodes_per_row])}
+                for r, w in enumerate(per_res["rows"][resolution])],
+        }
         levels = {
             "node": _mean_of([m[resolution] for m in result.node_metrics]) | {"diversity_factor": 1.0},
-            "rack": _mean_of([profile_metrics(w) | {"diversity_factor": diversity_factor(
-                w.max(), node_peaks[list(layout.nodes_of_rack(r))])}
-                for r, w in enumerate(per_res["racks"][resolution])]),
-            "row": _mean_of([profile_metrics(w) | {"diversity_factor": diversity_factor(
-                w.max(), node_peaks[r * layout.racks_per_row * layout.nodes_per_rack:
-                                    (r + 1) * layout.racks_per_row * layout.nodes_per_rack])}
-                for r, w in enumerate(per_res["rows"][resolution])]),
+            "rack": _mean_of(units["rack"]), "row": _mean_of(units["row"]),
             "site": profile_metrics(per_res["site"][resolution])
             | {"diversity_factor": diversity_factor(per_res["site"][resolution].max() / plan.pue, node_peaks)},
-        }
-        for level in LEVELS:
+        } | {WORST_LEVELS[level]: _worst_of(units[level]) for level in WORST_LEVELS}
+        for level in (*LEVELS, *WORST_LEVELS.values()):
             out += [["ours", level, resolution, m, levels[level][m]] for m in METRICS]
     for name, node_watts in result.constants.items():
         rack_w = node_watts.reshape(layout.n_racks, layout.nodes_per_rack).sum(axis=1)
@@ -239,11 +277,25 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
         constant = {"node": node_watts, "rack": rack_w, "row": row_w,
                     "site": np.array([node_watts.sum() * plan.pue])}
         for resolution in RESOLUTIONS_S:
-            for level in LEVELS:
-                # a constant load: its peak is its average, it never ramps, and every unit peaks at once
-                stats = _mean_of([profile_metrics(np.full(2, w)) for w in constant[level]])
+            for level in (*LEVELS, *WORST_LEVELS.values()):
+                # a constant load: its peak is its average, it never ramps, and every unit peaks at
+                # once (diversity factor 1)
+                units = [profile_metrics(np.full(2, w)) for w in constant[level.removeprefix("worst_")]]
+                stats = _worst_of(units) if level.startswith("worst_") else _mean_of(units)
                 out += [[name, level, resolution, m, stats.get(m, 1.0)] for m in METRICS]
     return out
+
+
+def energy_report(plan: Plan, result: SiteResult) -> dict[str, dict[str, float]]:
+    """Per method (ours and the site baselines), the servers' (IT) energy per request served and
+    per output token, in joules, over the period (the warm-up not counted): what the ML.ENERGY
+    leaderboard reports per GPU, here per server with its non-GPU watts and without the PUE."""
+    seconds = plan.n_bins * plan.bin_s
+    requests, _, output_tokens = result.requests.sum(axis=0)
+    average = {"ours": float(result.racks.sum(axis=0).mean())} | \
+        {name: float(w.sum()) for name, w in result.constants.items()}
+    return {name: {"j_per_request": energy_per(w, seconds, requests),
+                   "j_per_output_token": energy_per(w, seconds, output_tokens)} for name, w in average.items()}
 
 
 def nameplate_report(plan: Plan, result: SiteResult) -> dict:
