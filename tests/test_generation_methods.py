@@ -58,7 +58,7 @@ def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_pat
     stats = pd.read_csv(tmp_path / "generation_statistics.csv")
     assert list(stats["method"]) == ["ours", "tdp", "double_mean"]
     assert stats.set_index("method").loc["double_mean", "n_configs"] == 2
-    assert "& Double mean & 0.10~$\\pm$~0.00 &" in (tmp_path / "generation_fidelity.tex").read_text()
+    assert "\\quad Double mean & 0.10~$\\pm$~0.00 &" in (tmp_path / "generation_fidelity.tex").read_text()
 
 
 def test_an_unregistered_method_in_a_generation_file_is_an_input_error(tmp_path):

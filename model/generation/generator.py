@@ -10,7 +10,7 @@ measured watts: the checkpoint holds all it needs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -200,11 +200,19 @@ class Generator:
         return self.generate_many([requests], n_bins, [seed], sampling)[0]
 
     def generate_many(self, streams: list[Requests], n_bins: int, seeds: list[int],
-                      sampling: str = config.GENERATION_SAMPLING) -> list[GeneratedTrace]:
+                      sampling: str = config.GENERATION_SAMPLING, warmup_bins: int = 0) -> list[GeneratedTrace]:
         """One trace per request stream, each with its own seed; the same traces as generate()
-        one by one, faster. Each carries its traffic check (`traffic`)."""
+        one by one, faster. Each carries its traffic check (`traffic`). The first `warmup_bins`
+        of the n_bins are a warm-up (model/sites/site.py): generated, so that the queue and the
+        classifier's context are full when the period starts, then dropped from the watts, the
+        states and the traffic check alike (its requests are not the period's)."""
         served = [served_workload(self.serving, r, n_bins, self.bin_s) for r in streams]
         raw = [raw_features(workload) for workload, _, _ in served]      # once, for the classifier and the check
         probabilities = self._probabilities_of(raw)
-        return [replace(sample_trace(p, self.ckpt, seed, sampling), traffic=self._traffic(r, n, unfinished))
-                for p, seed, r, (_, n, unfinished) in zip(probabilities, seeds, raw, served)]
+        traces = []
+        for p, seed, r, stream, (_, n, unfinished) in zip(probabilities, seeds, raw, streams, served):
+            trace = sample_trace(p, self.ckpt, seed, sampling)
+            in_warmup = int(np.sum(stream.arrival_s < warmup_bins * self.bin_s))
+            traces.append(GeneratedTrace(trace.watts[warmup_bins:], trace.states[warmup_bins:],
+                                         self._traffic(r[warmup_bins:], n - in_warmup, unfinished)))
+        return traces

@@ -121,8 +121,8 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
     warm = plan.warmup_bins
     warmed = [with_warmup(s, warmup_requests(plan, n, s, pool), warm * plan.bin_s) if warm else s
               for n, s in zip(nodes, streams)]
-    traces = gen.generate_many(warmed, plan.n_bins + warm, [plan.seed + n for n in nodes], plan.sampling)
-    traces = [replace(t, watts=t.watts[warm:], states=t.states[warm:]) for t in traces]
+    traces = gen.generate_many(warmed, plan.n_bins + warm, [plan.seed + n for n in nodes], plan.sampling,
+                               warmup_bins=warm)
     rack_watts = np.zeros(plan.n_bins)
     peaks, stats, served = [], [], []
     above = [int((trace.watts > tdp_watts(gen.ckpt)).sum()) for trace in traces]
