@@ -89,7 +89,8 @@ def test_output_files(trained):
                                             "n_train_traces", "n_val_traces",
                                             "serving_active_r", "serving_active_mean_err_pct",
                                             "serving_prefill_r", "serving_prefill_mean_err_pct",
-                                            "serving_decode_r", "serving_decode_mean_err_pct"]
+                                            "serving_decode_r", "serving_decode_mean_err_pct",
+                                            "results_version"]      # the layout's version, last (model/results.py)
     losses = pd.read_csv(config.losses_path(out, job))
     assert list(losses.columns) == ["epoch", "train_loss"]
     assert list(losses["epoch"]) == list(range(1, 31))
