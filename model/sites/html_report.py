@@ -1,0 +1,151 @@
+"""A run's report.html: one self-contained file to open in any browser or send by mail.
+
+    write_site_report(folder, sizing, answers, manifest)    # model.facility, beside its other files
+    write_report(folder, title, [(heading, body_html), ...]) # any page, from the pieces below
+
+Everything is inside the file: styles inline, figures as base64 PNG (the run's own PNGs, drawn by
+model/sites/report.py), tables by pandas' to_html; no script, no link to anything outside. It
+holds what the run printed and wrote elsewhere (sizing table, answers, warnings, inputs with
+their SHA-256), so the same run gives the same bytes: no clock, no machine name.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import struct
+from pathlib import Path
+
+import pandas as pd
+
+from model.generation import methods
+from model.outputs import write_text
+from model.sites.report import PEAK_COLUMNS, SIZING_COLUMNS
+
+REPORT = "report.html"
+PNG_DPI_TO_CSS = 1.6       # figures are drawn at 200 dpi (model/plots.py); shown at 125 CSS px per inch
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
+       max-width: 1100px; margin: 1.5em auto; padding: 0 1em; line-height: 1.4; }
+h1 { font-size: 1.45em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-top: 1.6em;
+       border-bottom: 1px solid #ccc; padding-bottom: 0.15em; }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.4em 0; }
+th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+table.text td, table.text th { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace;
+       word-break: break-all; }
+ul.answers li { margin: 0.2em 0; } ul.warnings { background: #fff4e5; border-left: 4px solid #D55E00;
+       padding: 0.5em 0.5em 0.5em 2em; } .none { color: #555; font-style: italic; }
+figure { margin: 0.8em 0; display: inline-block; vertical-align: top; }
+figure img { max-width: 100%; height: auto; } figcaption { font-size: 0.85em; color: #444; }
+.sub { color: #444; margin-top: 0; }
+"""
+
+
+def write_report(folder: Path | str, title: str, sections: list[tuple[str, str]], subtitle: str = "") -> Path:
+    """report.html in `folder`: a title and (heading, HTML) sections."""
+    path = Path(folder) / REPORT
+    write_text(path, page(title, sections, subtitle))
+    return path
+
+
+def page(title: str, sections: list[tuple[str, str]], subtitle: str = "") -> str:
+    body = "".join(f"<h2>{html.escape(heading)}</h2>\n{content}\n" for heading, content in sections)
+    sub = f'<p class="sub">{html.escape(subtitle)}</p>\n' if subtitle else ""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}'
+            f"</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n{sub}{body}"
+            "</body>\n</html>\n")
+
+
+def table(frame: pd.DataFrame, index: bool = False, digits: int = 3, css: str = "") -> str:
+    """A DataFrame as an HTML table (pandas escapes the cells), floats to `digits` decimals."""
+    return frame.to_html(index=index, border=0, classes=css or None, na_rep="–",
+                         float_format=lambda value: f"{value:.{digits}f}")
+
+
+def bullets(lines: list[str], css: str) -> str:
+    return f'<ul class="{css}">' + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def warnings_section(warnings: list[str] | None) -> list[tuple[str, str]]:
+    """The manifest's "warnings" (one-line strings), or no section when the run records none."""
+    if warnings is None:
+        return []
+    return [("Warnings", bullets(warnings, "warnings") if warnings else '<p class="none">None.</p>')]
+
+
+def figures(folder: Path | str, first: tuple[str, ...] = ("site_power",)) -> str:
+    """Every PNG in `folder` (not below it), embedded, those named in `first` first, then in
+    name order, each captioned by its name."""
+    out = []
+    for path in sorted(Path(folder).glob("*.png"), key=lambda p: (p.stem not in first, p.name)):
+        data = path.read_bytes()
+        width = struct.unpack(">I", data[16:20])[0] if data[:8] == b"\x89PNG\r\n\x1a\n" else 0
+        size = f' width="{round(width / PNG_DPI_TO_CSS)}"' if width else ""
+        out.append(f'<figure><img alt="{html.escape(path.stem)}"{size} src="data:image/png;base64,'
+                   f'{base64.b64encode(data).decode("ascii")}"><figcaption>{html.escape(path.name)} (its PDF '
+                   "is beside this file)</figcaption></figure>")
+    return "\n".join(out) or '<p class="none">No figures.</p>'
+
+
+def inputs_frame(inputs: dict) -> pd.DataFrame:
+    """The manifest's "inputs" (name -> {checkpoint or file, sha256}) as rows input, file, sha256."""
+    rows = [{"input": name, "file": record.get("checkpoint", record.get("file", "")), "sha256": record.get("sha256", "")}
+            for name, record in inputs.items()]
+    return pd.DataFrame(rows, columns=["input", "file", "sha256"])
+
+
+def settings_frame(manifest: dict, leave_out: tuple[str, ...]) -> pd.DataFrame:
+    """The manifest's other entries, one row each, the value as compact JSON (long ones cut)."""
+    rows = []
+    for key, value in manifest.items():
+        if key in leave_out:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+        rows.append({"entry": key, "value": text if len(text) <= 240 else text[:237] + "..."})
+    return pd.DataFrame(rows, columns=["entry", "value"])
+
+
+def answers_against_baselines(sizing: pd.DataFrame) -> list[str]:
+    """One line per site baseline (nameplate, mean): its 1 s peak beside ours, and ours as a
+    share of it. `sizing`: report.sizing's table, one row per method."""
+    peak = PEAK_COLUMNS[1.0]
+    if "method" not in sizing or peak not in sizing:
+        return []
+    by_method = sizing.set_index("method")[peak]
+    ours = methods.label("ours")
+    if ours not in by_method:
+        return []
+    lines = []
+    for baseline in methods.site_baselines():
+        if baseline.label in by_method and by_method[baseline.label] > 0:
+            theirs = by_method[baseline.label]
+            lines.append(f"{baseline.label} sizes the site at {theirs:.3f} MW; the generated traces (ours) peak at "
+                         f"{by_method[ours]:.3f} MW (1 s), {100 * by_method[ours] / theirs:.1f} % of it")
+    return lines
+
+
+def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[str], manifest: dict) -> Path:
+    """A site run's report.html, beside its figures in `folder` (the run's staging folder):
+    `sizing` is report.sizing's table, `answers` the lines the run printed, `manifest` what
+    manifest.json holds."""
+    layout = manifest.get("layout", {})
+    hours = manifest.get("bins", 0) * manifest.get("bin_s", 0) / 3600
+    n_nodes = layout.get("rows", 0) * layout.get("racks_per_row", 0) * layout.get("nodes_per_rack", 0)
+    title = f"Site of {n_nodes} servers: sizing report"
+    subtitle = (f"{layout.get('rows')} rows x {layout.get('racks_per_row')} racks x {layout.get('nodes_per_rack')} "
+                f"servers, {hours:.2f} h at {manifest.get('bin_s')} s bins, PUE {manifest.get('pue')}, "
+                f"seed {manifest.get('seed')}")
+    shown = sizing.set_index("method").T if "method" in sizing else sizing
+    shown = shown.reindex([c for c in SIZING_COLUMNS if c in shown.index] +
+                          [c for c in shown.index if c not in SIZING_COLUMNS]).rename_axis(index=None, columns=None)
+    sections = [("Answers", bullets(answers_against_baselines(sizing) + answers, "answers")),
+                ("Sizing table", table(shown, index=True) +
+                 "<p>Nameplate: every GPU at its rated power (TDP), which it can exceed; mean: every server at "
+                 "its training mean; ours: the generated traces. The last row is the share of bins above the "
+                 "nameplate sizing.</p>")]
+    sections += warnings_section(manifest.get("warnings"))
+    sections += [("Figures", figures(folder)),
+                 ("Inputs", table(inputs_frame(manifest.get("inputs", {})), css="text")),
+                 ("Run", table(settings_frame(manifest, ("inputs", "warnings", "files")), css="text"))]
+    return write_report(folder, title, sections, subtitle)
