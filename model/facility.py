@@ -44,7 +44,11 @@ def main() -> int:
 
 def build_site(settings: FacilitySettings) -> int:
     """The site the flags describe: checked here, built by model/sites/build.py, which is
-    imported only now (torch, pandas and matplotlib), so that --help stays instant."""
+    imported only now (torch, pandas and matplotlib), so that --help stays instant; with
+    --scenario, the sweep of model/sites/scenario.py, each of its sites built the same way."""
+    if settings.scenario is not None:
+        from model.sites.scenario import run_scenarios
+        return run_scenarios(settings)
     settings.validate()
     from model.sites.build import build_site as build
     return build(settings)

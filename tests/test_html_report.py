@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pandas as pd
 
 from model.sites.html_report import write_site_report
-from test_facility import _site, tiny_results  # noqa: F401  (a fixture: a made-up checkpoint)
+from test_facility import _site
 
 
 class Page(HTMLParser):

@@ -9,7 +9,7 @@ import pytest
 from conftest import files_under
 from model.errors import InputError
 from model.sites.output_folder import clear_previous_run, previous_run
-from test_facility import _site, tiny_results  # noqa: F401  (a fixture: a made-up checkpoint)
+from test_facility import _site
 
 SMALL = ("--rate_per_node", "1", "--duration", "60")
 

@@ -31,6 +31,7 @@ h1 { font-size: 1.45em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-t
        border-bottom: 1px solid #ccc; padding-bottom: 0.15em; }
 table { border-collapse: collapse; font-size: 0.88em; margin: 0.4em 0; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+td { white-space: nowrap; } .left-2 td:nth-child(2) { white-space: normal; min-width: 14em; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 table.text td, table.text th { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace;
        word-break: break-all; }
@@ -38,7 +39,10 @@ ul.answers li { margin: 0.2em 0; } ul.warnings { background: #fff4e5; border-lef
        padding: 0.5em 0.5em 0.5em 2em; } .none { color: #555; font-style: italic; }
 figure { margin: 0.8em 0; display: inline-block; vertical-align: top; }
 figure img { max-width: 100%; height: auto; } figcaption { font-size: 0.85em; color: #444; }
-.sub { color: #444; margin-top: 0; }
+.sub { color: #444; margin-top: 0; } .scroll { overflow-x: auto; }
+.left-2 td:nth-child(-n+2), .left-2 th:nth-child(-n+2), .left-3 td:nth-child(-n+3), .left-3 th:nth-child(-n+3),
+.left-4 td:nth-child(-n+4), .left-4 th:nth-child(-n+4), .left-5 td:nth-child(-n+5), .left-5 th:nth-child(-n+5)
+       { text-align: left; }
 """
 
 
@@ -57,10 +61,13 @@ def page(title: str, sections: list[tuple[str, str]], subtitle: str = "") -> str
             "</body>\n</html>\n")
 
 
-def table(frame: pd.DataFrame, index: bool = False, digits: int = 3, css: str = "") -> str:
-    """A DataFrame as an HTML table (pandas escapes the cells), floats to `digits` decimals."""
-    return frame.to_html(index=index, border=0, classes=css or None, na_rep="–",
-                         float_format=lambda value: f"{value:.{digits}f}")
+def table(frame: pd.DataFrame, index: bool = False, digits: int = 3, css: str = "", left: int = 1) -> str:
+    """A DataFrame as an HTML table (pandas escapes the cells), floats to `digits` decimals, its
+    first `left` columns (text, 1 to 5) aligned left, scrolled sideways on its own when wide."""
+    classes = [c for c in (css, f"left-{left}") if c]
+    inner = frame.rename_axis(columns=None).to_html(index=index, border=0, classes=classes, na_rep="–",
+                                                    float_format=lambda value: f"{value:.{digits}f}")
+    return f'<div class="scroll">{inner}</div>'
 
 
 def bullets(lines: list[str], css: str) -> str:
