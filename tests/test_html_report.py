@@ -42,8 +42,9 @@ def test_a_site_report_is_self_contained_and_holds_the_sizing_table_and_inputs(t
     assert len(page.links) == len(list(out.glob("*.png")))                # every figure, embedded
     metrics = pd.read_csv(out / "facility_metrics.csv")
     site = metrics[(metrics.level == "site") & (metrics.resolution_s == 1.0) & (metrics.metric == "peak_w")]
-    for method in ("ours", "tdp", "mean"):             # the 1 s peaks of the sizing table, in MW
-        assert f"{site[site.method == method]['value'].item() / 1e6:.3f}" in page.cells
+    assert "Peak 1 s (kW)" in page.cells               # a site under 1 MW reads in kW, not 0.00x MW
+    for method in ("ours", "tdp", "mean"):             # the 1 s peaks of the sizing table
+        assert f"{site[site.method == method]['value'].item() / 1e3:.3f}" in page.cells
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["m_h_tp1"]["sha256"] in page.cells
     assert any(item.startswith("Nameplate (TDP) sizes the site at") for item in page.items)
@@ -56,5 +57,5 @@ def test_the_manifests_warnings_are_shown_escaped_and_none_is_no_section(tmp_pat
     warned = {"warnings": ["m_h_tp1: energy error 10.6 % > 5 % <b>"], "inputs": {}}
     page = write_site_report(tmp_path, sizing, [], warned).read_text()
     assert "energy error 10.6 % &gt; 5 % &lt;b&gt;" in page and "<h2>Warnings</h2>" in page
-    assert "Ours" in Page(page).cells and "75.0 % of it" in page
+    assert "Ours" in Page(page).cells and "75.0 % of it" in page and "Peak 1 s (MW)" in Page(page).cells
     assert "<h2>Warnings</h2>" not in write_site_report(tmp_path, sizing, [], {"inputs": {}}).read_text()

@@ -34,7 +34,7 @@ th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: right; ve
 td { white-space: nowrap; } .left-2 td:nth-child(2) { white-space: normal; min-width: 14em; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 table.text td, table.text th { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace;
-       word-break: break-all; }
+       word-break: break-all; white-space: normal; } table.text td:first-child { word-break: normal; }
 ul.answers li { margin: 0.2em 0; } ul.warnings { background: #fff4e5; border-left: 4px solid #D55E00;
        padding: 0.5em 0.5em 0.5em 2em; } .none { color: #555; font-style: italic; }
 figure { margin: 0.8em 0; display: inline-block; vertical-align: top; }
@@ -123,13 +123,27 @@ def answers_against_baselines(sizing: pd.DataFrame) -> list[str]:
     ours = methods.label("ours")
     if ours not in by_method:
         return []
+    scale, unit = (1e3, "kW") if (by_method.abs() < 1).all() else (1.0, "MW")     # as the table shows them
     lines = []
     for baseline in methods.site_baselines():
         if baseline.label in by_method and by_method[baseline.label] > 0:
             theirs = by_method[baseline.label]
-            lines.append(f"{baseline.label} sizes the site at {theirs:.3f} MW; the generated traces (ours) peak at "
-                         f"{by_method[ours]:.3f} MW (1 s), {100 * by_method[ours] / theirs:.1f} % of it")
+            lines.append(f"{baseline.label} sizes the site at {scale * theirs:.3f} {unit}; the generated traces "
+                         f"(ours) peak at {scale * by_method[ours]:.3f} {unit} (1 s), "
+                         f"{100 * by_method[ours] / theirs:.1f} % of it")
     return lines
+
+
+def in_kilo_when_small(shown: pd.DataFrame) -> pd.DataFrame:
+    """The sizing table (a row per number) with its MW and MVA rows in kW and kVA when all are
+    below 1 MW: a small site would read 0.00x everywhere."""
+    power = [row for row in shown.index if "(MW)" in row or "(MVA)" in row]
+    values = shown.loc[power].apply(pd.to_numeric, errors="coerce")
+    if not power or not (values.abs() < 1).all(axis=None):
+        return shown
+    shown = shown.astype(object)
+    shown.loc[power] = values * 1e3
+    return shown.rename(index={row: row.replace("(MW)", "(kW)").replace("(MVA)", "(kVA)") for row in power})
 
 
 def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[str], manifest: dict) -> Path:
@@ -144,8 +158,8 @@ def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[st
                 f"servers, {hours:.2f} h at {manifest.get('bin_s')} s bins, PUE {manifest.get('pue')}, "
                 f"seed {manifest.get('seed')}")
     shown = sizing.set_index("method").T if "method" in sizing else sizing
-    shown = shown.reindex([c for c in SIZING_COLUMNS if c in shown.index] +
-                          [c for c in shown.index if c not in SIZING_COLUMNS]).rename_axis(index=None, columns=None)
+    shown = in_kilo_when_small(shown.reindex([c for c in SIZING_COLUMNS if c in shown.index] +
+                                             [c for c in shown.index if c not in SIZING_COLUMNS]))
     sections = [("Answers", bullets(answers_against_baselines(sizing) + answers, "answers")),
                 ("Sizing table", table(shown, index=True) +
                  "<p>Nameplate: every GPU at its rated power (TDP), which it can exceed; mean: every server at "
