@@ -353,15 +353,12 @@ def _draw_peaks(folder: Path, table: pd.DataFrame) -> None:
                    label=f"{methods.label('ours')}, one dot per seed", zorder=3)
         for colour, column, method in zip(PALETTE[1:], columns[1:], methods.site_baselines()):
             ax.scatter(list(x.values()), scenarios[column] * scale, marker="_", s=400, color=colour, label=method.label)
-        ax.set_xticks(list(x.values()), [_wrap(label) for label in scenarios["label"]])
+        ax.set_xticks(list(x.values()), [str(n) for n in x])      # labels would overlap: the table says which
         ax.set_xlim(-0.6, len(x) - 0.4)
+        ax.set_xlabel("scenario")
         ax.set_ylabel(f"site peak, 1 s ({unit})")
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         save_figure(fig, folder, "scenario_peaks")
-
-
-def _wrap(label: str, width: int = 22) -> str:
-    return "\n".join(part.strip() for part in label.split(", ")) if len(label) > width else label
 
 
 def _manifest(path: Path, sweep: dict, seeds: list[int], runs: list[Run], manifests: list[dict], out: Path) -> dict:
@@ -385,23 +382,27 @@ def _report_sections(folder: Path, table: pd.DataFrame, summary: pd.DataFrame, m
     figures, warnings, every run (the table's main columns) and the inputs."""
     main = [f"ours_{PEAK_1S}", "ours_average_mw", "ours_peak_to_average", "ours_transformer_mva", f"tdp_{PEAK_1S}",
             f"mean_{PEAK_1S}"] + [c for c in table.columns if c.startswith("row_racks_") and not c.endswith("_limit")]
-    wide = summary.pivot_table(index=["scenario", "label"], columns="metric", values=["mean", "std"], sort=False)
+    keys = ["scenario", *table.columns[2:table.columns.get_loc("seed")]]     # and its swept values
+    wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "std"], sort=False)
     means, stds = readable_units(wide["mean"][main]), readable_units(wide["std"][main])
-    def cell(mean: float, std: float, digits: int) -> str:     # no spread shown where there is none
-        return f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(std) and std > 0 else f"{mean:.{digits}f}"
-    cells = pd.DataFrame({column: [cell(m, s, 1 if column.startswith("row_racks_") else 3)
-                                   for m, s in zip(means[column], stds[column])] for column in means.columns},
-                         index=means.index)
-    keys = ["scenario", *table.columns[2:table.columns.get_loc("seed") + 1]]     # its swept values and seed
-    runs = readable_units(table[keys + ["requests_served", *main, "ours_above_nameplate_pct"]])
-    cells, runs = (frame.rename(columns=lambda c: c if c in keys else _heading(c))
+    at_limit = {c: table.groupby("scenario", sort=False)[f"{c}_at_site_limit"].any().to_numpy()
+                for c in main if c.startswith("row_racks_")}
+
+    def cell(mean: float, std: float, column: str, i: int) -> str:   # no spread shown where there is none
+        digits = 1 if column in at_limit else 3
+        text = f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(std) and std > 0 else f"{mean:.{digits}f}"
+        return f"at least {text} (site limit)" if column in at_limit and at_limit[column][i] else text
+    cells = pd.DataFrame({column: [cell(m, s, column, i) for i, (m, s) in enumerate(zip(means[column], stds[column]))]
+                          for column in means.columns}, index=means.index)
+    runs = readable_units(table[keys + ["seed", "requests_served", *main, "ours_above_nameplate_pct"]])
+    cells, runs = (frame.rename(columns=lambda c: c if c in keys + ["seed"] else _heading(c))
                    for frame in (cells.reset_index(), runs))
-    return ([("Spread over seeds", html_report.table(cells, left=2) +
+    return ([("Spread over seeds", html_report.table(cells, left=min(len(keys), 5)) +
               "<p>Mean ± sample standard deviation over the seeds: site total at 1 s, transformer at power factor "
               f"0.9; every number, with its min and max, is in {SUMMARY}.</p>"),
              ("Figures", html_report.figures(folder, first=("scenario_peaks",)))]
             + html_report.warnings_section(manifest.get("warnings"))
-            + [("Every run", html_report.table(runs, left=min(len(keys), 5)) +
+            + [("Every run", html_report.table(runs, left=min(len(keys) + 1, 5)) +
                 f"<p>All columns are in {TABLE}; each run's folder (runs/) has its own report.html.</p>"),
                ("Inputs", html_report.table(html_report.inputs_frame(manifest["inputs"]), css="text")),
                ("Run", html_report.table(html_report.settings_frame(manifest, ("inputs", "warnings", "runs")),
