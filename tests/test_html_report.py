@@ -59,3 +59,9 @@ def test_the_manifests_warnings_are_shown_escaped_and_none_is_no_section(tmp_pat
     assert "energy error 10.6 % &gt; 5 % &lt;b&gt;" in page and "<h2>Warnings</h2>" in page
     assert "Ours" in Page(page).cells and "75.0 % of it" in page and "Peak 1 s (MW)" in Page(page).cells
     assert "<h2>Warnings</h2>" not in write_site_report(tmp_path, sizing, [], {"inputs": {}}).read_text()
+
+
+def test_the_same_run_gives_the_same_report_bytes(tiny_results, tmp_path):
+    for name in ("a", "b"):
+        assert _site(tiny_results, tmp_path / name, "--rate_per_node", "1", "--duration", "60", "--seed", "4") == 0
+    assert (tmp_path / "a" / "report.html").read_bytes() == (tmp_path / "b" / "report.html").read_bytes()
