@@ -81,9 +81,10 @@ def _convert(path: Path, where: str, key: str, raw):
     if key == "seed":
         raise InputError(f"{path}: {where} seed: give the seeds as seeds = [0, 1, 2] at the top of the file")
     if key in RUN_FLAGS or key not in kinds:
-        known = key in RUN_FLAGS or key == "racks_per_task"
-        raise InputError(f"{path}: {where} {key}: " + ("a flag of the command line, not of a scenario" if known else
-                         "unknown key; the keys are model.facility's flags without the dashes (--help)"))
+        why = ("a flag of the command line, not of a scenario" if key in RUN_FLAGS else
+               "a Slurm flag; a sweep runs its sites here" if key == "racks_per_task" else
+               "unknown key; the keys are model.facility's flags without the dashes (--help)")
+        raise InputError(f"{path}: {where} {key}: {why}")
     kind = kinds[key]
     optional = kind.endswith(" | None")
     kind = kind.removesuffix(" | None")
@@ -192,11 +193,13 @@ def _refuse_site_flags(command: FacilitySettings) -> None:
     """With --scenario, a site flag on the command line would be silently overruled: refused."""
     defaults = FacilitySettings()
     for f in fields(FacilitySettings):
-        if f.name not in RUN_FLAGS and getattr(command, f.name) != getattr(defaults, f.name):
-            where = "--launcher" if f.name in ("launcher", "slurm") else f"--{f.name}"
-            raise InputError(f"{where}: not with --scenario {command.scenario}; give it in the file's [site] or "
-                             "[sweep] (a sweep runs locally)" if f.name not in ("launcher", "slurm") else
-                             f"{where}: a sweep runs locally; not with --scenario")
+        if f.name in RUN_FLAGS or getattr(command, f.name) == getattr(defaults, f.name):
+            continue
+        if f.name in ("launcher", "slurm", "racks_per_task"):
+            raise InputError(f"--{'launcher' if f.name == 'slurm' else f.name}: a sweep runs its sites here, "
+                             "not with --scenario")
+        raise InputError(f"--{f.name}: not with --scenario {command.scenario}; give it in the file's [site] or "
+                         "[sweep]")
 
 
 def run_scenarios(command: FacilitySettings) -> int:
