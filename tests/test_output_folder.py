@@ -76,3 +76,15 @@ def test_a_manifest_that_does_not_say_which_files_are_the_runs_is_refused_even_w
     with pytest.raises(InputError, match=problem):
         clear_previous_run(folder, overwrite=True)
     assert outside.read_text() == "keep" and (folder / "manifest.json").exists()
+
+
+def test_a_second_demo_replaces_its_own_site_folder(tmp_path, capsys):
+    import run_all_training
+    from model import config
+    from test_checkpoint import tiny_checkpoint
+    tiny_checkpoint(config.checkpoint_path(tmp_path, "llama-3-70b_h100_tp8"), configuration={
+        "model": "llama-3-70b", "hardware": "h100", "tp": 8, "job_name": "llama-3-70b_h100_tp8", "bin_s": 0.25,
+        "gpu_tdp_w": 700.0})
+    for _ in range(2):                    # the second would be refused without --overwrite
+        run_all_training.demo_site(tmp_path, jobs=1)
+    assert "manifest.json" in files_under(tmp_path / "facility")
