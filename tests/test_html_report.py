@@ -54,11 +54,15 @@ def test_a_site_report_is_self_contained_and_holds_the_sizing_table_and_inputs(t
 def test_the_manifests_warnings_are_shown_escaped_and_none_is_no_section(tmp_path):
     sizing = pd.DataFrame([{"method": "Nameplate (TDP)", "Peak 1 s (MW)": 2.0},
                            {"method": "Ours", "Peak 1 s (MW)": 1.5}])
+    metrics = pd.DataFrame([(method, "site", 1.0, "peak_w", watts) for method, watts in (("tdp", 2e6), ("ours", 1.5e6))],
+                           columns=["method", "level", "resolution_s", "metric", "value"])
     warned = {"warnings": ["m_h_tp1: energy error 10.6 % > 5 % <b>"], "inputs": {}}
-    page = write_site_report(tmp_path, sizing, [], warned).read_text()
+    page = write_site_report(tmp_path, sizing, [], warned, metrics).read_text()
     assert "energy error 10.6 % &gt; 5 % &lt;b&gt;" in page and "<h2>Warnings</h2>" in page
-    assert "Ours" in Page(page).cells and "75.0 % of it" in page and "Peak 1 s (MW)" in Page(page).cells
-    assert "<h2>Warnings</h2>" not in write_site_report(tmp_path, sizing, [], {"inputs": {}}).read_text()
+    assert "Ours" in Page(page).cells and "Peak 1 s (MW)" in Page(page).cells
+    assert "Nameplate (TDP) sizes the site at 2 MW; the generated traces (ours) peak at 1.5 MW (1 s), 75.0 % of it" \
+        in Page(page).items
+    assert "<h2>Warnings</h2>" not in write_site_report(tmp_path, sizing, [], {"inputs": {}}, metrics).read_text()
 
 
 def test_the_same_run_gives_the_same_report_bytes(tiny_results, tmp_path):

@@ -44,9 +44,9 @@ def test_two_rates_and_three_seeds_give_six_rows_and_the_spread_over_seeds(tiny_
     assert table.loc[table.rate_per_node == 2.0, "requests_served"].mean() > \
         table.loc[table.rate_per_node == 0.5, "requests_served"].mean()
     summary = pd.read_csv(out / "scenario_summary.csv")
-    peaks = summary[summary.metric == "ours_peak_1_s_mw"].set_index("scenario")
+    peaks = summary[summary.metric == "ours_peak_1s_w"].set_index("scenario")
     assert list(peaks["seeds"]) == [3, 3]
-    by_hand = table.groupby("scenario")["ours_peak_1_s_mw"]
+    by_hand = table.groupby("scenario")["ours_peak_1s_w"]
     pd.testing.assert_series_equal(peaks["std"], by_hand.std(), check_names=False, rtol=1e-5)
     pd.testing.assert_series_equal(peaks["max"], by_hand.max(), check_names=False, rtol=1e-5)
     manifest = json.loads((out / "manifest.json").read_text())

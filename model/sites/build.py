@@ -118,7 +118,7 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
         table, row_answers, manifest = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints,
                                                       layout, rack_jobs, bin_s, n_bins, staging)
         html_report.write_site_report(staging, table, [f"site: {summary_line(nameplate)}"] + [
-            f"racks per {args.row_limit_kw:g} kW row: {answer}" for answer in row_answers or []], manifest)
+            f"racks per {args.row_limit_kw:g} kW row: {answer}" for answer in row_answers or []], manifest, metrics)
         write_manifest(staging, manifest)    # last: it lists the files above
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))

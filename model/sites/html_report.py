@@ -20,7 +20,6 @@ import pandas as pd
 
 from model.generation import methods
 from model.outputs import write_text
-from model.sites.report import PEAK_COLUMNS, SIZING_COLUMNS
 
 REPORT = "report.html"
 PNG_DPI_TO_CSS = 1.6       # figures are drawn at 200 dpi (model/plots.py); shown at 125 CSS px per inch
@@ -42,7 +41,7 @@ figure img { max-width: 100%; height: auto; } figcaption { font-size: 0.85em; co
 .sub { color: #444; margin-top: 0; } .scroll { overflow-x: auto; }
 .left-2 td:nth-child(-n+2), .left-2 th:nth-child(-n+2), .left-3 td:nth-child(-n+3), .left-3 th:nth-child(-n+3),
 .left-4 td:nth-child(-n+4), .left-4 th:nth-child(-n+4), .left-5 td:nth-child(-n+5), .left-5 th:nth-child(-n+5)
-       { text-align: left; }
+       { text-align: left; white-space: normal; }
 """
 
 
@@ -113,25 +112,26 @@ def settings_frame(manifest: dict, leave_out: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["entry", "value"])
 
 
-def answers_against_baselines(sizing: pd.DataFrame) -> list[str]:
+def answers_against_baselines(metrics: pd.DataFrame) -> list[str]:
     """One line per site baseline (nameplate, mean): its 1 s peak beside ours, and ours as a
-    share of it. `sizing`: report.sizing's table, one row per method."""
-    peak = PEAK_COLUMNS[1.0]
-    if "method" not in sizing or peak not in sizing:
+    share of it. `metrics`: the run's facility_metrics rows (method, level, resolution_s, metric,
+    value)."""
+    peaks = metrics[(metrics["level"] == "site") & (metrics["resolution_s"] == 1.0)
+                    & (metrics["metric"] == "peak_w")].set_index("method")["value"]
+    if "ours" not in peaks:
         return []
-    by_method = sizing.set_index("method")[peak]
-    ours = methods.label("ours")
-    if ours not in by_method:
-        return []
-    scale, unit = (1e3, "kW") if (by_method.abs() < 1).all() else (1.0, "MW")     # as the table shows them
-    lines = []
+    ours, lines = float(peaks["ours"]), []
     for baseline in methods.site_baselines():
-        if baseline.label in by_method and by_method[baseline.label] > 0:
-            theirs = by_method[baseline.label]
-            lines.append(f"{baseline.label} sizes the site at {scale * theirs:.3f} {unit}; the generated traces "
-                         f"(ours) peak at {scale * by_method[ours]:.3f} {unit} (1 s), "
-                         f"{100 * by_method[ours] / theirs:.1f} % of it")
+        theirs = float(peaks.get(baseline.name, float("nan")))
+        if theirs > 0:
+            scale, unit = _power_unit(max(ours, theirs))
+            lines.append(f"{baseline.label} sizes the site at {theirs / scale:.4g} {unit}; the generated traces "
+                         f"(ours) peak at {ours / scale:.4g} {unit} (1 s), {100 * ours / theirs:.1f} % of it")
     return lines
+
+
+def _power_unit(watts: float) -> tuple[float, str]:
+    return (1e6, "MW") if watts >= 1e6 else (1e3, "kW") if watts >= 1e3 else (1.0, "W")
 
 
 def in_kilo_when_small(shown: pd.DataFrame) -> pd.DataFrame:
@@ -146,10 +146,12 @@ def in_kilo_when_small(shown: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(index={row: row.replace("(MW)", "(kW)").replace("(MVA)", "(kVA)") for row in power})
 
 
-def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[str], manifest: dict) -> Path:
+def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[str], manifest: dict,
+                      metrics: pd.DataFrame) -> Path:
     """A site run's report.html, beside its figures in `folder` (the run's staging folder):
-    `sizing` is report.sizing's table, `answers` the lines the run printed, `manifest` what
-    manifest.json holds."""
+    `sizing` is report.sizing's table (a row per method, column "method"; shown a row per
+    number) or a table already laid out for reading, `answers` the lines the run printed,
+    `manifest` what manifest.json holds, `metrics` the facility_metrics rows."""
     layout = manifest.get("layout", {})
     hours = manifest.get("bins", 0) * manifest.get("bin_s", 0) / 3600
     n_nodes = layout.get("rows", 0) * layout.get("racks_per_row", 0) * layout.get("nodes_per_rack", 0)
@@ -157,10 +159,8 @@ def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[st
     subtitle = (f"{layout.get('rows')} rows x {layout.get('racks_per_row')} racks x {layout.get('nodes_per_rack')} "
                 f"servers, {hours:.2f} h at {manifest.get('bin_s')} s bins, PUE {manifest.get('pue')}, "
                 f"seed {manifest.get('seed')}")
-    shown = sizing.set_index("method").T if "method" in sizing else sizing
-    shown = in_kilo_when_small(shown.reindex([c for c in SIZING_COLUMNS if c in shown.index] +
-                                             [c for c in shown.index if c not in SIZING_COLUMNS]))
-    sections = [("Answers", bullets(answers_against_baselines(sizing) + answers, "answers")),
+    shown = in_kilo_when_small(sizing.set_index("method").T if "method" in sizing else sizing)
+    sections = [("Answers", bullets(answers_against_baselines(metrics) + answers, "answers")),
                 ("Sizing table", table(shown, index=True) +
                  "<p>Nameplate: every GPU at its rated power (TDP), which it can exceed; mean: every server at "
                  "its training mean; ours: the generated traces. The last row is the share of bins above the "

@@ -21,8 +21,10 @@ checked, one line naming the file and the key, before the first runs.
 
 Each run is a site built by model/sites/build.py, in OUTPUT_DIR/runs/sNN_seedS/ with all its
 files. Then OUTPUT_DIR gets scenarios.csv (a row per scenario and seed: scenario, label, the
-swept values, seed, run folder, requests served, the sizing table's numbers for ours and the 1 s
-peak of each baseline, and with row_limit_kw the racks per row), scenario_summary.csv (a row per
+swept values, seed, run folder, requests served, ours' site peaks at 0.25 s, 1 s and 1 min,
+average, peak/average, load factor, largest 15-minute ramp, transformer and share above
+nameplate, each baseline's 1 s peak, in W and VA, and with row_limit_kw the racks per row, all
+read from the run's facility_metrics.csv and manifest.json), scenario_summary.csv (a row per
 scenario and number: seeds, mean, sample standard deviation, min, max), scenario_peaks.png/.pdf,
 report.html and manifest.json. An interrupted or failed sweep keeps the runs it finished.
 """
@@ -31,13 +33,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -57,7 +59,6 @@ from model.sites.output_folder import clear_previous_run, write_manifest
 RUN_FLAGS = ("output_dir", "jobs", "progress", "overwrite", "scenario")   # the command line's, not the file's
 RUNS_SUBDIR = "runs"
 TABLE, SUMMARY = "scenarios.csv", "scenario_summary.csv"
-_LABEL_OURS = methods.label("ours")
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _shown(value, short: bool = False) -> str:
     if value is None:
         return "none"
     if isinstance(value, list):
-        return "+".join(value)
+        return " + ".join(value)
     if isinstance(value, float):
         return f"{value:g}"
     return Path(value).name if short and isinstance(value, str) else str(value)
@@ -253,24 +254,30 @@ def _sweep(path: Path, sweep: dict, seeds: list[int], runs: list[Run], out: Path
     return 0
 
 
-def _snake(text: str) -> str:
-    """A sizing column as a CSV column name: 'Peak 1 s (MW)' -> 'peak_1_s_mw'."""
-    text = text.lower().replace("%", "pct").replace("/", " to ")
-    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
-
-
-PEAK_1S = _snake(report.PEAK_COLUMNS[1.0])
+# A run's numbers in scenarios.csv, read from its facility_metrics.csv (the site level): column
+# (after "ours_", or a baseline's name for peak_1s_w), resolution (s), metrics whose largest it is.
+SITE_NUMBERS = (("peak_0.25s_w", 0.25, ("peak_w",)), ("peak_1s_w", 1.0, ("peak_w",)),
+                ("peak_1min_w", 60.0, ("peak_w",)), ("average_w", 1.0, ("average_w",)), ("par", 1.0, ("par",)),
+                ("load_factor", 1.0, ("load_factor",)),
+                ("ramp_max_15min_w", 900.0, ("ramp_max_up_w", "ramp_max_down_w")))
+PEAK_1S = "peak_1s_w"
 
 
 def run_numbers(folder: Path, manifest: dict) -> dict:
-    """A finished run's numbers from its own files: the sizing table (report.sizing of its
-    facility_metrics.csv) for ours, each baseline's 1 s peak, requests served, racks per row."""
-    sizing = report.sizing(pd.read_csv(folder / "facility_metrics.csv"), manifest["nameplate"]).set_index("method")
-    names = {m.label: m.name for m in methods.site_baselines()}
+    """A finished run's numbers from its own files, in watts (site total, PUE included): for
+    ours SITE_NUMBERS, a transformer at report.POWER_FACTOR on the 1 s peak and the share of
+    bins above the nameplate sizing; each baseline's 1 s peak; requests served; racks per row."""
+    metrics = pd.read_csv(folder / "facility_metrics.csv")
+    site = metrics[metrics["level"] == "site"].set_index(["method", "resolution_s", "metric"])["value"]
+
+    def value(method: str, resolution: float, names: tuple[str, ...]) -> float:
+        found = [site[(method, resolution, name)] for name in names if (method, resolution, name) in site.index]
+        return float(max(found)) if found else float("nan")     # NaN: a resolution finer than the bins
     numbers = {"requests_served": int(manifest["requests_served"][0])}
-    numbers |= {f"ours_{_snake(column)}": float(value) for column, value in sizing.loc[_LABEL_OURS].items()}
-    numbers |= {f"{names[label]}_{PEAK_1S}": float(sizing.loc[label, report.PEAK_COLUMNS[1.0]]) for label in names
-                if label in sizing.index}
+    numbers |= {f"ours_{key}": value("ours", resolution, names) for key, resolution, names in SITE_NUMBERS}
+    numbers |= {"ours_transformer_va": numbers[f"ours_{PEAK_1S}"] / report.POWER_FACTOR,
+                "ours_above_nameplate_pct": 100 * manifest["nameplate"]["share_above_nameplate"]}
+    numbers |= {f"{m.name}_{PEAK_1S}": value(m.name, 1.0, ("peak_w",)) for m in methods.site_baselines()}
     at_limit = manifest.get("row_racks_at_site_limit") or []
     for name, racks in (manifest.get("largest_row_racks") or {}).items():
         numbers[f"row_racks_{name}"] = racks
@@ -298,45 +305,49 @@ def spread_over_seeds(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     return spread.sort_values("scenario", kind="stable", ignore_index=True)
 
 
-def _in_kilo(values: pd.Series | pd.DataFrame) -> bool:
-    """Whether megawatts this small read better as kilowatts (a site under 1 MW)."""
-    return bool((values.abs() < 1).all(axis=None))
+def power_scale(values) -> tuple[float, str]:
+    """Watts as a report shows them: in W, kW or MW by the largest."""
+    largest = float(np.nanmax(np.abs(np.asarray(values, dtype=np.float64)))) if np.size(values) else 0.0
+    return (1e6, "M") if largest >= 1e6 else (1e3, "k") if largest >= 1e3 else (1.0, "")
 
 
-def readable_units(frame: pd.DataFrame) -> pd.DataFrame:
-    """For a report: the *_mw and *_mva columns in kW and kVA (renamed) when all are below 1 MW,
-    so that a small site's numbers do not all read 0.00x."""
-    power = [c for c in frame.columns if c.endswith(("_mw", "_mva"))]
-    if not power or not _in_kilo(frame[power]):
+def readable_units(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For a report: the *_w and *_va columns in W, kW or MW (VA, kVA, MVA) by the largest (of
+    `like`'s, when given: standard deviations in their means' unit), renamed to say which
+    (peak_1s_w -> peak_1s_kw)."""
+    power = [c for c in frame.columns if c.endswith(("_w", "_va"))]
+    if not power:
         return frame
-    return frame.assign(**{c: frame[c] * 1e3 for c in power}).rename(
-        columns={c: c.removesuffix("_mw") + "_kw" if c.endswith("_mw") else c.removesuffix("_mva") + "_kva"
-                 for c in power})
+    scale, prefix = power_scale((frame if like is None else like)[power])
+    return frame.assign(**{c: frame[c] / scale for c in power}).rename(
+        columns={c: c.rpartition("_")[0] + "_" + prefix.lower() + c.rpartition("_")[2] for c in power})
 
 
 def _heading(column: str) -> str:
-    """A table column as a report heading: 'ours_peak_1_s_kw' -> 'Ours: peak 1 s (kW)'."""
+    """A table column as a report heading: 'ours_peak_1s_kw' -> 'Ours: peak 1s (kW)'."""
     owners = {"ours": methods.label("ours")} | {m.name: m.label for m in methods.site_baselines()}
     if column.startswith("row_racks_") and column.removeprefix("row_racks_") in owners:
         return f"{owners[column.removeprefix('row_racks_')]}: racks per row"
     owner, _, rest = column.partition("_")
     if owner not in owners:
         owner, rest = "", column
-    for suffix, unit in (("_kw", " (kW)"), ("_mw", " (MW)"), ("_kva", " (kVA)"), ("_mva", " (MVA)"),
-                         ("_pct", " (%)")):
+    for suffix, unit in (("_kw", " (kW)"), ("_mw", " (MW)"), ("_w", " (W)"), ("_kva", " (kVA)"),
+                         ("_mva", " (MVA)"), ("_va", " (VA)"), ("_pct", " (%)")):
         if rest.endswith(suffix):
             rest = rest.removesuffix(suffix) + unit
-    rest = rest.replace("_", " ").replace("0 25", "0.25")
+            break
+    rest = rest.replace("_", " ").replace("par", "peak/average")
     return f"{owners[owner]}: {rest}" if owner else rest
 
 
 def _spread_lines(table: pd.DataFrame) -> str:
     """The sweep in a few lines: per scenario, ours' 1 s peak over the seeds against nameplate."""
     columns = [f"ours_{PEAK_1S}", f"tdp_{PEAK_1S}", f"mean_{PEAK_1S}"]
-    scale, unit = (1e3, "kW") if _in_kilo(table[columns]) else (1.0, "MW")
+    scale, prefix = power_scale(table[columns])
+    unit = f"{prefix}W"
     lines = []
     for (number, label), group in table.groupby(["scenario", "label"], sort=False):
-        peaks, tdp, mean = (group[c] * scale for c in columns)
+        peaks, tdp, mean = (group[c] / scale for c in columns)
         spread = f" ± {peaks.std():.3f} ({peaks.min():.3f}-{peaks.max():.3f})" if len(peaks) > 1 else ""
         lines.append(f"scenario {number} ({label}): peak 1 s {peaks.mean():.3f} {unit}{spread} over {len(peaks)} "
                      f"seed(s); nameplate {tdp.mean():.3f} {unit}, mean {mean.mean():.3f} {unit}")
@@ -351,15 +362,15 @@ def _draw_peaks(folder: Path, table: pd.DataFrame) -> None:
         ax = fig.subplots()
         x = {number: i for i, number in enumerate(scenarios["scenario"])}
         columns = [f"{name}_{PEAK_1S}" for name in ("ours", *(m.name for m in methods.site_baselines()))]
-        scale, unit = (1e3, "kW") if _in_kilo(table[columns]) else (1.0, "MW")
-        ax.scatter([x[n] for n in table["scenario"]], table[columns[0]] * scale, s=12, color=REAL_COLOUR,
+        scale, prefix = power_scale(table[columns])
+        ax.scatter([x[n] for n in table["scenario"]], table[columns[0]] / scale, s=12, color=REAL_COLOUR,
                    label=f"{methods.label('ours')}, one dot per seed", zorder=3)
         for colour, column, method in zip(PALETTE[1:], columns[1:], methods.site_baselines()):
-            ax.scatter(list(x.values()), scenarios[column] * scale, marker="_", s=400, color=colour, label=method.label)
+            ax.scatter(list(x.values()), scenarios[column] / scale, marker="_", s=400, color=colour, label=method.label)
         ax.set_xticks(list(x.values()), [str(n) for n in x])      # labels would overlap: the table says which
         ax.set_xlim(-0.6, len(x) - 0.4)
         ax.set_xlabel("scenario")
-        ax.set_ylabel(f"site peak, 1 s ({unit})")
+        ax.set_ylabel(f"site peak, 1 s ({prefix}W)")
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         save_figure(fig, folder, "scenario_peaks")
 
@@ -383,11 +394,11 @@ def _manifest(path: Path, sweep: dict, seeds: list[int], runs: list[Run], manife
 def _report_sections(folder: Path, table: pd.DataFrame, summary: pd.DataFrame, manifest: dict) -> list:
     """The sweep's report.html: the spread over seeds of the numbers a planner reads first, the
     figures, warnings, every run (the table's main columns) and the inputs."""
-    main = [f"ours_{PEAK_1S}", "ours_average_mw", "ours_peak_to_average", "ours_transformer_mva", f"tdp_{PEAK_1S}",
+    main = [f"ours_{PEAK_1S}", "ours_average_w", "ours_par", "ours_transformer_va", f"tdp_{PEAK_1S}",
             f"mean_{PEAK_1S}"] + [c for c in table.columns if c.startswith("row_racks_") and not c.endswith("_limit")]
     keys = ["scenario", *table.columns[2:table.columns.get_loc("seed")]]     # and its swept values
     wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "std"], sort=False)
-    means, stds = readable_units(wide["mean"][main]), readable_units(wide["std"][main])
+    means, stds = readable_units(wide["mean"][main]), readable_units(wide["std"][main], like=wide["mean"][main])
     at_limit = {c: table.groupby("scenario", sort=False)[f"{c}_at_site_limit"].any().to_numpy()
                 for c in main if c.startswith("row_racks_")}
 
