@@ -48,7 +48,7 @@ def test_a_site_report_is_self_contained_and_holds_the_sizing_table_and_inputs(t
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["m_h_tp1"]["sha256"] in page.cells
     assert any(item.startswith("Nameplate (TDP) sizes the site at") for item in page.items)
-    assert any("kW row: ours" in item for item in page.items)
+    assert any(item.startswith("racks per 5 kW row") and ": ours " in item for item in page.items)
 
 
 def test_the_manifests_warnings_are_shown_escaped_and_none_is_no_section(tmp_path):

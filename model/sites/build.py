@@ -117,8 +117,9 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
         table, row_answers, manifest = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints,
                                                       layout, rack_jobs, bin_s, n_bins, staging)
-        html_report.write_site_report(staging, table, [f"site: {summary_line(nameplate)}"] + [
-            f"racks per {args.row_limit_kw:g} kW row: {answer}" for answer in row_answers or []], manifest, metrics)
+        answers = [f"site: {summary_line(nameplate)}"] + (
+            [f"racks per {args.row_limit_kw:g} kW row: " + ", ".join(row_answers)] if row_answers else [])
+        html_report.write_site_report(staging, table, answers, manifest, metrics)
         write_manifest(staging, manifest)    # last: it lists the files above
     with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))

@@ -163,7 +163,7 @@ def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[st
     sections = [("Answers", bullets(answers_against_baselines(metrics) + answers, "answers")),
                 ("Sizing table", table(shown, index=True) +
                  "<p>Nameplate: every GPU at its rated power (TDP), which it can exceed; mean: every server at "
-                 "its training mean; ours: the generated traces. The last row is the share of bins above the "
+                 "its training mean; ours: the generated traces. Above nameplate: the share of bins above the "
                  "nameplate sizing.</p>")]
     sections += warnings_section(manifest.get("warnings"))
     sections += [("Figures", figures(folder)),
