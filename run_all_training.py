@@ -88,7 +88,8 @@ def demo_site(grid: Grid, output_dir: Path, jobs: int) -> None:
     build_site(facility_args(["--config", job, "--results_dir", str(output_dir), "--rows", "2",
                               "--racks_per_row", "2", "--nodes_per_rack", "4", "--rate_per_node", "0.5",
                               "--duration", "3600", "--row_limit_kw", "40", "--jobs", str(jobs),
-                              "--output_dir", str(output_dir / "facility"), "--no_progress"]))
+                              "--output_dir", str(output_dir / "facility"), "--no_progress",
+                              "--overwrite"]))     # the demo's own folder: a second demo replaces it
 
 
 def next_steps(grid: Grid, output_dir: Path) -> str:

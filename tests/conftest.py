@@ -47,6 +47,18 @@ def site_results(demo_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def tiny_results(tmp_path) -> Path:
+    """A results folder with one made-up (untrained) checkpoint, m_h_tp1: no training needed
+    (sites: tests/test_facility.py, test_scenario.py, test_output_folder.py, test_html_report.py)."""
+    from model import config
+    from test_checkpoint import tiny_checkpoint
+    path = config.checkpoint_path(tmp_path / "results", "m_h_tp1")
+    path.parent.mkdir(parents=True)
+    tiny_checkpoint(path)
+    return tmp_path / "results"
+
+
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}

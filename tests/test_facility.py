@@ -293,16 +293,6 @@ def test_a_fifo_as_diurnal_file_is_refused_without_blocking(tmp_path):
         read_diurnal(pipe)
 
 
-@pytest.fixture
-def tiny_results(tmp_path):
-    """A results folder with one made-up (untrained) checkpoint, m_h_tp1: no training needed."""
-    from test_checkpoint import tiny_checkpoint
-    path = config.checkpoint_path(tmp_path / "results", "m_h_tp1")
-    path.parent.mkdir(parents=True)
-    tiny_checkpoint(path)
-    return tmp_path / "results"
-
-
 def _site(results, out, *extra):
     from model.facility import build_site, parse_args
     return build_site(parse_args(["--config", "m_h_tp1", "--results_dir", str(results), "--rows", "1",

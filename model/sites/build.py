@@ -21,12 +21,13 @@ from model.command_settings import FacilitySettings
 from model.errors import EXIT_FAILED, InputError, refuse_oversized
 from model.generation.requests_file import read_requests
 from model.interrupts import exit_status, interruptible
-from model.outputs import file_sha256, locked_directory, staged_folder, write_json
+from model.outputs import file_sha256, locked_directory, staged_folder
 from model.provenance import environment, git_state
 from model.generation import methods
 from model.nameplate import summary_line
-from model.sites import report
+from model.sites import html_report, report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
+from model.sites.output_folder import clear_previous_run, write_manifest
 from model.sites.site import Plan, energy_report, nameplate_report, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
 
@@ -73,6 +74,7 @@ def build_site(args: FacilitySettings) -> int:
     made_out = not out.exists()
     try:
         with locked_directory(out, "--output_dir"):     # two runs on one folder: the last writer would win
+            clear_previous_run(out, args.overwrite)     # refused, or with --overwrite removed, before any work
             return _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
                           n_bins, out)
     finally:
@@ -115,8 +117,13 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
     it_w = result.racks.sum(axis=0)
     nameplate = nameplate_report(plan, result)
     with staged_folder(out) as staging:      # every file or none: a failure below leaves nothing
-        table, row_answers = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout,
-                                            rack_jobs, bin_s, n_bins, staging, checks)
+        table, row_answers, manifest = _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints,
+                                                      layout, rack_jobs, bin_s, n_bins, staging, checks)
+        answers = [f"site: {summary_line(nameplate)}"] + (
+            [f"racks per {args.row_limit_kw:g} kW row (P{args.risk:g} of random rows' peaks under it): "
+             + ", ".join(row_answers)] if row_answers else [])
+        html_report.write_site_report(staging, report.sizing_display(table), answers, manifest, metrics)
+        write_manifest(staging, manifest)    # last: it lists the files above
     with pd.option_context("display.width", 140):
         print(report.sizing_display(table).to_string())
     print(f"site: {summary_line(nameplate)}")
@@ -205,6 +212,5 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
         "git": git_state(),
         "versions": {k: v for k, v in environment().items() if k in ("python", "torch", "numpy", "scikit-learn")},
     }
-    write_json(out / "manifest.json", manifest)
     answers = [report.row_answer(name, n, at_site_limit) for name, n in largest.items()] if largest else None
-    return table, answers
+    return table, answers, manifest
