@@ -114,19 +114,29 @@ def missing_configurations(grid: Grid, results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _cell(mean: float, std: float, decimals: int) -> str:
+def _cell(mean: float, std: float, decimals: int, n_configs: int) -> str:
+    """mean~$\\pm$~std; the spread is a dash for a single configuration (its std of 0 would read
+    as agreement between configurations), the whole cell a dash without a value."""
     if not math.isfinite(mean):
         return "--"
-    return f"{mean:.{decimals}f}~$\\pm$~{std:.{decimals}f}"
+    spread = f"{std:.{decimals}f}" if n_configs > 1 else "--"
+    return f"{mean:.{decimals}f}~$\\pm$~{spread}"
+
+
+def _printed(stats: pd.DataFrame, metric: str, decimals: int) -> list[str]:
+    """A statistics column as the console shows it: the table's cells with a plain ±."""
+    return [_cell(m, s, decimals, n).replace("~$\\pm$~", " ± ")
+            for m, s, n in zip(stats[f"{metric}_mean"], stats[f"{metric}_std"], stats["n_configs"])]
 
 
 def latex_table(grid: Grid, stats: pd.DataFrame) -> str:
     """The paper's table*: booktabs, one row per model in grid order."""
     labels = {m.key: m.table_label for m in grid.models}
-    rows = [[labels[row["model"]], *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in TABLE_COLUMNS)]
+    rows = [[labels[row["model"]], *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d, row["n_configs"])
+                                     for m, _, d in TABLE_COLUMNS)]
             for _, row in stats.iterrows()]
     return booktabs_table(r"Power-state classifier evaluation per model: mean~$\pm$~population standard "
-                          r"deviation over hardware and tensor-parallel configurations.",
+                          r"deviation over hardware and tensor-parallel configurations (--: one configuration).",
                           "tab:train_eval_model", [r"\textbf{Model}", *(h for _, h, _ in TABLE_COLUMNS)], rows)
 
 
@@ -183,10 +193,11 @@ def generation_table(grid: Grid, stats: pd.DataFrame) -> str:
         rows.append(r"\multicolumn{" + str(width) + "}{l}{" + labels[spec.key] + r"} \\")
         for _, row in stats[stats["model"] == spec.key].iterrows():
             rows.append([r"\quad " + methods.label(row["method"]),
-                         *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in GENERATION_TABLE_COLUMNS)])
+                         *(_cell(row[f"{m}_mean"], row[f"{m}_std"], d, row["n_configs"])
+                           for m, _, d in GENERATION_TABLE_COLUMNS)])
     return booktabs_table(r"Generated power traces against held-out measured traces, per model: "
                           r"median over seeds and validation traces, then mean~$\pm$~population standard "
-                          r"deviation over hardware and tensor-parallel configurations.",
+                          r"deviation over hardware and tensor-parallel configurations (--: one configuration).",
                           "tab:generation_fidelity",
                           [r"\textbf{Model / method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)], rows)
 
@@ -204,8 +215,7 @@ def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | st
     write_text(table_path, generation_table(grid, stats))
     shown = stats[["model", "method"]].copy()
     for metric, _, decimals in GENERATION_TABLE_COLUMNS:
-        shown[metric] = [_cell(m, s, decimals).replace("~$\\pm$~", " ± ")
-                         for m, s in zip(stats[f"{metric}_mean"], stats[f"{metric}_std"])]
+        shown[metric] = _printed(stats, metric, decimals)
     echo(shown.to_string(index=False))
     echo(f"generation statistics: {csv_path}")
     echo(f"generation table:      {table_path}")
@@ -274,10 +284,8 @@ def aggregate(grid: Grid, metrics_dir: Path | str, table_path: Path | str, csv_p
 
     shown = stats.copy()
     for metric, _, decimals in TABLE_COLUMNS:
-        shown[metric] = [_cell(m, s, decimals).replace("~$\\pm$~", " ± ")
-                         for m, s in zip(stats[f"{metric}_mean"], stats[f"{metric}_std"])]
-    shown["energy_error_pct"] = [_cell(m, s, 1).replace("~$\\pm$~", " ± ") for m, s in
-                                 zip(stats["energy_error_pct_mean"], stats["energy_error_pct_std"])]
+        shown[metric] = _printed(stats, metric, decimals)
+    shown["energy_error_pct"] = _printed(stats, "energy_error_pct", 1)
     print(shown[["model", *config.TABLE_METRICS, "energy_error_pct", "n_configs"]].to_string(index=False))
     for line in missing_configurations(grid, results) + nan_notes + notes:
         print(f"note: {line}")

@@ -35,7 +35,7 @@ def write_metrics(folder, job, f1, r2, mae, ece):
 EXPECTED_TABLE = r"""\begin{table*}[!htb]
 \centering
 \small
-\caption{Power-state classifier evaluation per model: mean~$\pm$~population standard deviation over hardware and tensor-parallel configurations.}
+\caption{Power-state classifier evaluation per model: mean~$\pm$~population standard deviation over hardware and tensor-parallel configurations (--: one configuration).}
 \label{tab:train_eval_model}
 \vspace{0.4em}
 \begin{tabular}{lcccc}
@@ -43,7 +43,7 @@ EXPECTED_TABLE = r"""\begin{table*}[!htb]
 \textbf{Model} & \begin{tabular}[b]{@{}c@{}}\textbf{Validation}\\\textbf{F1}~$\uparrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Autocorr}\\\textbf{$R^2$}~$\uparrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Transition}\\\textbf{MAE (W)}~$\downarrow$\end{tabular} & \begin{tabular}[b]{@{}c@{}}\textbf{Expected}\\\textbf{Calibration Error}~$\downarrow$\end{tabular} \\
 \midrule
 \texttt{Llama-3.1 (8B)} & 0.50~$\pm$~0.10 & 0.70~$\pm$~0.10 & 15.0~$\pm$~5.0 & 0.0200~$\pm$~0.0100 \\
-\texttt{DeepSeek-Distill (70B)} & 0.90~$\pm$~0.00 & 0.80~$\pm$~0.00 & 100.0~$\pm$~0.0 & 0.0500~$\pm$~0.0000 \\
+\texttt{DeepSeek-Distill (70B)} & 0.90~$\pm$~-- & 0.80~$\pm$~-- & 100.0~$\pm$~-- & 0.0500~$\pm$~-- \\
 \bottomrule
 \end{tabular}
 \end{table*}
