@@ -74,8 +74,21 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def json_ready(obj):
+    """`obj` with every NaN or infinite float as None: JSON has no such numbers (Python would
+    write a bare NaN, which strict readers refuse), and a value that does not exist is null."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path | str, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (no NaN or Infinity: json_ready), indented."""
+    write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path | str, header: list[str], rows: list[list]) -> None:

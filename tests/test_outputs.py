@@ -38,3 +38,14 @@ def test_stale_temp_cleanup_spares_files_of_running_writers(tmp_path):
         tmp.write_text("x")
         remove_stale_temp_files(tmp_path, "job")
         assert tmp.exists()
+
+
+def test_json_outputs_are_strict_json_with_null_for_a_missing_number(tmp_path):
+    import json
+    from model.outputs import write_json
+
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf")}, "e": 2})
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=refuse) == \
+        {"a": None, "b": [1.5, None], "c": {"d": None}, "e": 2}
