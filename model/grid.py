@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.errors import InputError, refuse_special_file, strict_json
+from model.latex import latex_text
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,6 @@ _JOB_NAME = re.compile(rf"{_NAME_TEXT}_{_NAME_TEXT}_tp[1-9][0-9]*")
 def is_job_name(name) -> bool:
     """Whether `name` is shaped like job_name(): model, hardware and TP, no path in it."""
     return isinstance(name, str) and _JOB_NAME.fullmatch(name) is not None
-
-
-# LaTeX's special characters as text: a label is printed, never run (`\input`, `~`, `^`, ...)
-_LATEX_TEXT = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               **{c: "\\" + c for c in "&%$#_{}"}}
-
-
-def latex_text(text: str) -> str:
-    """`text` as literal LaTeX text on one line: special characters escaped, line breaks and
-    other control characters made spaces."""
-    text = re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", text)
-    return re.sub(r"[\\~^&%$#_{}]", lambda m: _LATEX_TEXT[m.group()], text)
 
 
 def read_grid_file(path: Path | str) -> Grid:

@@ -4,6 +4,19 @@ column). Each fits its width in `\\documentclass[twocolumn]{article}` (tests com
 look for "Overfull \\hbox" in pdflatex's log)."""
 from __future__ import annotations
 
+import re
+
+# LaTeX's special characters as text: a label is printed, never run (`\input`, `~`, `^`, ...)
+_LATEX_TEXT = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               **{c: "\\" + c for c in "&%$#_{}"}}
+
+
+def latex_text(text: str) -> str:
+    """`text` as literal LaTeX text on one line: special characters escaped, line breaks and
+    other control characters made spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", text)
+    return re.sub(r"[\\~^&%$#_{}]", lambda m: _LATEX_TEXT[m.group()], text)
+
 
 def two_lines(first: str, second: str) -> str:
     """A header cell of two lines (plain LaTeX, no package): a long header that would widen

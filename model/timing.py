@@ -247,6 +247,7 @@ def site_benchmark(args) -> None:
     from model.generation.generator import Generator
     from model.generation.requests_file import poisson_stream
     from model.sites.layout import Layout
+    from model.sites.site import node_traffic_seed
     tmp = tempfile.TemporaryDirectory()
     results, job = args.results_dir, args.config
     if results is None:
@@ -284,7 +285,7 @@ def site_benchmark(args) -> None:
     pool = (gen.ckpt.input_tokens, gen.ckpt.output_tokens)
     n_bins = math.ceil(args.hours * 3600 / 900) * round(900 / gen.bin_s)     # whole 15 minutes, as facility
     for node in range(layout.n_nodes):             # the site's own traffic, as generate_rack draws it
-        requests = poisson_stream(0.5, n_bins * gen.bin_s, pool, 1_000_003 * (node + 1))
+        requests = poisson_stream(0.5, n_bins * gen.bin_s, pool, node_traffic_seed(0, node))
         features.append(gen.ckpt.norm.apply(raw_features(gen.workload(requests, n_bins))))
     seconds = inference_rounds(gen.classifier, features, args.rounds, INFERENCE_PATHS)
     print("classifier on the site's features, CPU s per server-day:  round  stepwise  batched  ratio")

@@ -87,6 +87,12 @@ def baseline_watts(ckpt: Checkpoint, non_gpu_w: float) -> dict[str, float]:
     return {m.name: m.constant_watts(ckpt) + non_gpu_w for m in site_baselines()}
 
 
+def node_traffic_seed(seed: int, node: int) -> int:
+    """The seed of node `node`'s Poisson requests in a site of seed `seed` (far apart from the
+    nodes' sampling seeds, seed + node)."""
+    return seed + 1_000_003 * (node + 1)
+
+
 def warmup_requests(plan: Plan, node: int, stream: Requests, pool) -> Requests:
     """What node `node` serves in the warm-up, [-warmup_s, 0): with Poisson traffic more of the
     same process (its own seed; the diurnal profile's hours before midnight), with a request
@@ -117,7 +123,7 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
         streams = [plan.node_requests[n] for n in nodes]
     else:
         streams = [poisson_stream(plan.rate_per_node, plan.n_bins * plan.bin_s, pool,
-                                  plan.seed + 1_000_003 * (n + 1), plan.diurnal) for n in nodes]
+                                  node_traffic_seed(plan.seed, n), plan.diurnal) for n in nodes]
     warm = plan.warmup_bins
     warmed = [with_warmup(s, warmup_requests(plan, n, s, pool), warm * plan.bin_s) if warm else s
               for n, s in zip(nodes, streams)]
