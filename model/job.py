@@ -35,7 +35,7 @@ from model.features import FeatureNorm, raw_features, split_named, split_traces
 from model.generation.evaluate import GENERATION_COLUMNS, score_generation
 from model.generation.extrapolation import training_ranges
 from model.generation.serving import fit_serving_model, server_record, serving_fidelity
-from model.outputs import file_sha256, remove_stale_temp_files, write_csv, write_json
+from model.outputs import file_sha256, refuse_clashes, remove_stale_temp_files, write_csv, write_json
 from model.provenance import now, provenance
 from model.results import write_metrics_file
 from model.settings import JobSettings, fingerprint
@@ -132,20 +132,13 @@ def check_writable(paths: dict[str, Path]) -> None:
 
 def check_output_paths(settings: JobSettings, paths: dict[str, Path]) -> None:
     """Refuse outputs that would overwrite the data file or each other, or land on a folder."""
-    def same(a: Path, b: Path) -> bool:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-
     for kind, path in paths.items():
         folder_name = kind == "checkpoint" and (settings.weights_path or "").endswith(("/", os.sep))
         if path.is_dir() or folder_name:
             raise InputError(f"--weights_path {path}: is a directory; give a file name"
                              if kind == "checkpoint" else f"{path}: is a directory, not a file")
-        if same(path, Path(settings.data_file)):
-            raise InputError(f"{path}: is the data file; the job's {kind} would overwrite it")
-        for other, other_path in paths.items():
-            if other != kind and same(path, other_path):
-                raise InputError(f"{path}: the job's {kind} and {other} would be the same file; "
-                                 "give --weights_path a name of its own")
+    refuse_clashes({f"the job's {kind}": path for kind, path in paths.items()},
+                   {"--data_file": settings.data_file})
 
 
 def check_trace_lengths(data_path: str, traces: list[Trace], tp: int) -> None:
