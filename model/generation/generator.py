@@ -51,11 +51,13 @@ class GeneratedTrace:
     traffic: dict | None = None   # its traffic against the training traffic (extrapolation.traffic_check)
 
 
-def served_workload(serving: ServingModel, requests: Requests, n_bins: int, bin_s: float) -> tuple[Workload, int, int]:
+def served_workload(serving: ServingModel, requests: Requests, n_bins: int, bin_s: float,
+                    count_from_bin: int = 0) -> tuple[Workload, int, int]:
     """The server-side series the serving model predicts, in the data files' definitions, with
-    the number of requests arriving within the n_bins and of those unfinished at the end."""
+    the number of requests arriving within the n_bins and of those unfinished at the end (both
+    from bin `count_from_bin` on: a warm-up's requests are not the period's)."""
     series, n_requests, unfinished = serving.serve(requests.arrival_s, requests.input_tokens,
-                                                   requests.output_tokens, n_bins, bin_s)
+                                                   requests.output_tokens, n_bins, bin_s, count_from_bin)
     workload = Workload(timestamps=np.arange(n_bins) * bin_s, prefill_tokens=series["prefill_tokens"],
                         decode_tokens=series["decode_tokens"], active_requests=series["active_requests"],
                         request_times=np.asarray(requests.arrival_s, dtype=np.float64),
@@ -206,13 +208,12 @@ class Generator:
         of the n_bins are a warm-up (model/sites/site.py): generated, so that the queue and the
         classifier's context are full when the period starts, then dropped from the watts, the
         states and the traffic check alike (its requests are not the period's)."""
-        served = [served_workload(self.serving, r, n_bins, self.bin_s) for r in streams]
+        served = [served_workload(self.serving, r, n_bins, self.bin_s, warmup_bins) for r in streams]
         raw = [raw_features(workload) for workload, _, _ in served]      # once, for the classifier and the check
         probabilities = self._probabilities_of(raw)
         traces = []
-        for p, seed, r, stream, (_, n, unfinished) in zip(probabilities, seeds, raw, streams, served):
+        for p, seed, r, (_, n, unfinished) in zip(probabilities, seeds, raw, served):
             trace = sample_trace(p, self.ckpt, seed, sampling)
-            in_warmup = int(np.sum(stream.arrival_s < warmup_bins * self.bin_s))
             traces.append(GeneratedTrace(trace.watts[warmup_bins:], trace.states[warmup_bins:],
-                                         self._traffic(r[warmup_bins:], n - in_warmup, unfinished)))
+                                         self._traffic(r[warmup_bins:], n, unfinished)))
         return traces

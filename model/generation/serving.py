@@ -114,14 +114,17 @@ class ServingModel:
         return self.serve(arrival_s, input_tokens, output_tokens, n_bins, bin_s)[0]
 
     def serve(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,
-              n_bins: int, bin_s: float = config.SAMPLE_PERIOD_S) -> tuple[dict[str, np.ndarray], int, int]:
+              n_bins: int, bin_s: float = config.SAMPLE_PERIOD_S,
+              count_from_bin: int = 0) -> tuple[dict[str, np.ndarray], int, int]:
         """simulate's series, the number of requests arriving within the window and how many of
         them are still unfinished (queued, prefilling or decoding) when it ends: generation
-        reports these (model/generation/extrapolation.py). Same inputs and errors as simulate."""
+        reports these (model/generation/extrapolation.py). Both counts leave out requests that
+        arrive before bin `count_from_bin` (a warm-up's). Same inputs and errors as simulate."""
         stream = _stream(arrival_s, input_tokens, output_tokens, n_bins, bin_s)
         join_bin, finish_bin, processed = self._serve(stream)
-        return (self._series(stream, join_bin, finish_bin, processed), len(finish_bin),
-                int(np.count_nonzero(finish_bin >= stream.n_bins)))
+        counted = stream.arrival_bin >= count_from_bin
+        return (self._series(stream, join_bin, finish_bin, processed), int(np.count_nonzero(counted)),
+                int(np.count_nonzero(counted & (finish_bin >= stream.n_bins))))
 
     def _simulate(self, stream: "_Stream") -> dict[str, np.ndarray]:
         return self._series(stream, *self._serve(stream))
