@@ -65,6 +65,7 @@ def main() -> int:
     from model.data import load_power_file, trace_sha256
     from model.generation.evaluate import GENERATION_COLUMNS, score_generation, standard_methods, trace_seed
     from model.generation.extrapolation import pooled, report, summarize, traffic_notices
+    from model.generation.serving import prefix_caching_clash
     from model.plots import STYLE, held_out_figure, save_figure
     if args.out:
         out = Path(args.out)
@@ -77,6 +78,9 @@ def main() -> int:
     data = load_power_file(args.data_file)
     traces = data.traces_for_tp(tp, min_traces=1)
     check_bin_width(args.data_file, traces, float(ckpt.configuration["bin_s"]))
+    clash = prefix_caching_clash(ckpt.server["settings"], traces)
+    if clash:
+        raise InputError(f"{args.data_file}: {clash}; score it with a checkpoint of its own setting")
     if not ckpt.train_trace_sha256:
         raise InputError(f"{args.checkpoint}: records no training traces, so held-out traces cannot be told "
                          "apart; retrain the job")

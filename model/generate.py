@@ -110,7 +110,9 @@ def main() -> int:
         "checkpoint": config.recorded_path(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
         "configuration": ckpt.configuration, **traffic, "seed": args.seed, "sampling": args.sampling,
         "bin_s": generator.bin_s, "bins": n_bins, "duration_s": n_bins * generator.bin_s,
-        "requests": len(requests), "serving_model": ckpt.serving_model, "energy_wh": energy_wh,
+        "requests": len(requests), "serving_model": ckpt.serving_model,
+        "server": ckpt.server["settings"],      # what the training runs' vLLM was set to (prefix cache, ...)
+        "energy_wh": energy_wh,
         "mean_w": float(trace.watts.mean()), "peak_w": float(trace.watts.max()),
         "nameplate": nameplate, "training_nameplate": ckpt.training_watts["nameplate"],
         "extrapolation": extrapolation, "warnings": warnings,

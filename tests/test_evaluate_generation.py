@@ -88,3 +88,24 @@ def test_replayed_traffic_the_checkpoint_trained_on_gives_no_notice(tmp_path, de
                             "--tp", "1", "--strict")
     assert code == 0, err
     assert "notice" not in err
+
+
+def test_traces_of_the_other_prefix_cache_setting_are_refused_naming_it(tmp_path, demo_file):
+    import numpy as np
+    from conftest import load_arrays, save_arrays
+    arrays = load_arrays(demo_file)
+    arrays["prefix_caching"] = np.zeros(len(arrays["tensor_parallelism"]), dtype=np.int64)    # all off
+    data = save_arrays(tmp_path / "cache_off.npz", arrays)
+    trained_on = {"settings": {"prefix_caching": True}, "batch_cap": {}}
+    ckpt = tiny_checkpoint(tmp_path / "c.pt", server=trained_on, serving_model=FAST_SERVER)
+    code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", data, "--seeds", "1",
+                            "--tp", "1", "--out", tmp_path / "s.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cache_off.npz" in err and "prefix cache off" in err and "with it on" in err
+    assert not (tmp_path / "s.csv").exists()
+    # the same traces against a checkpoint that trained with it off: scored
+    ckpt = tiny_checkpoint(tmp_path / "off.pt", server={"settings": {"prefix_caching": False}, "batch_cap": {}},
+                           serving_model=FAST_SERVER)
+    code, _, err = run_main(evaluate_generation, "--checkpoint", ckpt, "--data_file", data, "--seeds", "1",
+                            "--tp", "1")
+    assert code == 0, err

@@ -387,6 +387,7 @@ def test_a_site_notices_traffic_outside_the_training_range_and_records_it_under_
     assert notice.startswith("m_h_tp1: ") and f"notice: {notice}\n" in err
     assert manifest["extrapolation"]["m_h_tp1"]["share_outside"] > 0.9
     assert manifest["extrapolation"]["m_h_tp1"]["requests"] == manifest["requests_served"][0]     # every node's
+    assert manifest["servers"] == {"m_h_tp1": {}}     # what its training runs' vLLM was set to: not recorded
     # its checkpoint records no validation scores: said too
     assert any("records no energy_error_pct or autocorr_r2" in w for w in manifest["warnings"])
 

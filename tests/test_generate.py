@@ -69,6 +69,7 @@ def test_the_output_reports_the_share_above_nameplate_and_peaks_of_the_trace_and
     assert code == 0, err
     watts = pd.read_csv(out)["power_w"].to_numpy()
     report = json.loads(out.with_name("g.csv.json").read_text())
+    assert report["server"] == {}            # the made-up checkpoint's training runs recorded no settings
     nameplate = report["nameplate"]
     assert nameplate["nameplate_w"] == 250.0
     assert nameplate["share_above_nameplate"] == pytest.approx((watts > 250.0).mean(), abs=1e-9)

@@ -326,3 +326,15 @@ def test_differing_recorded_max_num_seqs_give_the_largest_and_list_both():
     assert recorded_max_num_seqs(train) == 128
     model = ServingModel(4500.0, 0.06, 0.016, max_batch=128)
     assert server_record(train, model)["settings"] == {"max_num_seqs": [64, 128]}
+
+
+def test_a_prefix_cache_clash_needs_both_sides_to_record_the_setting():
+    from model.generation.serving import prefix_caching_clash
+    idle = Workload(BIN_S * np.arange(4), np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(0), np.zeros(0),
+                    np.zeros(0))
+    on, off, unknown = (Trace(i, 1, idle, np.ones(4), server=s)
+                        for i, s in enumerate(({"prefix_caching": True}, {"prefix_caching": False}, {})))
+    assert prefix_caching_clash({"prefix_caching": True}, [on, unknown]) is None
+    assert "trace 1 ran with vLLM's prefix cache off" in prefix_caching_clash({"prefix_caching": True}, [on, off])
+    assert prefix_caching_clash({}, [off]) is None                            # the checkpoint does not say
+    assert prefix_caching_clash({"prefix_caching": [False, True]}, [off]) is None     # nor does a mixed one

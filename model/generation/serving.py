@@ -371,6 +371,21 @@ def fit_serving_model(traces: list[Trace], bin_s: float = config.SAMPLE_PERIOD_S
     return best
 
 
+def prefix_caching_clash(trained: dict, traces: list[Trace]) -> str | None:
+    """Why `traces` are not the configuration a checkpoint trained on by the prefix-cache
+    setting (docs/design.md, "Raw data": the same requests draw about twice the energy with it
+    off), or None: both record it and differ. `trained`: the checkpoint's server settings
+    (server_record's `settings`); a side that does not record it cannot clash."""
+    was = trained.get("prefix_caching")
+    if not isinstance(was, bool):       # not recorded, or several values (a file that mixed them)
+        return None
+    other = [t for t in traces if "prefix_caching" in t.server and t.server["prefix_caching"] != was]
+    if not other:
+        return None
+    return (f"trace {other[0].index} ran with vLLM's prefix cache {'on' if other[0].server['prefix_caching'] else 'off'}, "
+            f"the checkpoint trained on runs with it {'on' if was else 'off'}: a different configuration")
+
+
 def server_record(traces: list[Trace], model: ServingModel) -> dict:
     """What a checkpoint records of the training runs' server (docs/design.md, "Checkpoint"):
     each setting the traces record (one value, or the sorted distinct values when they differ)

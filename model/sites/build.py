@@ -138,11 +138,13 @@ def site_checks(plan, result, strict: bool) -> dict:
     """Per configuration, its nodes' traffic against what its checkpoint trained on and its
     validation scores (model/generation/extrapolation.py), printed as `notice:` and `warning:`
     lines (--strict: the traffic notices are an InputError); for the manifest, `warnings` (every
-    line) and `extrapolation` (per configuration, the pooled traffic check)."""
+    line), `extrapolation` (per configuration, the pooled traffic check) and `servers` (per
+    configuration, the server settings its training runs record: prefix cache, batch limits)."""
     from model.generation.extrapolation import fidelity_warnings, pooled, report, summarize, traffic_notices
-    summaries, notices, warnings = {}, [], []
+    summaries, notices, warnings, servers = {}, [], [], {}
     for job, path in plan.checkpoints.items():
         ckpt = load_checkpoint(path)
+        servers[job] = ckpt.server["settings"]        # what its training runs' vLLM was set to
         nodes = [n for rack, j in enumerate(plan.rack_jobs) if j == job for n in plan.layout.nodes_of_rack(rack)]
         if nodes:
             summaries[job] = summarize(pooled([result.traffic[n] for n in nodes]), ckpt.training_traffic)
@@ -151,7 +153,7 @@ def site_checks(plan, result, strict: bool) -> dict:
     report(notices, strict)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
-    return {"warnings": notices + warnings, "extrapolation": summaries}
+    return {"warnings": notices + warnings, "extrapolation": summaries, "servers": servers}
 
 
 def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, layout, rack_jobs, bin_s, n_bins, out,
