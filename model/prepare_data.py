@@ -97,7 +97,7 @@ def prepare(runs_dir: Path, model: str, hardware: str, out: Path, gpus: list[int
             "power_samples_dropped": traces[-1]["dropped_power_samples"],
             "power_rows_dropped": log.dropped_rows, **run.arrivals_source, **native_record(run, runs_dir)})
         if run.engine is not None:
-            records[-1]["engine"] = native_run.engine_agreement(run.engine, traces[-1], config.SAMPLE_PERIOD_S)
+            records[-1]["engine"] = native_run.engine_agreement(run.engine, run, config.SAMPLE_PERIOD_S)
             for line in engine_notes(records[-1]["engine"]):
                 echo(f"note: {run.name}: {line}")
         if run.rebuilt:
@@ -158,17 +158,23 @@ def native_record(run: BenchmarkRun, runs_dir: Path) -> dict:
 
 # Below these the series built from the requests do not follow what vLLM counted (a check of
 # the data the serving model is fitted to; docs/design.md, "Raw data"). A correlation needs a
-# run long enough to vary: under MIN_ENGINE_BINS it is recorded but not judged.
-MIN_ENGINE_R, MAX_TOKEN_MISMATCH, MIN_ENGINE_BINS = 0.5, 0.05, 40
+# run long enough to vary: under MIN_ENGINE_SAMPLES it is recorded but not judged. Fewer than
+# half the samples the window should hold: the engine's clock (or its file) is not the run's.
+MIN_ENGINE_R, MAX_TOKEN_MISMATCH, MIN_ENGINE_SAMPLES, MIN_ENGINE_COVERAGE = 0.5, 0.05, 40, 0.5
 
 
 def engine_notes(agreement: dict) -> list[str]:
     """Lines on where the request-derived series disagree with vLLM's own counters."""
+    compared, expected = agreement["samples_compared"], agreement["samples_expected"]
+    if compared < MIN_ENGINE_COVERAGE * expected:
+        return [f"{agreement['engine_file']} has {compared} samples within the run's window, which should hold "
+                f"about {expected}: its clock (clock.engine_epoch_offset_s) or the file is not the run's; "
+                "nothing compared"]
     notes = []
-    r = agreement["active_vs_running_plus_waiting_r"]
-    if np.isfinite(r) and r < MIN_ENGINE_R and agreement["bins_compared"] >= MIN_ENGINE_BINS:
-        notes.append(f"active requests built from the requests follow vLLM's running + waiting with r {r:.2f} "
-                     f"only (below {MIN_ENGINE_R}); check the request timings")
+    r = agreement["in_flight_vs_running_plus_waiting_r"]
+    if np.isfinite(r) and r < MIN_ENGINE_R and compared >= MIN_ENGINE_SAMPLES:
+        notes.append(f"requests in flight follow vLLM's running + waiting with r {r:.2f} only (below "
+                     f"{MIN_ENGINE_R}); check the request timings")
     for kind in ("prompt", "generation"):
         engine, requests = agreement[f"{kind}_tokens_engine"], agreement[f"{kind}_tokens_requests"]
         if requests > 0 and abs(engine - requests) > MAX_TOKEN_MISMATCH * requests:

@@ -140,7 +140,7 @@ def test_the_engine_counters_agreement_is_recorded_per_run(tmp_path):
     out = tmp_path / "x.npz"
     assert prepare(tmp_path / "run", out).returncode == 0
     engine = sources_of(out)["traces"][0]["engine"]
-    assert engine["active_vs_running_plus_waiting_r"] > 0.9
+    assert engine["in_flight_vs_running_plus_waiting_r"] > 0.9
     assert engine["prompt_tokens_engine"] == engine["prompt_tokens_requests"] == sum(spec.input_lens)
     assert engine["generation_tokens_engine"] == engine["generation_tokens_requests"] == sum(spec.output_lens)
     assert engine["most_running"] == 3            # at 3.0-3.38 s the requests sent at 1.1, 2.3 and 3.0 s
@@ -205,3 +205,26 @@ def test_out_onto_a_file_of_a_nested_run_folder_is_refused(tmp_path):
     code, _, err = run_main("-m", "model.prepare_data", "--runs", str(tmp_path / "runs"), "--model", "llama-3-8b",
                             "--hardware", "a100", "--out", str(target), "--overwrite")
     assert code == 2 and "is also the raw file a/power.csv" in err and target.read_bytes() == before, err
+
+
+def test_an_engine_clock_that_is_not_the_runs_is_noted_not_compared(tmp_path):
+    folder = NativeRun().write(tmp_path / "run")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["clock"]["engine_epoch_offset_s"] = 3600.0          # an hour off: no sample in the window
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "x.npz"
+    ran = prepare(folder, out)
+    assert ran.returncode == 0, ran.stderr
+    engine = sources_of(out)["traces"][0]["engine"]
+    assert engine["samples_compared"] == 0 and engine["samples_expected"] == 40
+    assert "engine.csv has 0 samples within the run's window, which should hold about 40" in ran.stdout
+
+
+def test_engine_counters_that_go_back_in_time_are_refused(tmp_path):
+    folder = NativeRun().write(tmp_path / "run")
+    lines = (folder / "engine.csv").read_text().splitlines()
+    lines[3], lines[4] = lines[4], lines[3]
+    (folder / "engine.csv").write_text("\n".join(lines) + "\n")
+    ran = prepare(folder, tmp_path / "x.npz")
+    assert ran.returncode == 2 and "engine.csv: 'timestamp' does not increase" in ran.stderr
+    assert not (tmp_path / "x.npz").exists()

@@ -230,33 +230,47 @@ def read_engine(path: Path, shift: float) -> EngineCounters:
     good = np.all([np.isfinite(v) for v in values.values()], axis=0)
     if good.sum() < 2:
         raise InputError(f"{path}: fewer than 2 rows of numbers")
+    if np.any(np.diff(values["timestamp"][good]) <= 0):
+        raise InputError(f"{path}: 'timestamp' does not increase row by row")
     return EngineCounters(path, values["timestamp"][good] + shift, values["num_requests_running"][good],
                           values["num_requests_waiting"][good], values["prompt_tokens_total"][good],
                           values["generation_tokens_total"][good])
 
 
-def engine_agreement(engine: EngineCounters, bins: dict[str, np.ndarray], period: float) -> dict:
-    """How well the series built from the requests agree with vLLM's own counters: the Pearson
-    r of active requests with running + waiting (each bin holds the engine's latest sample at
-    its middle; bins before the first sample are left out), and the engine's token totals over
-    the run (counter at the last sample minus the first: the first sample may already count
-    the server's warm-up) against the requests' sums."""
-    middles = bins["timestamps"] + period / 2
-    latest = np.searchsorted(engine.times, middles, side="right") - 1
-    inside = (latest >= 0) & (middles <= engine.times[-1] + period)
-    queue = (engine.running + engine.waiting)[latest[inside]]
-    active = np.asarray(bins["active_requests"], dtype=float)[inside]
-    r = (float(np.corrcoef(active, queue)[0, 1]) if len(active) > 1 and np.std(active) > 0 and np.std(queue) > 0
+def engine_agreement(engine: EngineCounters, run: BenchmarkRun, period: float) -> dict:
+    """How well the run's requests agree with vLLM's own counters, at the engine's samples within
+    the run's window: the Pearson r of the requests in flight at each sample's time (sent and
+    not yet finished, the engine's own kind of count) with its running + waiting, and the
+    engine's token totals over the window (the counters at the last sample at or before its end
+    minus the last before its start: counts from before, the server's warm-up, are not the
+    run's) against the requests' sums. `samples_expected`: the window over the engine's median
+    sample interval, so that an engine clock set wrongly shows as samples missing."""
+    times = engine.times
+    within = (times >= run.start) & (times <= run.end)
+    sent = run.start + run.arrivals
+    done = sent + run.latencies
+    at = times[within]
+    in_flight = ((sent[None, :] <= at[:, None]) & (at[:, None] < done[None, :])).sum(axis=1).astype(float)
+    queue = (engine.running + engine.waiting)[within]
+    r = (float(np.corrcoef(in_flight, queue)[0, 1]) if len(at) > 1 and np.std(in_flight) > 0 and np.std(queue) > 0
          else float("nan"))
-    within = (engine.times >= bins["timestamps"][0] - period) & (engine.times <= bins["timestamps"][-1] + 2 * period)
+    before = np.searchsorted(times, run.start, side="right") - 1      # last sample at or before the start
+    last = np.searchsorted(times, run.end, side="right") - 1           # ... at or before the end
+    step = float(np.median(np.diff(times))) if len(times) > 1 else period
+
+    def over_window(counter: np.ndarray) -> float:
+        if last < 0 or not within.any():
+            return float("nan")             # no sample inside the window: nothing to compare
+        return float(counter[last] - (counter[before] if before >= 0 else counter[np.argmax(within)]))
     return {
-        "engine_file": engine.path.name, "engine_samples": int(within.sum()), "bins_compared": int(inside.sum()),
-        "active_vs_running_plus_waiting_r": r,
+        "engine_file": engine.path.name, "samples_compared": int(within.sum()),
+        "samples_expected": int(run.duration // step) if step > 0 else 0,
+        "in_flight_vs_running_plus_waiting_r": r,
         "most_running": int(engine.running[within].max(initial=0)),
-        "most_running_plus_waiting": int((engine.running + engine.waiting)[within].max(initial=0)),
-        "most_active_requests": int(np.max(bins["active_requests"], initial=0)),
-        "prompt_tokens_engine": float(engine.prompt_tokens[-1] - engine.prompt_tokens[0]),
-        "prompt_tokens_requests": float(np.sum(bins["input_tokens"])),
-        "generation_tokens_engine": float(engine.generation_tokens[-1] - engine.generation_tokens[0]),
-        "generation_tokens_requests": float(np.sum(bins["output_tokens"])),
+        "most_running_plus_waiting": int(queue.max(initial=0)),
+        "most_in_flight": int(in_flight.max(initial=0)),
+        "prompt_tokens_engine": over_window(engine.prompt_tokens),
+        "prompt_tokens_requests": float(np.sum(run.input_tokens)),
+        "generation_tokens_engine": over_window(engine.generation_tokens),
+        "generation_tokens_requests": float(np.sum(run.output_tokens)),
     }
