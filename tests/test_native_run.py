@@ -228,3 +228,24 @@ def test_engine_counters_that_go_back_in_time_are_refused(tmp_path):
     ran = prepare(folder, tmp_path / "x.npz")
     assert ran.returncode == 2 and "engine.csv: 'timestamp' does not increase" in ran.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_manifest_of_another_kind_under_runs_is_not_taken_for_a_run(tmp_path):
+    NativeRun().write(tmp_path / "runs" / "run")
+    site = tmp_path / "runs" / "site_output"          # e.g. a facility run's folder
+    site.mkdir()
+    (site / "manifest.json").write_text(json.dumps({"inputs": {}, "layout": {}}))
+    out = tmp_path / "x.npz"
+    ran = prepare(tmp_path / "runs", out)
+    assert ran.returncode == 0, ran.stderr
+    assert [t["run_folder"] for t in sources_of(out)["traces"]] == ["run"]
+
+
+def test_a_reference_time_that_is_not_a_number_is_one_line(tmp_path):
+    folder = NativeRun().write(tmp_path / "run")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["clock"]["reference_epoch_s"] = "n/a"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    ran = prepare(folder, tmp_path / "x.npz")
+    assert ran.returncode == 2 and "clock.reference_epoch_s 'n/a' is not a number" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1

@@ -23,8 +23,8 @@ from model.measurements.nvidia_smi import read_power_log
 from model.measurements.vllm_json import is_benchmark_result, read_benchmarks
 
 # The formats, in the order their files are read; a new one is a module here (docs/design.md,
-# "Extending"). A RECURSIVE format's files are found in any subfolder, and the folders holding
-# them belong to it: the other formats leave their files alone.
+# "Extending"). A RECURSIVE format's files are found in any subfolder (those its `claims`
+# accepts), and the folders holding them belong to it: the other formats leave their files alone.
 FORMATS = (native_run, nvidia_smi, vllm_json)
 
 __all__ = ["FORMATS", "BenchmarkRun", "PowerLog", "ReadOptions", "Sources", "bin_run", "files_by_format",
@@ -38,7 +38,7 @@ def files_by_format(folder: Path) -> dict[object, list[Path]]:
     found, claimed = {}, set()
     for fmt in sorted(FORMATS, key=lambda f: not getattr(f, "RECURSIVE", False)):
         if getattr(fmt, "RECURSIVE", False):
-            found[fmt] = sorted(folder.rglob(fmt.SUFFIX))
+            found[fmt] = [p for p in sorted(folder.rglob(fmt.SUFFIX)) if fmt.claims(p)]
             claimed |= {path.parent for path in found[fmt]}
         else:
             found[fmt] = [p for p in sorted(folder.glob(f"*{fmt.SUFFIX}")) if p.parent not in claimed]

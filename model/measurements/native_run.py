@@ -63,6 +63,12 @@ def read(path: Path, options: ReadOptions) -> Sources:
     return Sources(runs=[run], logs=[log])
 
 
+def claims(path: Path) -> bool:
+    """Whether a manifest.json found under --runs is a run's: one with requests.json or
+    power.csv beside it (a site's output folder, say, has a manifest.json of another kind)."""
+    return (path.parent / REQUESTS).exists() or (path.parent / POWER).exists()
+
+
 def is_run_folder_without_manifest(folder: Path) -> bool:
     """A folder that looks like a native run (requests.json and power.csv) but lacks its manifest."""
     return (folder / REQUESTS).is_file() and (folder / POWER).is_file() and not (folder / SUFFIX).exists()
@@ -112,6 +118,8 @@ def _clock_offset(manifest: dict, path: Path) -> float:
         if basis != EPOCH_BASIS:
             raise InputError(f"{path}: clock.{key} {basis!r} is not {EPOCH_BASIS!r}, the only basis read")
     reference, local = (_field(manifest, f"clock.{k}", path, None) for k in ("reference_epoch_s", "reference_local_iso8601"))
+    if reference is not None:
+        reference = _number(manifest, "clock.reference_epoch_s", path)
     if reference is not None and local is not None:
         try:
             stamp = datetime.fromisoformat(str(local))
