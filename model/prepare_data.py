@@ -8,7 +8,11 @@ DIR holds, for every run, the JSON of `benchmark_serving.py --save-result --save
 `vllm bench serve`; with the run's `tensor_parallel_size`, e.g. `--metadata tensor_parallel_size=2`;
 `--append-result` files hold one run per line) and the CSV of `nvidia-smi --query-gpu=timestamp,
 index,power.draw,... --format=csv -lms 250` recorded during it; files are paired by time, not by
-name, and JSON files that are not benchmark results are skipped. Writes the .npz (default:
+name, and JSON files that are not benchmark results are skipped. Run folders of the
+measurement campaign's native layout (manifest.json, requests.json, power.csv, optionally vLLM's
+engine.csv) are found anywhere under DIR: each names its own TP, GPUs (by uuid) and clocks, and
+its server settings are recorded; runs with the prefix cache on and off are refused together
+(a configuration each). Writes the .npz (default:
 model/training_data/<the grid's file name>) and beside it <name>.sources.json: the source files,
 their checksums, the power column read, how each run's send times were obtained and placed.
 Exit status: 0 written, 2 bad or inconsistent raw files (named on stderr), nothing written.
@@ -198,7 +202,8 @@ def main() -> int:
     grid = grid_of_argv(sys.argv[1:])
     parser = ArgumentParser(__doc__)
     add_grid_flag(parser)
-    parser.add_argument("--runs", required=True, help="folder of benchmark JSONs and power CSVs")
+    parser.add_argument("--runs", required=True,
+                        help="folder of benchmark JSONs and power CSVs, and/or native run folders (anywhere under it)")
     parser.add_argument("--model", required=True, choices=grid.model_keys, help="the LLM the runs served")
     parser.add_argument("--hardware", required=True, choices=grid.hardware, help="the GPU type the runs used")
     parser.add_argument("--out", default=None, help="the .npz to write (default: model/training_data/<grid name>)")
