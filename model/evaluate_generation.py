@@ -25,7 +25,7 @@ from pathlib import Path
 from model import config
 from model.command_settings import EvaluateGenerationSettings, add_flags, from_args
 from model.errors import ArgumentParser, InputError, run_cli
-from model.outputs import atomic_path, file_sha256, refuse_clashes, write_json
+from model.outputs import atomic_path, file_sha256, json_text, refuse_clashes
 
 
 def parse_args(argv=None) -> EvaluateGenerationSettings:
@@ -104,10 +104,7 @@ def main() -> int:
     if args.out:
         out = Path(args.out)
         per_trace = out.with_name(out.stem + "_per_trace.csv")
-        for path, frame in ((out, scores.summary[list(GENERATION_COLUMNS)]), (per_trace, scores.per_trace)):
-            with atomic_path(path) as tmp:
-                frame.to_csv(tmp, index=False)
-        write_json(out.with_name(out.name + ".json"), {
+        summary = {
             "checkpoint": config.recorded_path(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
             "data_file": config.recorded_path(args.data_file), "data_sha256": file_sha256(args.data_file),
             "tp": tp, "traces": [t.index for t in traces], "seeds": args.seeds, "seed": args.seed,
@@ -115,7 +112,13 @@ def main() -> int:
             "per_trace": [{"trace": t.index} | {k: v for k, v in summarize(c, ckpt.training_traffic).items()
                                                 if k.startswith("share_")}
                           for t, c in zip(traces, checks)],
-            "warnings": warnings})
+            "warnings": warnings}
+        # the three files land together: a failure writing any leaves none of them
+        with atomic_path(out) as scores_tmp, atomic_path(per_trace) as per_trace_tmp, \
+                atomic_path(out.with_name(out.name + ".json")) as summary_tmp:
+            scores.summary[list(GENERATION_COLUMNS)].to_csv(scores_tmp, index=False)
+            scores.per_trace.to_csv(per_trace_tmp, index=False)
+            summary_tmp.write_text(json_text(summary))
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print(f"{ckpt.configuration['job_name']} on {len(traces)} TP {tp} trace(s) of {args.data_file}, "
               f"{args.seeds} seed(s):")

@@ -86,9 +86,13 @@ def json_ready(obj):
     return obj
 
 
+def json_text(obj) -> str:
+    """Strict JSON (no NaN or Infinity: json_ready), indented, as the project writes it."""
+    return json.dumps(json_ready(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(path: Path | str, obj) -> None:
-    """Strict JSON (no NaN or Infinity: json_ready), indented."""
-    write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_text(path, json_text(obj))
 
 
 def write_csv(path: Path | str, header: list[str], rows: list[list]) -> None:

@@ -232,10 +232,14 @@ def _sweep(path: Path, sweep: dict, seeds: list[int], runs: list[Run], out: Path
     for i, run in enumerate(runs, start=1):
         print(f"\nrun {i}/{len(runs)}: scenario {run.scenario}/{n_scenarios} ({run.label}), seed {run.seed}",
               flush=True)
-        status = build_site(run.settings)
+        stopped = f"facility: the sweep stopped at run {i}; the runs before it are in {out / RUNS_SUBDIR}/"
+        try:
+            status = build_site(run.settings)
+        except InputError as err:     # a refusal only this run's traffic shows (--strict): one line still
+            raise InputError(f"{err}; the sweep stopped at run {i}, the runs before it are in "
+                             f"{out / RUNS_SUBDIR}/") from None
         if status != 0:
-            print(f"facility: the sweep stopped at run {i}; the runs before it are in {out / RUNS_SUBDIR}/",
-                  file=sys.stderr)
+            print(stopped, file=sys.stderr)
             return status
     manifests = [json.loads((Path(run.settings.output_dir) / "manifest.json").read_text()) for run in runs]
     table = scenario_table(runs, manifests, out)
