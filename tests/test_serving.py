@@ -312,12 +312,14 @@ def test_without_max_num_seqs_the_fitted_cap_is_recorded_with_its_evidence():
     truth = ServingModel(4500.0, 0.06, 0.016, max_batch=16, prefill_counting="pending")
     train = [make_trace(truth, *random_requests(rate, 300, seed=i), 300, index=i)
              for i, rate in enumerate([0.25, 1.0, 4.0])]
-    model = fit_serving_model(train, BIN_S)
-    cap = server_record(train, model)["batch_cap"]
-    assert cap["max_num_seqs"] == 0 and cap["max_batch"] == model.max_batch
-    assert cap["most_active_measured"] == most_active(train)
-    assert cap["source"].startswith("fitted" if model.max_batch else "none")
-    assert f"at most {most_active(train):g} requests active" in cap["source"]
+    busiest = most_active(train)
+    fitted = server_record(train, ServingModel(4500.0, 0.06, 0.016, max_batch=16))["batch_cap"]
+    assert fitted["max_num_seqs"] == 0 and fitted["max_batch"] == 16 and fitted["most_active_measured"] == busiest
+    assert fitted["source"] == (f"fitted: no max_num_seqs recorded; a cap of 16 explains the training traces, "
+                                f"which had at most {busiest:g} requests active")
+    uncapped = server_record(train, ServingModel(4500.0, 0.06, 0.016))["batch_cap"]
+    assert uncapped["max_batch"] == 0 and uncapped["source"].startswith("none: no max_num_seqs recorded")
+    assert f"at most {busiest:g} requests active" in uncapped["source"]
 
 
 def test_differing_recorded_max_num_seqs_give_the_largest_and_list_both():
