@@ -8,7 +8,8 @@ import pytest
 
 from conftest import files_under
 from model.errors import InputError
-from model.sites.output_folder import clear_previous_run, previous_run
+from model.sites.output_folder import (SITE_SUBFOLDERS, SWEEP_SUBFOLDERS, check_previous_run, previous_run,
+                                       remove_files)
 from test_facility import _site
 
 SMALL = ("--rate_per_node", "1", "--duration", "60")
@@ -37,7 +38,7 @@ def test_overwrite_removes_the_previous_runs_files_and_nothing_else(tiny_results
     (out / "notes.txt").write_text("the user's own")
     (out / "nodes").mkdir()                              # a failed --save_nodes run's leftovers,
     (out / "nodes" / "node_00000.npz").write_bytes(b"x")
-    (out / "nodes" / "link.npz").symlink_to(outside)     # one a link to a file outside the folder
+    (out / "nodes" / "node_00001.npz").symlink_to(outside)     # one a link to a file outside the folder
     assert _site(tiny_results, out, *SMALL, "--overwrite") == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert files_under(out) == set(manifest["files"]) | {"notes.txt"}
@@ -49,16 +50,18 @@ def test_a_folder_of_only_other_files_is_no_previous_run(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.csv").write_text("x")
-    assert previous_run(tmp_path) == [] and previous_run(tmp_path / "missing") == []
-    assert clear_previous_run(tmp_path, overwrite=False) == []
+    assert previous_run(tmp_path, SITE_SUBFOLDERS) == [] and previous_run(tmp_path / "missing", SITE_SUBFOLDERS) == []
+    assert check_previous_run(tmp_path, False, SITE_SUBFOLDERS) == []
 
 
 def test_a_failed_runs_own_subfolder_counts_as_another_runs_files(tmp_path):
     (tmp_path / "slurm").mkdir()
     (tmp_path / "slurm" / "log.out").write_text("x")
     with pytest.raises(InputError, match="holds another run's files"):
-        clear_previous_run(tmp_path, overwrite=False)
-    assert clear_previous_run(tmp_path, overwrite=True) == [tmp_path / "slurm" / "log.out"]
+        check_previous_run(tmp_path, False, SITE_SUBFOLDERS)
+    found = check_previous_run(tmp_path, True, SITE_SUBFOLDERS)
+    assert found == [tmp_path / "slurm" / "log.out"]
+    remove_files(tmp_path, found)
     assert not (tmp_path / "slurm").exists()
 
 
@@ -74,7 +77,7 @@ def test_a_manifest_that_does_not_say_which_files_are_the_runs_is_refused_even_w
     outside.write_text("keep")
     (folder / "manifest.json").write_text(json.dumps({"layout": {}} | ({"files": files} if files else {})))
     with pytest.raises(InputError, match=problem):
-        clear_previous_run(folder, overwrite=True)
+        check_previous_run(folder, True, SITE_SUBFOLDERS)
     assert outside.read_text() == "keep" and (folder / "manifest.json").exists()
 
 
@@ -89,3 +92,27 @@ def test_a_second_demo_replaces_its_own_site_folder(tmp_path, capsys):
     for _ in range(2):                    # the second would be refused without --overwrite
         run_all_training.demo_site(load_grid(), tmp_path, jobs=1)
     assert "manifest.json" in files_under(tmp_path / "facility")
+
+
+def test_a_refused_overwriting_run_leaves_the_previous_results_as_they_were(tiny_results, tmp_path):
+    out = tmp_path / "out"
+    assert _site(tiny_results, out, *SMALL) == 0
+    before = contents(out)
+    # 40 requests/s per server is far outside what the made-up checkpoint trained on: --strict refuses it,
+    # after the site was generated, when --overwrite would once have emptied the folder already
+    with pytest.raises(InputError, match="--strict"):
+        _site(tiny_results, out, "--rate_per_node", "40", "--duration", "60", "--overwrite", "--strict")
+    assert contents(out) == before
+
+
+def test_a_working_subfolder_of_someone_elses_files_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "runs" / "my_measurements").mkdir(parents=True)
+    (tmp_path / "runs" / "my_measurements" / "power.csv").write_text("x")
+    with pytest.raises(InputError, match="its runs/ holds 'my_measurements', which no run of this command writes"):
+        check_previous_run(tmp_path, True, SWEEP_SUBFOLDERS)
+    assert check_previous_run(tmp_path, True, SITE_SUBFOLDERS) == []       # not a site run's subfolder at all
+    (tmp_path / "runs" / "my_measurements" / "power.csv").unlink()
+    (tmp_path / "runs" / "my_measurements").rmdir()
+    (tmp_path / "runs" / "s1_seed0").mkdir()
+    (tmp_path / "runs" / "s1_seed0" / "manifest.json").write_text("{}")
+    assert check_previous_run(tmp_path, True, SWEEP_SUBFOLDERS) == [tmp_path / "runs" / "s1_seed0" / "manifest.json"]

@@ -27,7 +27,7 @@ from model.generation import methods
 from model.nameplate import summary_line
 from model.sites import html_report, report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
-from model.sites.output_folder import clear_previous_run, write_manifest
+from model.sites.output_folder import SITE_SUBFOLDERS, check_previous_run, remove_files, under, write_manifest
 from model.sites.site import Plan, energy_report, nameplate_report, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
 
@@ -74,9 +74,15 @@ def build_site(args: FacilitySettings) -> int:
     made_out = not out.exists()
     try:
         with locked_directory(out, "--output_dir"):     # two runs on one folder: the last writer would win
-            clear_previous_run(out, args.overwrite)     # refused, or with --overwrite removed, before any work
+            # refused before any work; with --overwrite, what this run writes into as it goes (nodes/,
+            # slurm/) is cleared now, the previous results only when the new ones take their place
+            previous = check_previous_run(out, args.overwrite, SITE_SUBFOLDERS)
+            working = [name for name, used in (("nodes", args.save_nodes), (SLURM_SUBDIR, args.launcher == "slurm"))
+                       if used]
+            now, later = under(previous, out, working)
+            remove_files(out, now)
             return _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
-                          n_bins, out)
+                          n_bins, out, later)
     finally:
         if made_out:
             try:
@@ -86,7 +92,7 @@ def build_site(args: FacilitySettings) -> int:
 
 
 def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins,
-           out: Path) -> int:
+           out: Path, previous: list[Path]) -> int:
     plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
                 args.sampling, node_requests, args.rate_per_node, diurnal,
                 out / "nodes" if args.save_nodes else None, args.warmup_s)
@@ -124,6 +130,7 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
              + ", ".join(row_answers)] if row_answers else [])
         html_report.write_site_report(staging, report.sizing_display(table), answers, manifest, metrics)
         write_manifest(staging, manifest)    # last: it lists the files above
+        remove_files(out, previous)          # the previous run's results (--overwrite), as these replace them
     with pd.option_context("display.width", 140):
         print(report.sizing_display(table).to_string())
     print(f"site: {summary_line(nameplate)}")

@@ -54,7 +54,7 @@ from model.settings import check_seed
 from model.sites import html_report, report
 from model.sites.build import build_site
 from model.sites.layout import Layout, parse_mix, read_diurnal
-from model.sites.output_folder import clear_previous_run, write_manifest
+from model.sites.output_folder import SWEEP_SUBFOLDERS, check_previous_run, remove_files, write_manifest
 
 RUN_FLAGS = ("output_dir", "jobs", "progress", "overwrite", "scenario")   # the command line's, not the file's
 RUNS_SUBDIR = "runs"
@@ -217,7 +217,8 @@ def run_scenarios(command: FacilitySettings) -> int:
     made_out = not out.exists()
     try:
         with locked_directory(out, "--output_dir"):
-            clear_previous_run(out, command.overwrite)     # a previous sweep's runs/ too
+            # a previous sweep's files, runs/ included, go before the sweep: its runs write into runs/
+            remove_files(out, check_previous_run(out, command.overwrite, SWEEP_SUBFOLDERS))
             return _sweep(path, sweep, seeds, runs, out)
     finally:
         if made_out:
