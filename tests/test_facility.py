@@ -530,3 +530,19 @@ def test_site_figures_count_whole_racks_and_carry_their_reference_lines(tmp_path
     assert all(float(t).is_integer() for t in rows.get_xticks())
     answers = [line.get_xdata()[0] for line in rows.get_lines() if line.get_linestyle() == ":"]
     assert sorted(answers) == sorted([largest["tdp"], largest["mean"]]) == [2, 3]
+
+
+def test_a_requests_file_longer_than_the_period_counts_only_the_periods_requests(tiny_results, tmp_path):
+    # an hour of requests, 2 a second, but a site of 15 minutes: energy per request divides the
+    # period's energy by the period's requests, not by the whole file's
+    arrivals = np.arange(7200) * 0.5
+    pd.DataFrame({"arrival_time_s": arrivals, "input_tokens": 100, "output_tokens": 20}).to_csv(
+        tmp_path / "req.csv", index=False)
+    out = tmp_path / "out"
+    assert _site(tiny_results, out, "--requests", str(tmp_path / "req.csv"), "--duration", "600") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    period = int((arrivals < 900).sum())                     # the site runs whole 15-minute windows
+    assert manifest["requests_served"] == [period, 100 * period, 20 * period]
+    ours = manifest["energy_j"]["ours"]
+    site_it_j = pd.read_csv(out / "site_power.csv")["it_w"].sum() * 1.0      # 1 s rows
+    assert ours["j_per_request"] == pytest.approx(site_it_j / period, rel=1e-6)

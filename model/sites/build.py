@@ -64,10 +64,13 @@ def build_site(args: FacilitySettings) -> int:
                      "--rows, --racks_per_row, --nodes_per_rack or --duration")
     n_bins = int(quarters) * int(round(QUARTER_S / bin_s))   # whole 15-min windows
     rack_jobs = assign_configs(layout, mix, args.seed)
-    node_requests, total = None, None
+    node_requests = None
     if requests is not None:
         node_requests = split_requests(requests, layout.n_nodes, args.seed)
+        split = np.sum([[len(r), r.input_tokens.sum(), r.output_tokens.sum()] for r in node_requests], axis=0)
         total = np.array([len(requests), requests.input_tokens.sum(), requests.output_tokens.sum()])
+        if not np.allclose(split, total):
+            raise RuntimeError(f"the split lost requests or tokens: {split} of {total}")
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--output_dir {out}: is a file, not a folder")
@@ -81,7 +84,7 @@ def build_site(args: FacilitySettings) -> int:
                        if used]
             now, later = under(previous, out, working)
             remove_files(out, now)
-            return _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal,
+            return _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, diurnal,
                           n_bins, out, later)
     finally:
         if made_out:
@@ -91,7 +94,7 @@ def build_site(args: FacilitySettings) -> int:
                 pass
 
 
-def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, diurnal, n_bins,
+def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, diurnal, n_bins,
            out: Path, previous: list[Path]) -> int:
     plan = Plan(layout, rack_jobs, checkpoints, n_bins, bin_s, args.non_gpu_w, args.pue, args.seed,
                 args.sampling, node_requests, args.rate_per_node, diurnal,
@@ -115,8 +118,6 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, total, di
             print("facility: interrupted; nothing written", file=sys.stderr)
             return exit_status(stop)
     seconds = time.perf_counter() - started
-    if total is not None and not np.allclose(result.requests.sum(axis=0), total):
-        raise RuntimeError(f"the split lost requests or tokens: {result.requests.sum(axis=0)} of {total}")
 
     checks = site_checks(plan, result, args.strict)      # --strict: exit 2 here, nothing written
     metrics = pd.DataFrame(site_metrics(plan, result), columns=["method", "level", "resolution_s", "metric", "value"])

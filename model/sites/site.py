@@ -138,7 +138,9 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
         levels = at_resolutions(watts, plan.bin_s)
         stats.append({r: profile_metrics(w) for r, w in levels.items()})
         peaks.append([levels[r].max() for r in levels])
-        served.append([len(stream), stream.input_tokens.sum(), stream.output_tokens.sum()])
+        # the period's requests only: a requests file may run past --duration, and the warm-up's are before it
+        period = (stream.arrival_s >= 0) & (stream.arrival_s < plan.n_bins * plan.bin_s)
+        served.append([int(period.sum()), stream.input_tokens[period].sum(), stream.output_tokens[period].sum()])
         if plan.save_nodes_dir is not None:
             write_npz(Path(plan.save_nodes_dir) / f"node_{node:05d}.npz",
                       {"watts": watts.astype(np.float32), "states": trace.states.astype(np.int8),
