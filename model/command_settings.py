@@ -100,6 +100,17 @@ class FacilitySettings:
             raise InputError("--rate_per_node needs --duration (seconds)")
         if not _positive(self.duration):
             raise InputError(f"--duration must be a positive number of seconds, got {self.duration}")
+        # a flag that another choice makes meaningless is refused, never silently ignored (nor
+        # recorded among a run's inputs, nor swept by a scenario file as if it changed something)
+        given = [name for name in ("time_scale", "drain_s", "risk", "draws")
+                 if getattr(self, name) != self.__dataclass_fields__[name].default]
+        if self.requests is not None and self.diurnal is not None:
+            raise InputError("--diurnal shapes Poisson traffic (--rate_per_node); a --requests file brings its own "
+                             "arrival times (scale them with --time_scale)")
+        if self.rate_per_node is not None and {"time_scale", "drain_s"} & set(given):
+            raise InputError("--time_scale and --drain_s apply to a --requests file, not to --rate_per_node traffic")
+        if self.row_limit_kw is None and {"risk", "draws"} & set(given):
+            raise InputError("--risk and --draws size a row against its breaker: they need --row_limit_kw")
 
 
 @dataclass

@@ -92,9 +92,28 @@ def test_a_negative_drain_time_is_refused():
 @pytest.mark.parametrize("field,value", [("risk", 0.0), ("risk", 101.0), ("risk", float("nan")),
                                          ("warmup_s", -1.0), ("warmup_s", float("inf"))])
 def test_a_risk_outside_a_percentile_or_a_negative_warm_up_is_refused(field, value):
-    FacilitySettings(rate_per_node=1.0, duration=60.0, risk=100.0, warmup_s=0.0).validate()
+    FacilitySettings(rate_per_node=1.0, duration=60.0, row_limit_kw=10.0, risk=100.0, warmup_s=0.0).validate()
     with pytest.raises(InputError, match=f"--{field}"):
-        FacilitySettings(rate_per_node=1.0, duration=60.0, **{field: value}).validate()
+        FacilitySettings(rate_per_node=1.0, duration=60.0, row_limit_kw=10.0, **{field: value}).validate()
+
+
+@pytest.mark.parametrize("flags,problem", [
+    ({"requests": "r.csv", "diurnal": "d.csv"}, "--diurnal shapes Poisson traffic"),
+    ({"rate_per_node": 1.0, "duration": 60.0, "time_scale": 0.5}, "--time_scale and --drain_s apply to a --requests"),
+    ({"rate_per_node": 1.0, "duration": 60.0, "drain_s": 10.0}, "--time_scale and --drain_s apply to a --requests"),
+    ({"rate_per_node": 1.0, "duration": 60.0, "risk": 99.0}, "--risk and --draws size a row"),
+    ({"rate_per_node": 1.0, "duration": 60.0, "draws": 50}, "--risk and --draws size a row"),
+])
+def test_a_flag_another_choice_makes_meaningless_is_refused_not_ignored(flags, problem):
+    with pytest.raises(InputError, match=problem):
+        FacilitySettings(**flags).validate()
+    # each is fine where it means something
+    meaningful = {"diurnal": {"rate_per_node": 1.0, "duration": 60.0}, "time_scale": {"requests": "r.csv"},
+                  "drain_s": {"requests": "r.csv"}, "risk": {"row_limit_kw": 10.0},
+                  "draws": {"row_limit_kw": 10.0}}
+    flag = next(k for k in flags if k in meaningful)
+    FacilitySettings(**({flag: flags[flag]} | {"rate_per_node": 1.0, "duration": 60.0} | meaningful[flag])
+                     if flag not in ("time_scale", "drain_s") else {flag: flags[flag]} | meaningful[flag]).validate()
 
 
 @pytest.mark.parametrize("seed", ["-1", str(config.MAX_SEED + 1)])
