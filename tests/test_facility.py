@@ -44,6 +44,9 @@ def test_profile_metrics_by_hand():
     assert m["ldc_p99_w"] == pytest.approx(np.percentile([100, 300, 200, 200], 99))
     flat = profile_metrics(np.full(5, 7.0))
     assert flat["par"] == 1 and flat["ramp_p99_w"] == 0
+    # one value (a 15-minute window of a 10-minute site) has no ramps: not a measured flat 0
+    single = profile_metrics(np.array([7.0]))
+    assert all(np.isnan(single[k]) for k in ("ramp_p95_w", "ramp_p99_w", "ramp_max_up_w", "ramp_max_down_w"))
 
 
 def test_the_diversity_factor_is_the_utility_term_at_least_one():

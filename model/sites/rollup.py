@@ -31,7 +31,8 @@ def profile_metrics(watts: np.ndarray) -> dict[str, float]:
     between consecutive values: p95, p99; the largest rise and the largest fall, as positive
     watts) and the load-duration curve's p95 and p99 (the power exceeded 5 % and 1 % of the time).
 
-    One value has no ramps (0); a zero peak or average gives NaN ratios.
+    One value has no ramps: NaN, shown as "--" and written as null (a 0 would read as a flat
+    load measured); a zero peak or average gives NaN ratios.
     """
     watts = np.asarray(watts, dtype=np.float64)
     steps = np.diff(watts)
@@ -41,10 +42,10 @@ def profile_metrics(watts: np.ndarray) -> dict[str, float]:
         "peak_w": peak, "average_w": average,
         "par": peak / average if average else float("nan"),
         "load_factor": average / peak if peak else float("nan"),
-        "ramp_p95_w": float(np.percentile(np.abs(steps), 95)) if has_steps else 0.0,
-        "ramp_p99_w": float(np.percentile(np.abs(steps), 99)) if has_steps else 0.0,
-        "ramp_max_up_w": float(max(steps.max(), 0.0)) if has_steps else 0.0,
-        "ramp_max_down_w": float(max(-steps.min(), 0.0)) if has_steps else 0.0,
+        "ramp_p95_w": float(np.percentile(np.abs(steps), 95)) if has_steps else float("nan"),
+        "ramp_p99_w": float(np.percentile(np.abs(steps), 99)) if has_steps else float("nan"),
+        "ramp_max_up_w": float(max(steps.max(), 0.0)) if has_steps else float("nan"),
+        "ramp_max_down_w": float(max(-steps.min(), 0.0)) if has_steps else float("nan"),
         "ldc_p95_w": float(np.percentile(watts, 95)), "ldc_p99_w": float(np.percentile(watts, 99)),
     }
 

@@ -285,10 +285,12 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
         constant = {"node": node_watts, "rack": rack_w, "row": row_w,
                     "site": np.array([node_watts.sum() * plan.pue])}
         for resolution in RESOLUTIONS_S:
+            # as many values as ours has at this resolution: one value has no ramps at all
+            n_values = len(per_res["site"].get(resolution, np.zeros(2)))
             for level in (*LEVELS, *WORST_LEVELS.values()):
                 # a constant load: its peak is its average, it never ramps, and every unit peaks at
                 # once (diversity factor 1)
-                units = [profile_metrics(np.full(2, w)) for w in constant[level.removeprefix("worst_")]]
+                units = [profile_metrics(np.full(n_values, w)) for w in constant[level.removeprefix("worst_")]]
                 stats = _worst_of(units) if level.startswith("worst_") else _mean_of(units)
                 out += [[name, level, resolution, m, stats.get(m, 1.0)] for m in METRICS]
     return out
