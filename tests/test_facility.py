@@ -549,3 +549,19 @@ def test_a_requests_file_longer_than_the_period_counts_only_the_periods_requests
     ours = manifest["energy_j"]["ours"]
     site_it_j = pd.read_csv(out / "site_power.csv")["it_w"].sum() * 1.0      # 1 s rows
     assert ours["j_per_request"] == pytest.approx(site_it_j / period, rel=1e-6)
+
+
+def test_a_site_of_half_second_bins_sizes_what_its_bins_can_tell(tmp_path, capsys):
+    """A checkpoint trained on 0.5 s power samples: the 0.25 s peak does not exist ('--'), every
+    coarser resolution is there."""
+    from test_checkpoint import tiny_checkpoint
+    results = tmp_path / "results"
+    path = config.checkpoint_path(results, "m_h_tp1")
+    path.parent.mkdir(parents=True)
+    tiny_checkpoint(path, configuration={"model": "m", "hardware": "h", "tp": 1, "job_name": "m_h_tp1",
+                                         "bin_s": 0.5, "gpu_tdp_w": 400.0})
+    assert _site(results, tmp_path / "out", "--rate_per_node", "1", "--duration", "900") == 0
+    metrics = pd.read_csv(tmp_path / "out" / "facility_metrics.csv")
+    assert sorted(metrics["resolution_s"].unique()) == [1.0, 60.0, 900.0]
+    sizing = pd.read_csv(tmp_path / "out" / "sizing_table.csv").set_index("method")
+    assert sizing["peak_0.25s_w"].isna().all() and (sizing["peak_1s_w"] > 0).all()

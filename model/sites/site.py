@@ -137,7 +137,8 @@ def generate_rack(plan: Plan, rack: int) -> tuple:
         rack_watts += watts
         levels = at_resolutions(watts, plan.bin_s)
         stats.append({r: profile_metrics(w) for r, w in levels.items()})
-        peaks.append([levels[r].max() for r in levels])
+        # by position in RESOLUTIONS_S: one finer than the bins (or not a whole number of them) is NaN
+        peaks.append([levels[r].max() if r in levels else float("nan") for r in RESOLUTIONS_S])
         # the period's requests only: a requests file may run past --duration, and the warm-up's are before it
         period = (stream.arrival_s >= 0) & (stream.arrival_s < plan.n_bins * plan.bin_s)
         served.append([int(period.sum()), stream.input_tokens[period].sum(), stream.output_tokens[period].sum()])
@@ -262,6 +263,8 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
                (("racks", result.racks), ("rows", rows), ("site", it * plan.pue))}
     nodes_per_row = layout.racks_per_row * layout.nodes_per_rack
     for j, resolution in enumerate(RESOLUTIONS_S):
+        if resolution not in per_res["site"]:
+            continue                  # finer than the bins, or not a whole number of them: no rows
         node_peaks = result.node_peaks[:, j]
         units = {
             "rack": [profile_metrics(w) | {"diversity_factor": diversity_factor(
@@ -284,9 +287,9 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
         row_w = rack_w.reshape(layout.rows, layout.racks_per_row).sum(axis=1)
         constant = {"node": node_watts, "rack": rack_w, "row": row_w,
                     "site": np.array([node_watts.sum() * plan.pue])}
-        for resolution in RESOLUTIONS_S:
+        for resolution in per_res["site"]:
             # as many values as ours has at this resolution: one value has no ramps at all
-            n_values = len(per_res["site"].get(resolution, np.zeros(2)))
+            n_values = len(per_res["site"][resolution])
             for level in (*LEVELS, *WORST_LEVELS.values()):
                 # a constant load: its peak is its average, it never ramps, and every unit peaks at
                 # once (diversity factor 1)
