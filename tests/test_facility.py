@@ -523,7 +523,7 @@ def test_site_figures_count_whole_racks_and_carry_their_reference_lines(tmp_path
     curve, largest, _ = report.oversubscription(per_second, {"tdp": np.full(6, 1500.0), "mean": np.full(6, 1000.0)},
                                                 limit_w=3500.0, draws=50, seed=0)
     report.write_figures(tmp_path, racks.sum(axis=0), 1.3, 0.25, racks, 3, {"Nameplate": 11_700.0, "Mean": 7_800.0},
-                         curve, 3500.0, largest)
+                         curve, 3500.0, largest, at_site_limit=["mean"])
     ldc = figures["load_duration_15min"].axes[0]
     assert {round(line.get_ydata()[0], 3) for line in ldc.get_lines()} == {11.7, 7.8}          # in kW, both lines
     heat = figures["rack_heatmap"].axes[0]
@@ -533,6 +533,12 @@ def test_site_figures_count_whole_racks_and_carry_their_reference_lines(tmp_path
     assert all(float(t).is_integer() for t in rows.get_xticks())
     answers = [line.get_xdata()[0] for line in rows.get_lines() if line.get_linestyle() == ":"]
     assert sorted(answers) == sorted([largest["tdp"], largest["mean"]]) == [2, 3]
+    labels = {line.get_label() for line in rows.get_lines() if line.get_linestyle() == ":"}
+    assert labels == {f"Nameplate (TDP): {largest['tdp']}", f"Mean: \u2265 {largest['mean']} (site limit)"}
+    # each baseline keeps its colour from figure to figure
+    colour = {line.get_label().split(":")[0]: line.get_color() for line in rows.get_lines() if line.get_linestyle() == ":"}
+    ldc_colour = {line.get_label(): line.get_color() for line in ldc.get_lines()}
+    assert colour["Nameplate (TDP)"] == ldc_colour["Nameplate"] and colour["Mean"] == ldc_colour["Mean"]
 
 
 def test_a_requests_file_longer_than_the_period_counts_only_the_periods_requests(tiny_results, tmp_path):

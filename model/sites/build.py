@@ -195,7 +195,7 @@ def _write_results(args, plan, result, metrics, nameplate, it_w, checkpoints, la
     constant_totals = {f"{methods.label(name)} ({report.readable_power(w.sum() * args.pue)})": w.sum() * args.pue
                        for name, w in result.constants.items()}
     report.write_figures(out, it_w, args.pue, bin_s, result.racks, layout.racks_per_row, constant_totals, curve,
-                         args.row_limit_kw * 1e3 if args.row_limit_kw else None, largest, args.risk)
+                         args.row_limit_kw * 1e3 if args.row_limit_kw else None, largest, args.risk, at_site_limit)
     manifest = {
         # paths as config.recorded_path keeps them: not this machine's absolute ones where it can
         "inputs": {job: {"checkpoint": config.recorded_path(path), "sha256": file_sha256(path)}

@@ -201,11 +201,16 @@ def row_answer(name: str, racks: int, at_site_limit: list[str]) -> str:
 
 def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: np.ndarray, racks_per_row: int,
                   constant_totals: dict[str, float], curve: pd.DataFrame | None, limit_w: float | None,
-                  largest: dict[str, int] | None = None, risk: float = 95.0) -> list[Path]:
+                  largest: dict[str, int] | None = None, risk: float = 95.0,
+                  at_site_limit: list[str] = ()) -> list[Path]:
     """Site power over time, the 15-minute load-duration curve, the racks' heat map and, with a
     row limit, the oversubscription curve; each beside the constant baselines
-    (`constant_totals`: label -> site watts; `largest`: method -> racks per row)."""
+    (`constant_totals`: label -> site watts, in methods.site_baselines() order; `largest`: method
+    -> racks per row; `at_site_limit`: the methods whose answer is every rack of the site, shown
+    as at least that many)."""
     from matplotlib.ticker import MaxNLocator
+    # one colour per baseline in every figure (constant_totals holds them in registry order)
+    colour_of = dict(zip([m.name for m in methods.site_baselines()], PALETTE[1:]))
     written = []
     with matplotlib.rc_context(STYLE):
         minute = window_means(it_w, int(round(60 / bin_s))) * pue
@@ -263,9 +268,11 @@ def write_figures(out: Path, it_w: np.ndarray, pue: float, bin_s: float, racks: 
             ax.plot(ours["racks"], ours["risk_w"] / row_scale, color=REAL_COLOUR, marker="." if len(ours) <= 20 else None,
                     label=f"ours, P{risk:g} peak of n random racks")
             ax.axhline(limit_w / row_scale, color=PALETTE[0], linestyle="--", label="row limit")
-            for colour, (name, racks_fit) in zip(PALETTE[1:], (largest or {}).items()):
+            for name, racks_fit in (largest or {}).items():
                 if name != "ours" and racks_fit > 0:
-                    ax.axvline(racks_fit, color=colour, linestyle=":", label=f"{methods.label(name)}: {racks_fit}")
+                    answer = f"\u2265 {racks_fit} (site limit)" if name in at_site_limit else str(racks_fit)
+                    ax.axvline(racks_fit, color=colour_of.get(name, PALETTE[-1]), linestyle=":",
+                               label=f"{methods.label(name)}: {answer}")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("racks in the row")
             ax.set_ylabel(f"row power ({row_unit})")
