@@ -48,6 +48,9 @@ def test_a_site_report_is_self_contained_and_holds_the_sizing_table_and_inputs(t
     assert manifest["inputs"]["m_h_tp1"]["sha256"] in page.cells
     assert any(item.startswith("Nameplate (TDP) sizes the site at") for item in page.items)
     assert any(item.startswith("racks per 5 kW row") and ": ours " in item for item in page.items)
+    rows = report.row_sizing_display(pd.read_csv(out / "row_sizing.csv"), 95.0)     # the row sizing's spread
+    for label, row in rows.iterrows():
+        assert label in page.cells and set(row) <= set(page.cells), label
 
 
 def test_the_manifests_warnings_are_shown_escaped_and_none_is_no_section(tmp_path):

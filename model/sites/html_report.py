@@ -20,6 +20,8 @@ import pandas as pd
 
 from model.generation import methods
 from model.outputs import write_text
+from model.sites.report import row_sizing_display
+from model.sites.rollup import power_unit
 
 REPORT = "report.html"
 PNG_DPI_TO_CSS = 1.6       # figures are drawn at 200 dpi (model/plots.py); shown at 125 CSS px per inch
@@ -124,26 +126,10 @@ def answers_against_baselines(metrics: pd.DataFrame) -> list[str]:
     for baseline in methods.site_baselines():
         theirs = float(peaks.get(baseline.name, float("nan")))
         if theirs > 0:
-            scale, unit = _power_unit(max(ours, theirs))
+            unit, scale = power_unit([ours, theirs])
             lines.append(f"{baseline.label} sizes the site at {theirs / scale:.4g} {unit}; the generated traces "
                          f"(ours) peak at {ours / scale:.4g} {unit} (1 s), {100 * ours / theirs:.1f} % of it")
     return lines
-
-
-def _power_unit(watts: float) -> tuple[float, str]:
-    return (1e6, "MW") if watts >= 1e6 else (1e3, "kW") if watts >= 1e3 else (1.0, "W")
-
-
-def in_kilo_when_small(shown: pd.DataFrame) -> pd.DataFrame:
-    """The sizing table (a row per number) with its MW and MVA rows in kW and kVA when all are
-    below 1 MW: a small site would read 0.00x everywhere."""
-    power = [row for row in shown.index if "(MW)" in row or "(MVA)" in row]
-    values = shown.loc[power].apply(pd.to_numeric, errors="coerce")
-    if not power or not (values.abs() < 1).all(axis=None):
-        return shown
-    shown = shown.astype(object)
-    shown.loc[power] = values * 1e3
-    return shown.rename(index={row: row.replace("(MW)", "(kW)").replace("(MVA)", "(kVA)") for row in power})
 
 
 def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[str], manifest: dict,
@@ -159,14 +145,22 @@ def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[st
     subtitle = (f"{layout.get('rows')} rows x {layout.get('racks_per_row')} racks x {layout.get('nodes_per_rack')} "
                 f"servers, {hours:.2f} h at {manifest.get('bin_s')} s bins, PUE {manifest.get('pue')}, "
                 f"seed {manifest.get('seed')}")
-    shown = in_kilo_when_small(sizing.set_index("method").T if "method" in sizing else sizing)
+    shown = sizing.set_index("method").T if "method" in sizing else sizing
     sections = [("Answers", bullets(answers_against_baselines(metrics) + answers, "answers")),
                 ("Sizing table", table(shown, index=True) +
                  "<p>Nameplate: every GPU at its rated power (TDP), which it can exceed; mean: every server at "
                  "its training mean; ours: the generated traces. Above nameplate: the share of bins above the "
                  "nameplate sizing.</p>")]
+    if manifest.get("row_sizing"):            # with --row_limit_kw: the answers' spread over random rows
+        rows = pd.DataFrame([{"method": methods.label(name)} | record
+                             for name, record in manifest["row_sizing"].items()])
+        sections.append(("Row sizing", table(row_sizing_display(rows, manifest.get("risk_percentile", 95.0)),
+                                             index=True) +
+                         f"<p>Racks drawn at random for a {manifest.get('row_limit_kw')} kW row: the most whose "
+                         f"P{manifest.get('risk_percentile', 95.0):g} row peak (1 s) stays under the limit, and "
+                         "how the row peaks spread there.</p>"))
     sections += warnings_section(manifest.get("warnings"))
     sections += [("Figures", figures(folder)),
                  ("Inputs", table(inputs_frame(manifest.get("inputs", {})), css="text")),
-                 ("Run", table(settings_frame(manifest, ("inputs", "warnings", "files")), css="text"))]
+                 ("Run", table(settings_frame(manifest, ("inputs", "warnings", "files", "row_sizing")), css="text"))]
     return write_report(folder, title, sections, subtitle)
