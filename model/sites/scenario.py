@@ -55,6 +55,7 @@ from model.sites import html_report, report
 from model.sites.build import build_site
 from model.sites.layout import Layout, parse_mix, read_diurnal
 from model.sites.output_folder import SWEEP_SUBFOLDERS, check_previous_run, remove_files, write_manifest
+from model.sites.rollup import power_unit
 
 RUN_FLAGS = ("output_dir", "jobs", "progress", "overwrite", "scenario")   # the command line's, not the file's
 RUNS_SUBDIR = "runs"
@@ -199,8 +200,8 @@ def _refuse_site_flags(command: FacilitySettings) -> None:
         if f.name in ("launcher", "slurm", "racks_per_task"):
             raise InputError(f"--{'launcher' if f.name == 'slurm' else f.name}: a sweep runs its sites here, "
                              "not with --scenario")
-        raise InputError(f"--{f.name}: not with --scenario {command.scenario}; give it in the file's [site] or "
-                         "[sweep]")
+        where = "the file's top-level seeds = [...]" if f.name == "seed" else "the file's [site] or [sweep]"
+        raise InputError(f"--{f.name}: not with --scenario {command.scenario}; give it in {where}")
 
 
 def run_scenarios(command: FacilitySettings) -> int:
@@ -311,9 +312,9 @@ def spread_over_seeds(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
 
 
 def power_scale(values) -> tuple[float, str]:
-    """Watts as a report shows them: in W, kW or MW by the largest."""
-    largest = float(np.nanmax(np.abs(np.asarray(values, dtype=np.float64)))) if np.size(values) else 0.0
-    return (1e6, "M") if largest >= 1e6 else (1e3, "k") if largest >= 1e3 else (1.0, "")
+    """Watts as a report shows them: the scale and the prefix ("", "k", "M") of rollup.power_unit."""
+    unit, scale = power_unit(np.asarray(values, dtype=np.float64).ravel())
+    return scale, unit.removesuffix("W")
 
 
 def readable_units(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.DataFrame:
