@@ -154,6 +154,8 @@ def write_site_report(folder: Path | str, sizing: pd.DataFrame, answers: list[st
     if manifest.get("row_sizing"):            # with --row_limit_kw: the answers' spread over random rows
         rows = pd.DataFrame([{"method": methods.label(name)} | record
                              for name, record in manifest["row_sizing"].items()])
+        numbers = [c for c in rows.columns if c.endswith("_w") or c == "p_exceed"]
+        rows[numbers] = rows[numbers].apply(pd.to_numeric, errors="coerce")     # JSON's null: no value
         sections.append(("Row sizing", table(row_sizing_display(rows, manifest.get("risk_percentile", 95.0)),
                                              index=True) +
                          f"<p>Racks drawn at random for a {manifest.get('row_limit_kw')} kW row: the most whose "
