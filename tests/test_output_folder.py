@@ -116,3 +116,12 @@ def test_a_working_subfolder_of_someone_elses_files_is_refused_even_with_overwri
     (tmp_path / "runs" / "s1_seed0").mkdir()
     (tmp_path / "runs" / "s1_seed0" / "manifest.json").write_text("{}")
     assert check_previous_run(tmp_path, True, SWEEP_SUBFOLDERS) == [tmp_path / "runs" / "s1_seed0" / "manifest.json"]
+
+
+def test_a_file_of_someone_elses_that_the_run_would_replace_is_refused_and_kept(tiny_results, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("my own report")      # no manifest: not a run's
+    with pytest.raises(InputError, match="holds report.html, which this run would replace"):
+        _site(tiny_results, out, *SMALL, "--overwrite")
+    assert contents(out) == {"report.html": b"my own report"}

@@ -27,7 +27,8 @@ from model.generation import methods
 from model.nameplate import summary_line
 from model.sites import html_report, report
 from model.sites.layout import Layout, assign_configs, parse_mix, read_diurnal, split_requests
-from model.sites.output_folder import SITE_SUBFOLDERS, check_previous_run, remove_files, under, write_manifest
+from model.sites.output_folder import (SITE_SUBFOLDERS, check_previous_run, refuse_foreign, remove_files, under,
+                                       write_manifest)
 from model.sites.site import Plan, energy_report, nameplate_report, run_site, run_site_on_slurm, site_metrics
 from model.slurm import SLURM_SUBDIR, TasksFailed
 
@@ -131,6 +132,7 @@ def _build(args, layout, checkpoints, bin_s, rack_jobs, node_requests, diurnal, 
              + ", ".join(row_answers)] if row_answers else [])
         html_report.write_site_report(staging, report.sizing_display(table), answers, manifest, metrics)
         write_manifest(staging, manifest)    # last: it lists the files above
+        refuse_foreign(out, staging, previous)
         remove_files(out, previous)          # the previous run's results (--overwrite), as these replace them
     with pd.option_context("display.width", 140):
         print(report.sizing_display(table).to_string())

@@ -17,7 +17,9 @@ then the folders left empty, and nothing else: other files in the folder stay. A
 subfolder that holds names the command never writes (a user's own runs/, say) is refused even
 with --overwrite; so is a listed path that leads out of the folder (absolute, or through ..),
 and a manifest.json that lists no files (another program's, or a site run of an older
-version): which files are the run's is not known. A symbolic link is removed as a link.
+version): which files are the run's is not known. A file the run would write over that no
+previous run's manifest lists (someone's own report.html) is refused when the run's files are
+ready, and kept. A symbolic link is removed as a link.
 """
 from __future__ import annotations
 
@@ -90,6 +92,18 @@ def under(files: list[Path], folder: Path | str, names) -> tuple[list[Path], lis
     roots = [Path(folder) / name for name in names]
     inside = [p for p in files if any(p == r or r in p.parents for r in roots)]
     return inside, [p for p in files if p not in inside]
+
+
+def refuse_foreign(folder: Path | str, staging: Path | str, previous: list[Path], flag: str = "--output_dir") -> None:
+    """InputError when a file the run staged would replace one in `folder` that is not a
+    previous run's (`previous`): someone else's file of the same name, e.g. a report.html of
+    their own in a folder no manifest speaks for. Called before the staged files move in."""
+    folder, staging, ours = Path(folder), Path(staging), set(previous)
+    for source in sorted(Path(staging).rglob("*")):
+        target = folder / source.relative_to(staging)
+        if source.is_file() and (target.exists() or target.is_symlink()) and target not in ours:
+            raise InputError(f"{flag} {folder}: holds {target.relative_to(folder)}, which this run would replace "
+                             "and no previous run's manifest lists; move it or choose another folder")
 
 
 def run_files(staging: Path) -> list[str]:

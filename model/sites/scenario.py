@@ -54,7 +54,8 @@ from model.settings import check_seed
 from model.sites import html_report, report
 from model.sites.build import build_site
 from model.sites.layout import Layout, parse_mix, read_diurnal
-from model.sites.output_folder import SWEEP_SUBFOLDERS, check_previous_run, remove_files, write_manifest
+from model.sites.output_folder import (SWEEP_SUBFOLDERS, check_previous_run, refuse_foreign, remove_files,
+                                       write_manifest)
 from model.sites.rollup import power_unit
 
 RUN_FLAGS = ("output_dir", "jobs", "progress", "overwrite", "scenario")   # the command line's, not the file's
@@ -256,6 +257,7 @@ def _sweep(path: Path, sweep: dict, seeds: list[int], runs: list[Run], out: Path
                                  _report_sections(staging, table, summary, manifest),
                                  f"{config.recorded_path(path)}, seeds {', '.join(map(str, seeds))}")
         write_manifest(staging, manifest)
+        refuse_foreign(out, staging, [])       # the previous sweep's files went before it ran
     print(f"\n{_spread_lines(table)}\n{out}/: {TABLE}, {SUMMARY}, report.html ({len(runs)} runs in {RUNS_SUBDIR}/)")
     return 0
 
