@@ -288,8 +288,9 @@ def site_metrics(plan: Plan, result: SiteResult) -> list[list]:
         constant = {"node": node_watts, "rack": rack_w, "row": row_w,
                     "site": np.array([node_watts.sum() * plan.pue])}
         for resolution in per_res["site"]:
-            # as many values as ours has at this resolution: one value has no ramps at all
-            n_values = len(per_res["site"][resolution])
+            # a constant's profile is the same for any length from 2 on; ours with one value at this
+            # resolution has no ramps, and neither has the constant
+            n_values = min(len(per_res["site"][resolution]), 2)
             for level in (*LEVELS, *WORST_LEVELS.values()):
                 # a constant load: its peak is its average, it never ramps, and every unit peaks at
                 # once (diversity factor 1)
