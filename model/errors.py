@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import sys
+from pathlib import Path
 from typing import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -58,6 +59,17 @@ def refuse_special_file(path, what: str = "file") -> None:
         return
     kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
     raise InputError(f"{path}: is {kind}, not a regular file; give the {what} itself")
+
+
+def read_structured(path, what: str, parse):
+    """`parse(text)` of the regular file `path` (JSON, TOML, ...): InputError naming the file
+    when it is a special file, cannot be read, is not text, or does not parse (its parser's
+    first line, cut to 120 characters)."""
+    refuse_special_file(path, what)
+    try:
+        return parse(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:    # JSON and TOML errors are ValueErrors
+        raise InputError(f"{path}: not a readable {what} ({str(err).splitlines()[0][:120]})") from None
 
 
 class TrainingDiverged(Exception):

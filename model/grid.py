@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import re
@@ -18,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.errors import InputError, refuse_special_file, strict_json
+from model.errors import InputError, read_structured, strict_json
 from model.latex import latex_text
 
 
@@ -62,12 +61,7 @@ def is_job_name(name) -> bool:
 def read_grid_file(path: Path | str) -> Grid:
     """The grid a file describes (TOML or JSON, see docs/grid.example.toml)."""
     path = Path(path)
-    refuse_special_file(path, "grid file")
-    try:
-        text = path.read_text()
-        data = strict_json(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise InputError(f"{path}: not a readable grid file ({str(err).splitlines()[0][:120]})") from None
+    data = read_structured(path, "grid file", strict_json if path.suffix == ".json" else tomllib.loads)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a grid file holds an object of [[models]] and [hardware], not a "
                          f"{type(data).__name__}")

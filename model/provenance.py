@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model import config
-from model.errors import InputError, refuse_special_file
+from model.errors import InputError, read_structured
 
 
 def git_state(root: Path = config.PROJECT_ROOT) -> dict:
@@ -66,11 +66,7 @@ def provenance(fingerprint: dict, data_file: str, simulated: bool, started: str,
 def read_provenance(path: Path | str) -> dict:
     """A job's provenance record; InputError when it is missing or damaged."""
     path = Path(path)
-    refuse_special_file(path, "provenance record")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a readable provenance record ({err})") from None
+    record = read_structured(path, "provenance record", json.loads)
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         raise InputError(f"{path}: not a provenance record (no 'settings')")
     return record

@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 
 from model import config
 from model.command_settings import FacilitySettings
-from model.errors import InputError, refuse_special_file
+from model.errors import InputError, read_structured
 from model.generation import methods
 from model.outputs import atomic_path, file_sha256, locked_directory, staged_folder
 from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
@@ -113,11 +113,7 @@ def _convert(path: Path, where: str, key: str, raw):
 def read_scenarios(path: Path | str) -> tuple[dict, dict[str, list], list[int]]:
     """The file's [site] values, [sweep] lists and seeds, each checked and of its field's type."""
     path = Path(path)
-    refuse_special_file(path, "scenario file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise InputError(f"{path}: not a readable scenario file ({str(err).splitlines()[0][:120]})") from None
+    data = read_structured(path, "scenario file", tomllib.loads)
     for key in data:
         if key not in ("seeds", "site", "sweep"):
             raise InputError(f"{path}: {key}: unknown key; a scenario file holds seeds, [site] and [sweep]")
