@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from model.features import window_means
 from model.checkpoint import load_checkpoint
 from model.command_settings import FacilitySettings
 from model.errors import EXIT_FAILED, InputError, refuse_oversized
+from model.generation.generator import Requests
 from model.generation.requests_file import read_requests
 from model.interrupts import exit_status, interruptible
 from model.outputs import file_sha256, locked_directory, staged_folder
@@ -35,12 +37,29 @@ from model.slurm import SLURM_SUBDIR, TasksFailed
 QUARTER_S = 900.0
 
 
-def build_site(args: FacilitySettings) -> int:
-    """Generate the site of `args` (model.facility's settings, already checked), roll it up,
-    size it and write its files; the exit status."""
+@dataclass
+class SiteInputs:
+    """What a site's flags name, read and checked: everything build_site needs before it works."""
+    layout: Layout
+    mix: dict[str, float]
+    checkpoints: dict[str, Path]     # job -> its checkpoint file
+    bin_s: float
+    n_bins: int                      # whole 15-minute windows
+    requests: Requests | None        # the site's request stream, arrivals already time-scaled
+    diurnal: np.ndarray | None
+
+
+def site_inputs(args: FacilitySettings) -> SiteInputs:
+    """Read and check what `args` (model.facility's settings, validated) name: the layout, the
+    configurations' checkpoints (one bin width), the requests file, the diurnal profile, and that
+    the site fits in memory. InputError naming the flag or file, before any work; a scenario
+    sweep calls it for every run before the first (model/sites/scenario.py)."""
     layout = Layout(args.rows, args.racks_per_row, args.nodes_per_rack)
     mix = parse_mix(args.config)
     checkpoints = {job: config.checkpoint_path(args.results_dir, job) for job in mix}
+    for job, path in checkpoints.items():
+        if not path.is_file():
+            raise InputError(f"--config {job}: no checkpoint {path} (--results_dir {args.results_dir})")
     ckpts = {job: load_checkpoint(path) for job, path in checkpoints.items()}
     bins = {float(c.configuration["bin_s"]) for c in ckpts.values()}
     if len(bins) > 1:
@@ -63,7 +82,16 @@ def build_site(args: FacilitySettings) -> int:
     refuse_oversized(3.0 * layout.n_racks * quarters * (QUARTER_S / bin_s) * 8 + layout.n_nodes * 4096,
                      f"{layout.n_racks} racks x {quarters * QUARTER_S / bin_s:.3g} bins",
                      "--rows, --racks_per_row, --nodes_per_rack or --duration")
-    n_bins = int(quarters) * int(round(QUARTER_S / bin_s))   # whole 15-min windows
+    n_bins = int(quarters) * int(round(QUARTER_S / bin_s))
+    return SiteInputs(layout, mix, checkpoints, bin_s, n_bins, requests, diurnal)
+
+
+def build_site(args: FacilitySettings) -> int:
+    """Generate the site of `args` (model.facility's settings, already checked), roll it up,
+    size it and write its files; the exit status."""
+    inputs = site_inputs(args)
+    layout, mix, checkpoints, bin_s, n_bins = inputs.layout, inputs.mix, inputs.checkpoints, inputs.bin_s, inputs.n_bins
+    requests, diurnal = inputs.requests, inputs.diurnal
     rack_jobs = assign_configs(layout, mix, args.seed)
     node_requests = None
     if requests is not None:

@@ -52,8 +52,7 @@ from model.plots import PAGE_WIDTH_IN, PALETTE, REAL_COLOUR, STYLE, save_figure
 from model.provenance import environment, git_state
 from model.settings import check_seed
 from model.sites import html_report, report
-from model.sites.build import build_site
-from model.sites.layout import Layout, parse_mix, read_diurnal
+from model.sites.build import build_site, site_inputs
 from model.sites.output_folder import (SWEEP_SUBFOLDERS, check_previous_run, refuse_foreign, remove_files,
                                        write_manifest)
 from model.sites.rollup import power_unit
@@ -174,18 +173,10 @@ def expand(path: Path | str, site: dict, sweep: dict[str, list], seeds: list[int
 
 
 def _check(settings: FacilitySettings) -> None:
-    """What the run would refuse, said before any run starts: its flags, layout, checkpoints
-    and the files it reads."""
+    """What the run would refuse, said before any run starts: its flags, and what they name
+    (build.site_inputs: layout, checkpoints, files, memory)."""
     settings.validate()
-    Layout(settings.rows, settings.racks_per_row, settings.nodes_per_rack)
-    for job in parse_mix(settings.config):
-        checkpoint = config.checkpoint_path(settings.results_dir, job)
-        if not checkpoint.is_file():
-            raise InputError(f"config {job}: no checkpoint {checkpoint} (results_dir {settings.results_dir})")
-    if settings.requests is not None and not Path(settings.requests).is_file():
-        raise InputError(f"requests {settings.requests}: file not found")
-    if settings.diurnal is not None:
-        read_diurnal(settings.diurnal)
+    site_inputs(settings)
 
 
 def _refuse_site_flags(command: FacilitySettings) -> None:
