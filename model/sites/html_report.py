@@ -20,11 +20,12 @@ import pandas as pd
 
 from model.generation import methods
 from model.outputs import write_text
+from model.plots import PNG_DPI
 from model.sites.report import row_sizing_display
 from model.sites.rollup import power_unit
 
 REPORT = "report.html"
-PNG_DPI_TO_CSS = 1.6       # figures are drawn at 200 dpi (model/plots.py); shown at 125 CSS px per inch
+CSS_PX_PER_INCH = 125      # figures are shown at this size, whatever dpi model/plots.py draws them at
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
        max-width: 1100px; margin: 1.5em auto; padding: 0 1em; line-height: 1.4; }
@@ -89,7 +90,7 @@ def figures(folder: Path | str, first: tuple[str, ...] = ("site_power",)) -> str
     for path in sorted(Path(folder).glob("*.png"), key=lambda p: (p.stem not in first, p.name)):
         data = path.read_bytes()
         width = struct.unpack(">I", data[16:20])[0] if data[:8] == b"\x89PNG\r\n\x1a\n" else 0
-        size = f' width="{round(width / PNG_DPI_TO_CSS)}"' if width else ""
+        size = f' width="{round(width * CSS_PX_PER_INCH / PNG_DPI)}"' if width else ""
         out.append(f'<figure><img alt="{html.escape(path.stem)}"{size} src="data:image/png;base64,'
                    f'{base64.b64encode(data).decode("ascii")}"><figcaption>{html.escape(path.name)} (its PDF '
                    "is beside this file)</figcaption></figure>")
