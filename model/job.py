@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import log_softmax
 import torch
 
 from model import config
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.classifiers import metrics
-from model.classifiers.calibration import calibration_split, fit_temperature, log_softmax, nll
+from model.classifiers.calibration import calibration_split, fit_temperature, nll
 from model.classifiers.gru import PowerStateGRU, resolve_gru_impl, state_log_probabilities
 from model.classifiers.synthetic import synthesize
 from model.classifiers.train import DISCARDED_SUFFIX, FitResult, fit
@@ -269,7 +270,7 @@ def evaluate(settings: JobSettings, model: PowerStateGRU, prepared: Prepared,
         "acf_mae": metrics.acf_mae(real, synthetic),
         # the same classifier's ECE without its temperature (equal to ece when it is 1)
         "ece_uncalibrated": metrics.expected_calibration_error(
-            np.exp(log_softmax(np.concatenate(log_probs) * model.temperature)), all_true),
+            np.exp(log_softmax(np.concatenate(log_probs) * model.temperature, axis=1)), all_true),
         "temperature": model.temperature,
         "train_seconds": fit_result.train_seconds,
         "num_epochs": settings.num_epochs,

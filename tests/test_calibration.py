@@ -10,7 +10,9 @@ import torch
 
 from model import config
 from model.classifiers import metrics
-from model.classifiers.calibration import calibration_split, fit_temperature, log_softmax, nll
+from scipy.special import log_softmax
+
+from model.classifiers.calibration import calibration_split, fit_temperature, nll
 from model.classifiers.gru import PowerStateGRU
 from model.data import Trace, Workload
 from model.features import FeatureNorm, raw_features
@@ -66,7 +68,7 @@ def test_temperature_lowers_the_ece_of_an_overconfident_classifier_and_keeps_eve
     fit_logits, fit_labels = _logits(rng, 3000, 4, margin=8.0, accuracy=0.7)
     logits, labels = _logits(rng, 3000, 4, margin=8.0, accuracy=0.7)      # other bins, same model
     temperature = fit_temperature(fit_logits, fit_labels)
-    before, after = np.exp(log_softmax(logits)), np.exp(log_softmax(logits / temperature))
+    before, after = np.exp(log_softmax(logits, axis=1)), np.exp(log_softmax(logits / temperature, axis=1))
     assert (after.argmax(1) == before.argmax(1)).all()
     assert metrics.expected_calibration_error(after, labels) < metrics.expected_calibration_error(before, labels) / 3
 

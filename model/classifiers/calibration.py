@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 
 from model import config
 
@@ -31,17 +33,11 @@ def calibration_split(n_bins: int, share: float = config.CALIBRATION_SHARE) -> i
     return int(min(max(round(n_bins * (1.0 - share)), 1), n_bins - 1))
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64, stable for large logits."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of `labels` under softmax(logits / temperature)."""
     labels = np.asarray(labels, dtype=np.int64)
-    return float(-log_softmax(np.asarray(logits, dtype=np.float64) / temperature)[np.arange(len(labels)), labels].mean())
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    return float(-log_softmax(scaled, axis=1)[np.arange(len(labels)), labels].mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -55,7 +51,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         return 1.0
-    from scipy.optimize import minimize_scalar      # here: scipy is not needed for --help
     found = minimize_scalar(lambda log_t: nll(logits, labels, math.exp(log_t)), bounds=LOG_T_BOUNDS,
                             method="bounded", options={"xatol": 1e-6})
     temperature = math.exp(float(found.x))
