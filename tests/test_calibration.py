@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.special import log_softmax
 
 from model import config
 from model.classifiers import metrics
-from scipy.special import log_softmax
-
 from model.classifiers.calibration import calibration_split, fit_temperature, nll
 from model.classifiers.gru import PowerStateGRU
 from model.data import Trace, Workload
