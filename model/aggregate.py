@@ -22,7 +22,7 @@ from model.grid import Grid
 from model.latex import booktabs_table, two_lines
 from model.outputs import refuse_clashes, write_text
 from model.provenance import git_state, now, read_provenance
-from model.results import METRICS_SUFFIX, read_results
+from model.results import METRICS_SUFFIX, Results, read_results
 
 GENERATION_SUFFIX = "_generation.csv"
 UP, DOWN = r"~$\uparrow$", r"~$\downarrow$"
@@ -42,15 +42,16 @@ GENERATION_TABLE_COLUMNS = (
 )
 
 
-def collect(grid: Grid, metrics_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per job of the folder (model/results.py): model, hardware, tp, job, then the metrics."""
+def collect(grid: Grid, metrics_dir: Path | str) -> Results:
+    """The folder's jobs (model/results.py), read once for both tables; InputError when there is
+    no folder or no job in it."""
     metrics_dir = Path(metrics_dir)
     if not metrics_dir.is_dir():
         raise InputError(f"{metrics_dir}: metrics folder not found (run run_all_training.py first)")
     results = read_results(grid, metrics_dir)
     if results.metrics.empty:
         raise InputError(f"{metrics_dir}: no metrics files (*{METRICS_SUFFIX}) of the grid's jobs")
-    return results.metrics, results.notes
+    return results
 
 
 # settings a table may pool over: the ones that make a cell of the grid (and its data file)
@@ -140,11 +141,11 @@ def latex_table(grid: Grid, stats: pd.DataFrame) -> str:
                           "tab:train_eval_model", [r"\textbf{Model}", *(h for _, h, _ in TABLE_COLUMNS)], rows)
 
 
-def collect_generation(grid: Grid, metrics_dir: Path | str) -> pd.DataFrame:
+def collect_generation(results: Results) -> pd.DataFrame:
     """One row per (job, method) of the folder's jobs' generation CSVs (model/results.py decides
     which jobs); empty if there are none."""
     frames = []
-    for cell, path in read_results(grid, metrics_dir).job_files(GENERATION_SUFFIX):
+    for cell, path in results.job_files(GENERATION_SUFFIX):
         refuse_special_file(path, "generation CSV")
         try:
             frame = pd.read_csv(path)
@@ -202,13 +203,13 @@ def generation_table(grid: Grid, stats: pd.DataFrame) -> str:
                           [r"\textbf{Model / method}", *(h for _, h, _ in GENERATION_TABLE_COLUMNS)], rows)
 
 
-def aggregate_generation(grid: Grid, metrics_dir: Path | str, out_dir: Path | str, echo=print) -> pd.DataFrame:
+def aggregate_generation(grid: Grid, results: Results, out_dir: Path | str, echo=print) -> pd.DataFrame:
     """generation_statistics.csv and generation_fidelity.tex in out_dir, from the folder's
     finished jobs (model/results.py: each has its generation CSV); InputError without any."""
-    results = collect_generation(grid, metrics_dir)
-    if results.empty:
-        raise InputError(f"{metrics_dir}: no finished job of the grid, so no generation table")
-    stats = generation_statistics(grid, results)
+    rows = collect_generation(results)
+    if rows.empty:
+        raise InputError(f"{results.metrics_dir}: no finished job of the grid, so no generation table")
+    stats = generation_statistics(grid, rows)
     csv_path = Path(out_dir) / config.GENERATION_STATISTICS_FILE
     table_path = Path(out_dir) / config.GENERATION_TABLE_FILE
     write_text(csv_path, stats.to_csv(index=False, float_format="%.10g"))
@@ -262,7 +263,8 @@ def aggregate(grid: Grid, metrics_dir: Path | str, table_path: Path | str, csv_p
                     config.GENERATION_STATISTICS_FILE: out_dir / config.GENERATION_STATISTICS_FILE,
                     config.GENERATION_TABLE_FILE: out_dir / config.GENERATION_TABLE_FILE},
                    {f"--metrics_dir's {p.name}": p for p in sorted(Path(metrics_dir).glob("*"))})
-    results, notes = collect(grid, metrics_dir)
+    found = collect(grid, metrics_dir)
+    results, notes = found.metrics, found.notes
     settings = job_settings_table(Path(metrics_dir), list(results["job"]))
     mixed = mixed_settings(settings) if not settings.empty else []
     if mixed and not allow_mixed_settings:
@@ -296,5 +298,5 @@ def aggregate(grid: Grid, metrics_dir: Path | str, table_path: Path | str, csv_p
     print(f"table:      {table_path}")
     print(f"every job:  {all_jobs_path}")
     print()
-    aggregate_generation(grid, metrics_dir, Path(table_path).parent)
+    aggregate_generation(grid, found, Path(table_path).parent)
     return stats

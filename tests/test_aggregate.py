@@ -270,7 +270,8 @@ def test_aggregator_leaves_out_diverged_jobs_with_a_note(tmp_path):
         write_finished_job(folder, job, {m: 0.5 for m in config.METRIC_ORDER} | {"final_train_loss": float(loss)})
     (tmp_path / config.SUMMARY_FILE).write_text(json.dumps([{"job_name": "llama-3-8b_h100_tp1",
                                                              "status": "diverged"}]))
-    results, notes = collect(BUILT_IN, folder)
+    found = collect(BUILT_IN, folder)
+    results, notes = found.metrics, found.notes
     assert list(results["job"]) == ["llama-3-8b_a100_tp1"]
     assert sum("left out" in n and "diverged" in n for n in notes) == 2
 

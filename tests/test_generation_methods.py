@@ -10,6 +10,7 @@ import pytest
 from conftest import write_finished_job
 from model import config
 from model.aggregate import aggregate_generation
+from model.results import read_results
 from model.data import Trace, Workload
 from model.errors import InputError
 from model.generation import methods
@@ -54,7 +55,7 @@ def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_pat
     assert baseline_watts(ckpt, 100.0) == {"tdp": 900.0, "mean": 400.0, "double_mean": 700.0}
 
     write_generation(tmp_path / "metrics", ["ours", "tdp", "double_mean"])
-    aggregate_generation(BUILT_IN, tmp_path / "metrics", tmp_path, echo=lambda *_: None)
+    aggregate_generation(BUILT_IN, read_results(BUILT_IN, tmp_path / "metrics"), tmp_path, echo=lambda *_: None)
     stats = pd.read_csv(tmp_path / "generation_statistics.csv")
     assert list(stats["method"]) == ["ours", "tdp", "double_mean"]
     assert stats.set_index("method").loc["double_mean", "n_configs"] == 2
@@ -64,7 +65,7 @@ def test_a_registered_method_is_scored_tabled_and_a_site_baseline(dummy, tmp_pat
 def test_an_unregistered_method_in_a_generation_file_is_an_input_error(tmp_path):
     write_generation(tmp_path / "metrics", ["ours", "double_mean"])
     with pytest.raises(InputError, match="llama-3-8b_a100_tp1_generation.csv: unknown generation method 'double_mean'"):
-        aggregate_generation(BUILT_IN, tmp_path / "metrics", tmp_path, echo=lambda *_: None)
+        aggregate_generation(BUILT_IN, read_results(BUILT_IN, tmp_path / "metrics"), tmp_path, echo=lambda *_: None)
     assert not (tmp_path / "generation_statistics.csv").exists()
 
 

@@ -32,8 +32,8 @@ def results_folder(root):
 def test_tables_and_figures_read_the_same_jobs_from_a_results_folder(tmp_path):
     metrics = results_folder(tmp_path)
     assert read_results(BUILT_IN, metrics).jobs == [FINISHED]
-    assert list(collect(BUILT_IN, metrics)[0]["job"]) == [FINISHED]
-    assert list(collect_generation(BUILT_IN, metrics)["job"]) == [FINISHED]
+    assert list(collect(BUILT_IN, metrics).metrics["job"]) == [FINISHED]
+    assert list(collect_generation(read_results(BUILT_IN, metrics))["job"]) == [FINISHED]
     assert list(read_job_metrics(BUILT_IN, metrics)["job"]) == [FINISHED]
     assert set(read_losses(BUILT_IN, metrics)["job"]) == {FINISHED} and set(read_val_losses(BUILT_IN, metrics)["job"]) == {FINISHED}
 
