@@ -59,7 +59,8 @@ def site_inputs(args: FacilitySettings) -> SiteInputs:
     checkpoints = {job: config.checkpoint_path(args.results_dir, job) for job in mix}
     for job, path in checkpoints.items():
         if not path.is_file():
-            raise InputError(f"--config {job}: no checkpoint {path} (--results_dir {args.results_dir})")
+            raise InputError(f"--config {job}: no checkpoint in --results_dir {args.results_dir} ({path}: "
+                             "checkpoint not found)")
     ckpts = {job: load_checkpoint(path) for job, path in checkpoints.items()}
     bins = {float(c.configuration["bin_s"]) for c in ckpts.values()}
     if len(bins) > 1:
